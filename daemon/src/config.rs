@@ -1,0 +1,135 @@
+//! Daemon configuration: `config.toml`, environment overrides, and defaults.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use sotto_protocol::api::KeyStoreKind;
+
+use crate::paths;
+
+/// The default largest text `message.send` accepts, in UTF-8 bytes.
+pub const DEFAULT_MAX_TEXT_BYTES: u64 = 16 * 1024;
+/// The default number of events kept for `events.subscribe {since}` replay.
+pub const DEFAULT_EVENT_RETENTION: u64 = 100_000;
+/// The default per-subscription queue bound, in events.
+pub const DEFAULT_SUBSCRIPTION_QUEUE: usize = 1024;
+
+/// The daemon's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the socket is (for status and logs; binding is done by the caller).
+    pub socket_path: PathBuf,
+    /// The data directory (SQLite, file key store), mode 0700.
+    pub data_dir: PathBuf,
+    /// Where a new account's key is stored.
+    pub key_store: KeyStoreKind,
+    /// Skip process hardening (for profilers and debuggers).
+    pub allow_debugging: bool,
+    /// The longest request line, in bytes.
+    pub max_line_bytes: usize,
+    /// The largest text accepted by `message.send`.
+    pub max_text_bytes: u64,
+    /// How many events are kept for replay.
+    pub event_retention: u64,
+    /// Per-subscription queue bound; a subscriber this far behind is closed.
+    pub subscription_queue: usize,
+}
+
+/// The config file's shape; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    key_store: Option<String>,
+    allow_debugging: Option<bool>,
+    max_line_bytes: Option<usize>,
+    max_text_bytes: Option<u64>,
+    event_retention: Option<u64>,
+    subscription_queue: Option<usize>,
+    /// Accepted now, used by the D-Bus adapter.
+    #[allow(dead_code)]
+    dbus: Option<bool>,
+    #[allow(dead_code)]
+    notify: Option<bool>,
+    #[allow(dead_code)]
+    notify_preview: Option<bool>,
+}
+
+impl Config {
+    /// Loads `path` (or the default config path, if it exists) and applies the environment.
+    pub fn load(path: Option<&Path>, socket: Option<PathBuf>) -> anyhow::Result<Config> {
+        let (file, explicit) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (paths::config_file()?, false),
+        };
+        let parsed = match std::fs::read_to_string(&file) {
+            Ok(text) => toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("reading config {}", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                FileConfig::default()
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading config {}", file.display())),
+        };
+        let key_store_name = std::env::var("SOTTO_KEY_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or(parsed.key_store);
+        let key_store = match key_store_name {
+            None => KeyStoreKind::SecretService,
+            Some(name) => KeyStoreKind::parse(&name).with_context(|| {
+                format!(
+                    "unknown key store {name:?}: use \"secret-service\", \"keyutils\" or \"file\""
+                )
+            })?,
+        };
+        let allow_debugging = std::env::var(crate::hardening::DEBUG_ENV)
+            .is_ok_and(|v| !v.is_empty() && v != "0")
+            || parsed.allow_debugging.unwrap_or(false);
+        Ok(Config {
+            socket_path: match socket {
+                Some(s) => s,
+                None => paths::socket_path()?,
+            },
+            data_dir: paths::data_dir()?,
+            key_store,
+            allow_debugging,
+            max_line_bytes: parsed
+                .max_line_bytes
+                .unwrap_or(sotto_protocol::jsonrpc::MAX_LINE_BYTES),
+            max_text_bytes: parsed.max_text_bytes.unwrap_or(DEFAULT_MAX_TEXT_BYTES),
+            event_retention: parsed
+                .event_retention
+                .unwrap_or(DEFAULT_EVENT_RETENTION)
+                .max(1),
+            subscription_queue: parsed
+                .subscription_queue
+                .unwrap_or(DEFAULT_SUBSCRIPTION_QUEUE)
+                .max(1),
+        })
+    }
+
+    /// A config for tests and embedding: everything default, explicit paths.
+    pub fn with_paths(socket_path: PathBuf, data_dir: PathBuf, key_store: KeyStoreKind) -> Config {
+        Config {
+            socket_path,
+            data_dir,
+            key_store,
+            allow_debugging: false,
+            max_line_bytes: sotto_protocol::jsonrpc::MAX_LINE_BYTES,
+            max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
+            event_retention: DEFAULT_EVENT_RETENTION,
+            subscription_queue: DEFAULT_SUBSCRIPTION_QUEUE,
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `SOTTO_LOG` (tracing EnvFilter syntax, default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,264 @@
+//! Where the device key is kept: the Secret Service (default), kernel keyutils, or a 0600
+//! file. The entry is service `sotto`, user `<address>/<device_id>`.
+//!
+//! The chosen store is used or the operation fails with a message that says how to choose
+//! another; there is never a silent fallback. The Secret Service and keyutils calls block,
+//! so they run on the blocking pool.
+
+mod device_key;
+mod file;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keyring_core::{CredentialStore, Error as KrError};
+use sotto_protocol::api::KeyStoreKind;
+use zeroize::Zeroizing;
+
+pub use device_key::{DeviceKey, SEED_LEN, fingerprint};
+
+/// The keyring entry's service name.
+pub const SERVICE: &str = "sotto";
+
+/// A key store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The store cannot be reached at all.
+    #[error("the {store} key store is unavailable: {reason}; {hint}")]
+    Unavailable {
+        /// Which store.
+        store: KeyStoreKind,
+        /// What went wrong.
+        reason: String,
+        /// How to choose another store.
+        hint: &'static str,
+    },
+    /// The store has no key for this device.
+    #[error(
+        "the {store} key store has no key for {user}; was it deleted? (restore it, or remove the data directory to start over)"
+    )]
+    Missing {
+        /// Which store.
+        store: KeyStoreKind,
+        /// The entry's user.
+        user: String,
+    },
+    /// The store refused or failed.
+    #[error("the {store} key store failed to {op} the key for {user}: {reason}")]
+    Failed {
+        /// Which store.
+        store: KeyStoreKind,
+        /// What we tried.
+        op: &'static str,
+        /// The entry's user.
+        user: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// The stored key is not a key, or not this account's.
+    #[error("the key for {user} in the {store} key store is invalid: {reason}")]
+    Invalid {
+        /// Which store.
+        store: KeyStoreKind,
+        /// The entry's user.
+        user: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+const HINT: &str = "choose another store with key_store = \"secret-service\" | \"keyutils\" | \"file\" in config.toml or SOTTO_KEY_STORE (keyutils keys last until logout; file keeps the key in clear in the data directory)";
+
+/// An open key store.
+#[derive(Clone)]
+pub enum KeyStore {
+    /// A keyring-core store (Secret Service or keyutils).
+    Keyring {
+        /// Which kind.
+        kind: KeyStoreKind,
+        /// The store.
+        store: Arc<CredentialStore>,
+    },
+    /// Files of mode 0600 under `<data>/keys`.
+    File(file::FileStore),
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyStore({})", self.kind())
+    }
+}
+
+impl KeyStore {
+    /// Opens the store of `kind`; fails with [`KeyError::Unavailable`] when it cannot be reached.
+    pub async fn open(kind: KeyStoreKind, data_dir: PathBuf) -> Result<KeyStore, KeyError> {
+        let unavailable = |reason: String| KeyError::Unavailable {
+            store: kind,
+            reason,
+            hint: HINT,
+        };
+        match kind {
+            KeyStoreKind::File => Ok(KeyStore::File(file::FileStore::new(data_dir.join("keys")))),
+            KeyStoreKind::SecretService => {
+                let store =
+                    tokio::task::spawn_blocking(zbus_secret_service_keyring_store::Store::new)
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?
+                        .map_err(|e| unavailable(describe(&e)))?;
+                Ok(KeyStore::Keyring { kind, store })
+            }
+            KeyStoreKind::Keyutils => {
+                let store = linux_keyutils_keyring_store::Store::new()
+                    .map_err(|e| unavailable(describe(&e)))?;
+                Ok(KeyStore::Keyring { kind, store })
+            }
+            _ => Err(unavailable("this build does not support it".into())),
+        }
+    }
+
+    /// Which kind of store this is.
+    pub fn kind(&self) -> KeyStoreKind {
+        match self {
+            KeyStore::Keyring { kind, .. } => *kind,
+            KeyStore::File(_) => KeyStoreKind::File,
+        }
+    }
+
+    /// Stores `key` under `user`.
+    pub async fn save(&self, user: &str, key: &DeviceKey) -> Result<(), KeyError> {
+        let seed = key.seed();
+        let kind = self.kind();
+        let failed = |e: &KrError| classify(kind, "store", user, e);
+        match self {
+            KeyStore::File(f) => f.save(user, &seed[..]).map_err(|e| KeyError::Failed {
+                store: kind,
+                op: "store",
+                user: user.to_owned(),
+                reason: e.to_string(),
+            }),
+            KeyStore::Keyring { store, .. } => {
+                let store = store.clone();
+                let u = user.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    store.build(SERVICE, &u, None)?.set_secret(&seed[..])
+                })
+                .await
+                .map_err(|e| self.join_error("store", user, e))?
+                .map_err(|e| failed(&e))
+            }
+        }
+    }
+
+    /// Loads the key stored under `user`.
+    pub async fn load(&self, user: &str) -> Result<DeviceKey, KeyError> {
+        let kind = self.kind();
+        let secret: Zeroizing<Vec<u8>> = match self {
+            KeyStore::File(f) => match f.load(user) {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return Err(KeyError::Missing {
+                        store: kind,
+                        user: user.to_owned(),
+                    });
+                }
+                Err(e) => {
+                    return Err(KeyError::Failed {
+                        store: kind,
+                        op: "read",
+                        user: user.to_owned(),
+                        reason: e.to_string(),
+                    });
+                }
+            },
+            KeyStore::Keyring { store, .. } => {
+                let store = store.clone();
+                let u = user.to_owned();
+                let got = tokio::task::spawn_blocking(move || {
+                    store.build(SERVICE, &u, None)?.get_secret()
+                })
+                .await
+                .map_err(|e| self.join_error("read", user, e))?;
+                Zeroizing::new(got.map_err(|e| classify(kind, "read", user, &e))?)
+            }
+        };
+        DeviceKey::from_seed(&secret).ok_or_else(|| KeyError::Invalid {
+            store: kind,
+            user: user.to_owned(),
+            reason: format!("expected {SEED_LEN} bytes, found {}", secret.len()),
+        })
+    }
+
+    /// Deletes the key stored under `user` (best effort cleanup after a failed create).
+    pub async fn delete(&self, user: &str) -> Result<(), KeyError> {
+        let kind = self.kind();
+        match self {
+            KeyStore::File(f) => f.delete(user).map_err(|e| KeyError::Failed {
+                store: kind,
+                op: "delete",
+                user: user.to_owned(),
+                reason: e.to_string(),
+            }),
+            KeyStore::Keyring { store, .. } => {
+                let store = store.clone();
+                let u = user.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    store.build(SERVICE, &u, None)?.delete_credential()
+                })
+                .await
+                .map_err(|e| self.join_error("delete", user, e))?
+                .map_err(|e| classify(kind, "delete", user, &e))
+            }
+        }
+    }
+
+    fn join_error(&self, op: &'static str, user: &str, e: tokio::task::JoinError) -> KeyError {
+        KeyError::Failed {
+            store: self.kind(),
+            op,
+            user: user.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The entry user of a device: `<address>/<device_id>`.
+pub fn entry_user(address: &str, device_id: &str) -> String {
+    format!("{address}/{device_id}")
+}
+
+fn classify(store: KeyStoreKind, op: &'static str, user: &str, e: &KrError) -> KeyError {
+    match e {
+        KrError::NoEntry => KeyError::Missing {
+            store,
+            user: user.to_owned(),
+        },
+        KrError::NoStorageAccess(_) => KeyError::Unavailable {
+            store,
+            reason: describe(e),
+            hint: HINT,
+        },
+        _ => KeyError::Failed {
+            store,
+            op,
+            user: user.to_owned(),
+            reason: describe(e),
+        },
+    }
+}
+
+/// Describes a keyring error without ever echoing secret bytes (some variants carry them).
+fn describe(e: &KrError) -> String {
+    match e {
+        KrError::PlatformFailure(inner) | KrError::NoStorageAccess(inner) => inner.to_string(),
+        KrError::NoEntry => "no such entry".into(),
+        KrError::BadEncoding(_) | KrError::BadDataFormat(..) => {
+            "the stored data has an unexpected format".into()
+        }
+        KrError::BadStoreFormat(s) => format!("bad store format: {s}"),
+        KrError::TooLong(what, max) => format!("{what} is longer than {max}"),
+        KrError::Invalid(what, why) => format!("invalid {what}: {why}"),
+        KrError::Ambiguous(v) => format!("{} matching entries", v.len()),
+        KrError::NotSupportedByStore(s) => format!("not supported by the store: {s}"),
+        _ => "unknown key store error".into(),
+    }
+}

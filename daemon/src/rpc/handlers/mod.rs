@@ -1,0 +1,14 @@
+//! JSON-RPC handlers, one file per API area. Each only adapts params to a service call.
+
+mod account;
+mod daemon;
+mod events;
+
+use super::Registry;
+
+/// Registers every implemented method.
+pub fn register_all(r: &mut Registry) {
+    daemon::register(r);
+    account::register(r);
+    events::register(r);
+}

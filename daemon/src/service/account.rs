@@ -1,0 +1,181 @@
+//! `account.create` and `account.info`: the device identity.
+
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension as _, params};
+use sotto_protocol::api::{Account, EventPayload, KeyStoreKind};
+use sotto_protocol::{Address, ErrorKind, RelayUrl};
+
+use super::{ApiError, Identity, Service};
+use crate::StartError;
+use crate::config::Config;
+use crate::keys::{self, DeviceKey, KeyError, KeyStore};
+use crate::store::{Store, StoreError};
+
+struct AccountRow {
+    address: String,
+    device_id: String,
+    relay: String,
+    key_store: String,
+    public_key: Vec<u8>,
+}
+
+fn read_account(conn: &rusqlite::Connection) -> Result<Option<AccountRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT address, device_id, relay, key_store, public_key FROM account WHERE id = 1",
+            [],
+            |r| {
+                Ok(AccountRow {
+                    address: r.get(0)?,
+                    device_id: r.get(1)?,
+                    relay: r.get(2)?,
+                    key_store: r.get(3)?,
+                    public_key: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Loads the account and its key at start; the key store must answer or the daemon stops.
+pub(super) async fn load_identity(
+    store: &Store,
+    config: &Config,
+) -> Result<Option<Identity>, StartError> {
+    let Some(row) = store.call(|db| read_account(db.conn())).await? else {
+        return Ok(None);
+    };
+    let kind = KeyStoreKind::parse(&row.key_store).ok_or_else(|| {
+        StoreError::Decode(format!(
+            "unknown key store {:?} in the account",
+            row.key_store
+        ))
+    })?;
+    if kind != config.key_store {
+        tracing::warn!(
+            account_store = %kind,
+            configured = %config.key_store,
+            "the account's key lives in the {kind} store; the configured key_store applies to new accounts only"
+        );
+    }
+    let address = Address::parse(&row.address).map_err(|e| StoreError::Decode(e.to_string()))?;
+    let user = keys::entry_user(&row.address, &row.device_id);
+    let key_store = KeyStore::open(kind, config.data_dir.clone()).await?;
+    let key = key_store.load(&user).await?;
+    if key.public_key()[..] != row.public_key[..] {
+        return Err(KeyError::Invalid {
+            store: kind,
+            user,
+            reason: "it does not match the account's public key".into(),
+        }
+        .into());
+    }
+    let account = Account {
+        address,
+        device_id: row.device_id,
+        fingerprint: key.fingerprint(),
+        relay: row.relay,
+        key_store: kind,
+    };
+    Ok(Some(Identity {
+        account,
+        key: Arc::new(key),
+    }))
+}
+
+impl Service {
+    /// `account.info`.
+    pub async fn account_info(&self) -> Result<Account, ApiError> {
+        self.identity
+            .read()
+            .await
+            .as_ref()
+            .map(|i| i.account.clone())
+            .ok_or_else(no_account)
+    }
+
+    /// The loaded identity, or `no_account`.
+    pub async fn identity(&self) -> Result<Identity, ApiError> {
+        self.identity.read().await.clone().ok_or_else(no_account)
+    }
+
+    /// `account.create`: a new device key in the configured key store and the account row.
+    ///
+    /// Registration with the relay and key-package publication arrive with the relay work;
+    /// for now the relay is recorded and the identity is local.
+    pub async fn account_create(&self, name: &str, relay: &str) -> Result<Account, ApiError> {
+        let mut slot = self.identity.write().await;
+        if let Some(existing) = slot.as_ref() {
+            return Err(ApiError::new(
+                ErrorKind::AccountExists,
+                format!(
+                    "this device already has the account {}",
+                    existing.account.address
+                ),
+            )
+            .with("address", existing.account.address.to_string()));
+        }
+        let relay_url = RelayUrl::parse(relay, false)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidAddress, e.to_string()))?;
+        let address = Address::new(name, relay_url.host().clone())
+            .map_err(|e| ApiError::new(ErrorKind::InvalidAddress, e.to_string()))?;
+        let kind = self.config.key_store;
+        let key_store = self.open_key_store(kind).await?;
+        let key = DeviceKey::generate();
+        let device_id = hex::encode(rand::random::<[u8; 8]>());
+        let user = keys::entry_user(&address.to_string(), &device_id);
+        key_store.save(&user, &key).await?;
+        let account = Account {
+            address: address.clone(),
+            device_id: device_id.clone(),
+            fingerprint: key.fingerprint(),
+            relay: relay_url.to_string(),
+            key_store: kind,
+        };
+        let row_account = account.clone();
+        let public_key = key.public_key();
+        let stored = self
+            .store
+            .call(move |db| {
+                db.write(|tx| {
+                    tx.conn().execute(
+                        "INSERT INTO account (id, address, device_id, relay, key_store, public_key, created_at)
+                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            row_account.address.to_string(),
+                            row_account.device_id,
+                            row_account.relay,
+                            row_account.key_store.as_str(),
+                            &public_key[..],
+                            super::now_rfc3339()
+                        ],
+                    )?;
+                    tx.emit(EventPayload::AccountCreated {
+                        account: row_account.clone(),
+                    })?;
+                    Ok(())
+                })
+            })
+            .await;
+        if let Err(e) = stored {
+            if let Err(cleanup) = key_store.delete(&user).await {
+                tracing::warn!(cause = %cleanup, "could not remove the key of the failed account");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(address = %account.address, key_store = %kind, "account created");
+        *slot = Some(Identity {
+            account: account.clone(),
+            key: Arc::new(key),
+        });
+        Ok(account)
+    }
+}
+
+fn no_account() -> ApiError {
+    ApiError::new(
+        ErrorKind::NoAccount,
+        "this device has no account yet: run `sotto account create --relay RELAY NAME`",
+    )
+}

@@ -1,0 +1,137 @@
+//! The service layer: every operation of the daemon, independent of transport.
+//!
+//! JSON-RPC (`rpc`) and, later, D-Bus are thin adapters that call these methods. An `Ok`
+//! from a method means the change is already persisted.
+
+mod account;
+mod error;
+mod events;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sotto_protocol::api::{Account, Event, RelayStatus, Status};
+use tokio::sync::{RwLock, broadcast, watch};
+
+use crate::config::Config;
+use crate::keys::DeviceKey;
+use crate::store::Store;
+use crate::{StartError, keys};
+
+pub use error::ApiError;
+pub use events::{Delivery, Subscription};
+
+/// The loaded identity: the account and its key (in memory only).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The account as the API shows it.
+    pub account: Account,
+    /// The private key, zeroized when the last reference drops.
+    pub key: Arc<DeviceKey>,
+}
+
+/// The daemon's state and operations.
+#[derive(Debug)]
+pub struct Service {
+    config: Config,
+    store: Store,
+    events: broadcast::Sender<Event>,
+    identity: RwLock<Option<Identity>>,
+    started: Instant,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Service {
+    /// Opens the database and loads the identity key, if an account exists.
+    pub async fn start(config: Config) -> Result<Service, StartError> {
+        crate::paths::ensure_private_dir(&config.data_dir)
+            .map_err(|e| StartError::Store(crate::store::StoreError::Decode(format!("{e:#}"))))?;
+        let (events, _) = broadcast::channel(config.subscription_queue);
+        let store = Store::open(
+            &config.data_dir.join("sotto.db"),
+            events.clone(),
+            config.event_retention,
+        )?;
+        let identity = account::load_identity(&store, &config).await?;
+        if let Some(id) = &identity {
+            tracing::info!(address = %id.account.address, key_store = %id.account.key_store, "identity loaded");
+        }
+        let (shutdown, _) = watch::channel(false);
+        Ok(Service {
+            config,
+            store,
+            events,
+            identity: RwLock::new(identity),
+            started: Instant::now(),
+            shutdown,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `daemon.status`.
+    pub async fn status(&self) -> Result<Status, ApiError> {
+        let account = self
+            .identity
+            .read()
+            .await
+            .as_ref()
+            .map(|i| i.account.clone());
+        let last_event_seq = self.store.call(|db| db.last_event_seq()).await?;
+        let relays = account
+            .iter()
+            .map(|a| RelayStatus {
+                url: a.relay.clone(),
+                // Relay connections arrive with the messaging work; none is open yet.
+                connected: false,
+            })
+            .collect();
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: sotto_protocol::PROTOCOL_VERSION,
+            account,
+            relays,
+            uptime_s: self.started.elapsed().as_secs(),
+            last_event_seq,
+            max_text_bytes: self.config.max_text_bytes,
+        })
+    }
+
+    /// Asks the daemon to stop (the caller's reply is written first by the transport).
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the daemon is stopping.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Called once after the transports stopped.
+    pub async fn stop(&self) {
+        self.request_shutdown();
+        if let Err(e) = self.store.call(|db| db.checkpoint()).await {
+            tracing::warn!(cause = %e, "final checkpoint failed");
+        }
+        tracing::info!("sottod stopped");
+    }
+
+    pub(crate) async fn open_key_store(
+        &self,
+        kind: sotto_protocol::api::KeyStoreKind,
+    ) -> Result<keys::KeyStore, ApiError> {
+        Ok(keys::KeyStore::open(kind, self.config.data_dir.clone()).await?)
+    }
+}
+
+/// Now as an RFC 3339 UTC string with second precision.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}

@@ -1,0 +1,244 @@
+//! The daemon's SQLite database behind one writer connection.
+//!
+//! One thread owns the connection; everything else sends it closures ([`Store::call`]).
+//! Writes go through [`Db::write`], an IMMEDIATE transaction that also collects the
+//! events the change implies: they are persisted in the same transaction and broadcast to
+//! subscribers only after COMMIT. Later MLS code borrows the same connection inside its
+//! own transaction, so an MLS state change and the rows it implies commit together.
+
+mod events;
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use sotto_protocol::api::{Event, EventPayload};
+use tokio::sync::{broadcast, oneshot};
+
+pub use events::EventPage;
+
+/// How often the writer truncates the WAL so deleted secrets do not linger in it.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Opening the file failed (missing dir, corrupt file, ...).
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The file is not a database or is damaged.
+    #[error(
+        "the database {path} is damaged ({detail}); move it aside to start fresh, or restore a backup"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// The database was written by a newer sottod.
+    #[error(
+        "the database was written by a newer sottod (schema {found}, this one knows {known}); upgrade sottod"
+    )]
+    TooNew {
+        /// The schema version in the file.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// Stored data could not be decoded.
+    #[error("stored data is invalid: {0}")]
+    Decode(String),
+    /// The writer thread is gone (the daemon is stopping).
+    #[error("the database is closed")]
+    Closed,
+}
+
+type Job = Box<dyn FnOnce(&mut Db) + Send>;
+
+/// A handle to the writer thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What the writer thread owns: the connection and the live event channel.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+    events: broadcast::Sender<Event>,
+    event_retention: u64,
+}
+
+/// A write transaction that can emit events.
+#[derive(Debug)]
+pub struct Tx<'a> {
+    tx: Transaction<'a>,
+    emitted: Vec<Event>,
+    event_retention: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) `path`, applies pragmas and migrations, starts the writer.
+    pub fn open(
+        path: &Path,
+        events: broadcast::Sender<Event>,
+        event_retention: u64,
+    ) -> Result<Store, StoreError> {
+        let conn = open_connection(path)?;
+        let mut db = Db {
+            conn,
+            events,
+            event_retention,
+        };
+        migrations::apply(&mut db.conn).map_err(|e| classify(path, e))?;
+        migrations::check_version(&db.conn)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sottod-db".into())
+            .spawn(move || writer_loop(db, rx))
+            .map_err(|e| StoreError::Decode(format!("cannot start the database thread: {e}")))?;
+        Ok(Store { jobs })
+    }
+
+    /// Runs `f` on the writer thread and returns its result.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |db| {
+                let _ = tx.send(f(db));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn writer_loop(mut db: Db, rx: mpsc::Receiver<Job>) {
+    loop {
+        match rx.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(job) => job(&mut db),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = db.checkpoint() {
+                    tracing::warn!(cause = %e, "WAL checkpoint failed");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Err(e) = db.checkpoint() {
+        tracing::warn!(cause = %e, "final WAL checkpoint failed");
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if ok != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(ok),
+            ));
+        }
+        Ok(())
+    };
+    setup().map_err(|e| classify(path, e))?;
+    Ok(conn)
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+        _ => StoreError::Open {
+            path: path.to_owned(),
+            source: e,
+        },
+    }
+}
+
+impl Db {
+    /// The connection, for reads.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction; on success commits, then broadcasts the
+    /// events `f` emitted. On error nothing is committed and nothing is broadcast.
+    pub fn write<T>(
+        &mut self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = Tx {
+            tx,
+            emitted: Vec::new(),
+            event_retention: self.event_retention,
+        };
+        let value = f(&mut tx)?;
+        let Tx { tx, emitted, .. } = tx;
+        tx.commit()?;
+        for event in emitted {
+            // No receiver is fine: events are persisted and replayable.
+            let _ = self.events.send(event);
+        }
+        Ok(value)
+    }
+
+    /// Truncates the WAL so deleted pages (old secrets) leave the disk.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+impl Tx<'_> {
+    /// The transaction's connection.
+    pub fn conn(&self) -> &Connection {
+        &self.tx
+    }
+
+    /// Persists an event in this transaction; it is broadcast after COMMIT.
+    pub fn emit(&mut self, payload: EventPayload) -> Result<Event, StoreError> {
+        let event = events::append(&self.tx, payload, self.event_retention)?;
+        self.emitted.push(event.clone());
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests;
