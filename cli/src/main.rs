@@ -1,1 +1,85 @@
-fn main() {}
+//! `sotto`: the command-line client of sottod. It never opens the store; every command is
+//! one or a few JSON-RPC calls on the daemon's socket.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sotto: end-to-end encrypted messaging from your terminal.
+///
+/// `sotto` talks to the sottod daemon, which holds your keys and messages. Start it with
+/// `systemctl --user start sottod.socket`, or run `sottod` in another terminal.
+///
+/// Every command accepts `--json` to print the daemon's JSON result for scripts
+/// (`listen --json` prints one JSON event per line).
+///
+/// Exit status: 0 on success, 1 on an error (the message is on stderr), 2 on a usage error.
+#[derive(Debug, Parser)]
+#[command(name = "sotto", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Print results as JSON (NDJSON for `listen`)
+    #[arg(long, global = true)]
+    json: bool,
+    /// The daemon's socket [default: $XDG_RUNTIME_DIR/sotto/sottod.sock]
+    #[arg(long, global = true, env = "SOTTO_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the daemon's version, account, relays and uptime
+    Status,
+    /// Manage this device's account
+    #[command(subcommand)]
+    Account(commands::account::AccountCommand),
+    /// Show this device's address, device id and key fingerprint
+    Whoami,
+    /// Stream events (messages, membership changes, connection state) until interrupted
+    ///
+    /// With `--since SEQ`, every stored event after SEQ is replayed first, so a script
+    /// that remembers the last `seq` it saw never misses one.
+    Listen(commands::listen::ListenArgs),
+}
+
+/// What every command gets.
+#[derive(Debug)]
+pub struct Ctx {
+    /// `--json` was given.
+    pub json: bool,
+    /// The socket path.
+    pub socket: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli.socket.clone().unwrap_or_else(default_socket);
+    let ctx = Ctx {
+        json: cli.json,
+        socket,
+    };
+    let result = match cli.command {
+        Command::Status => commands::status::run(&ctx),
+        Command::Account(cmd) => commands::account::run(&ctx, cmd),
+        Command::Whoami => commands::whoami::run(&ctx),
+        Command::Listen(args) => commands::listen::run(&ctx, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sotto: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    let runtime = std::env::var("XDG_RUNTIME_DIR").ok();
+    sotto_protocol::paths::default_socket(runtime.as_deref(), rustix::process::getuid().as_raw())
+}

@@ -7,6 +7,7 @@
 
 mod device_key;
 mod file;
+mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use sotto_protocol::api::KeyStoreKind;
 use zeroize::Zeroizing;
 
 pub use device_key::{DeviceKey, SEED_LEN, fingerprint};
+pub use worker::KeyringWorker;
 
 /// The keyring entry's service name.
 pub const SERVICE: &str = "sotto";
@@ -72,12 +74,12 @@ const HINT: &str = "choose another store with key_store = \"secret-service\" | \
 /// An open key store.
 #[derive(Clone)]
 pub enum KeyStore {
-    /// A keyring-core store (Secret Service or keyutils).
+    /// A keyring-core store (Secret Service or keyutils), owned by its own thread.
     Keyring {
         /// Which kind.
         kind: KeyStoreKind,
-        /// The store.
-        store: Arc<CredentialStore>,
+        /// The thread that owns the store.
+        worker: KeyringWorker,
     },
     /// Files of mode 0600 under `<data>/keys`.
     File(file::FileStore),
@@ -92,27 +94,31 @@ impl std::fmt::Debug for KeyStore {
 impl KeyStore {
     /// Opens the store of `kind`; fails with [`KeyError::Unavailable`] when it cannot be reached.
     pub async fn open(kind: KeyStoreKind, data_dir: PathBuf) -> Result<KeyStore, KeyError> {
-        let unavailable = |reason: String| KeyError::Unavailable {
-            store: kind,
-            reason,
-            hint: HINT,
-        };
-        match kind {
-            KeyStoreKind::File => Ok(KeyStore::File(file::FileStore::new(data_dir.join("keys")))),
+        let opened = match kind {
+            KeyStoreKind::File => {
+                return Ok(KeyStore::File(file::FileStore::new(data_dir.join("keys"))));
+            }
             KeyStoreKind::SecretService => {
-                let store =
-                    tokio::task::spawn_blocking(zbus_secret_service_keyring_store::Store::new)
-                        .await
-                        .map_err(|e| unavailable(e.to_string()))?
-                        .map_err(|e| unavailable(describe(&e)))?;
-                Ok(KeyStore::Keyring { kind, store })
+                KeyringWorker::start(|| {
+                    zbus_secret_service_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>)
+                })
+                .await
             }
             KeyStoreKind::Keyutils => {
-                let store = linux_keyutils_keyring_store::Store::new()
-                    .map_err(|e| unavailable(describe(&e)))?;
-                Ok(KeyStore::Keyring { kind, store })
+                KeyringWorker::start(|| {
+                    linux_keyutils_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>)
+                })
+                .await
             }
-            _ => Err(unavailable("this build does not support it".into())),
+            _ => Err(KrError::NotSupportedByStore("this build does not support it".into())),
+        };
+        match opened {
+            Ok(worker) => Ok(KeyStore::Keyring { kind, worker }),
+            Err(e) => Err(KeyError::Unavailable {
+                store: kind,
+                reason: describe(&e),
+                hint: HINT,
+            }),
         }
     }
 
@@ -128,23 +134,14 @@ impl KeyStore {
     pub async fn save(&self, user: &str, key: &DeviceKey) -> Result<(), KeyError> {
         let seed = key.seed();
         let kind = self.kind();
-        let failed = |e: &KrError| classify(kind, "store", user, e);
         match self {
-            KeyStore::File(f) => f.save(user, &seed[..]).map_err(|e| KeyError::Failed {
-                store: kind,
-                op: "store",
-                user: user.to_owned(),
-                reason: e.to_string(),
-            }),
-            KeyStore::Keyring { store, .. } => {
-                let store = store.clone();
+            KeyStore::File(f) => f.save(user, &seed[..]).map_err(|e| io_failed(kind, "store", user, &e)),
+            KeyStore::Keyring { worker, .. } => {
                 let u = user.to_owned();
-                tokio::task::spawn_blocking(move || {
-                    store.build(SERVICE, &u, None)?.set_secret(&seed[..])
-                })
-                .await
-                .map_err(|e| self.join_error("store", user, e))?
-                .map_err(|e| failed(&e))
+                worker
+                    .run(move |store| store.build(SERVICE, &u, None)?.set_secret(&seed[..]))
+                    .await
+                    .map_err(|e| classify(kind, "store", user, &e))
             }
         }
     }
@@ -153,31 +150,18 @@ impl KeyStore {
     pub async fn load(&self, user: &str) -> Result<DeviceKey, KeyError> {
         let kind = self.kind();
         let secret: Zeroizing<Vec<u8>> = match self {
-            KeyStore::File(f) => match f.load(user) {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    return Err(KeyError::Missing {
-                        store: kind,
-                        user: user.to_owned(),
-                    });
-                }
-                Err(e) => {
-                    return Err(KeyError::Failed {
-                        store: kind,
-                        op: "read",
-                        user: user.to_owned(),
-                        reason: e.to_string(),
-                    });
-                }
-            },
-            KeyStore::Keyring { store, .. } => {
-                let store = store.clone();
+            KeyStore::File(f) => f
+                .load(user)
+                .map_err(|e| io_failed(kind, "read", user, &e))?
+                .ok_or_else(|| KeyError::Missing {
+                    store: kind,
+                    user: user.to_owned(),
+                })?,
+            KeyStore::Keyring { worker, .. } => {
                 let u = user.to_owned();
-                let got = tokio::task::spawn_blocking(move || {
-                    store.build(SERVICE, &u, None)?.get_secret()
-                })
-                .await
-                .map_err(|e| self.join_error("read", user, e))?;
+                let got = worker
+                    .run(move |store| store.build(SERVICE, &u, None)?.get_secret())
+                    .await;
                 Zeroizing::new(got.map_err(|e| classify(kind, "read", user, &e))?)
             }
         };
@@ -188,36 +172,28 @@ impl KeyStore {
         })
     }
 
-    /// Deletes the key stored under `user` (best effort cleanup after a failed create).
+    /// Deletes the key stored under `user` (cleanup after a failed create).
     pub async fn delete(&self, user: &str) -> Result<(), KeyError> {
         let kind = self.kind();
         match self {
-            KeyStore::File(f) => f.delete(user).map_err(|e| KeyError::Failed {
-                store: kind,
-                op: "delete",
-                user: user.to_owned(),
-                reason: e.to_string(),
-            }),
-            KeyStore::Keyring { store, .. } => {
-                let store = store.clone();
+            KeyStore::File(f) => f.delete(user).map_err(|e| io_failed(kind, "delete", user, &e)),
+            KeyStore::Keyring { worker, .. } => {
                 let u = user.to_owned();
-                tokio::task::spawn_blocking(move || {
-                    store.build(SERVICE, &u, None)?.delete_credential()
-                })
-                .await
-                .map_err(|e| self.join_error("delete", user, e))?
-                .map_err(|e| classify(kind, "delete", user, &e))
+                worker
+                    .run(move |store| store.build(SERVICE, &u, None)?.delete_credential())
+                    .await
+                    .map_err(|e| classify(kind, "delete", user, &e))
             }
         }
     }
+}
 
-    fn join_error(&self, op: &'static str, user: &str, e: tokio::task::JoinError) -> KeyError {
-        KeyError::Failed {
-            store: self.kind(),
-            op,
-            user: user.to_owned(),
-            reason: e.to_string(),
-        }
+fn io_failed(store: KeyStoreKind, op: &'static str, user: &str, e: &std::io::Error) -> KeyError {
+    KeyError::Failed {
+        store,
+        op,
+        user: user.to_owned(),
+        reason: e.to_string(),
     }
 }
 
