@@ -1,0 +1,46 @@
+//! The relay wire format: the frames a daemon and `sotto-relay` exchange over a WebSocket.
+//!
+//! Every WebSocket message is one *binary* frame: a single version byte
+//! ([`WIRE_VERSION`]) followed by the [postcard](https://docs.rs/postcard) encoding of a
+//! [`ClientFrame`] (client → relay) or a [`ServerFrame`] (relay → client). Enum variants
+//! are encoded by their index, so new variants are only ever appended. The full protocol,
+//! with its rules for cursors, epochs, access lists and idempotency, is described in
+//! `docs/relay-protocol.md`.
+//!
+//! This module holds types only; encoding and I/O live with their users.
+
+mod auth;
+mod error;
+mod frames;
+
+pub use auth::{AUTH_LABEL, auth_message, credential_identity};
+pub use error::{RelayError, RelayErrorKind};
+pub use frames::{
+    Account, AccountDevice, ClaimedKeyPackage, ClientFrame, DeviceRef, GroupEntry, GroupState,
+    Hello, KeyPackageCount, MailboxEntry, PostId, Principal, Push, Request, Response, ServerFrame,
+};
+
+/// The version byte that starts every frame of this protocol revision.
+pub const WIRE_VERSION: u8 = 1;
+
+/// The oldest wire version this build still speaks.
+pub const MIN_WIRE_VERSION: u8 = 1;
+
+/// The HTTP path of the WebSocket endpoint for [`WIRE_VERSION`].
+pub const WS_PATH: &str = "/sotto/v1";
+
+/// The length in bytes of the per-connection authentication nonce.
+pub const NONCE_LEN: usize = 32;
+
+/// The length in bytes of a client-chosen post id.
+pub const POST_ID_LEN: usize = 16;
+
+/// The MLS content type of a group-log entry, as read by the relay from the MLS framing.
+pub mod content_type {
+    /// An application message (`ContentType::Application`).
+    pub const APPLICATION: u8 = 1;
+    /// A proposal (`ContentType::Proposal`).
+    pub const PROPOSAL: u8 = 2;
+    /// A commit (`ContentType::Commit`).
+    pub const COMMIT: u8 = 3;
+}

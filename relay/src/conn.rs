@@ -1,0 +1,433 @@
+//! One WebSocket connection: hello, requests in order, pushes for its subscriptions,
+//! timeouts, and the close on a hostile frame.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use sotto_protocol::relay::{
+    ClientFrame, Hello, MIN_WIRE_VERSION, Principal, Push, RelayError, RelayErrorKind, Request,
+    ServerFrame, WIRE_VERSION,
+};
+use tokio::sync::broadcast;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::codec::{self, DecodeError};
+use crate::limits::{IpSlot, TokenBucket};
+use crate::metrics::Metrics;
+use crate::server::{Io, Shared};
+use crate::storage::{Change, ReadOutcome, Store};
+
+/// The connection could not be written to; stop serving it.
+#[derive(Debug)]
+pub(crate) struct Gone;
+
+/// The authenticated principal of a connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub key: Principal,
+    pub address: String,
+    pub device_id: String,
+    /// Registered on this relay (owns a mailbox and key packages here).
+    pub local: bool,
+}
+
+/// Per-connection state.
+pub(crate) struct Conn<S: Store> {
+    pub shared: Arc<Shared<S>>,
+    pub ws: WebSocketStream<Box<dyn Io>>,
+    pub nonce: Option<[u8; 32]>,
+    pub session: Option<Session>,
+    pub mailbox_cursor: Option<u64>,
+    pub group_subs: HashMap<Vec<u8>, u64>,
+    pub ip: IpAddr,
+    bucket: TokenBucket,
+}
+
+enum Event {
+    Inbound(Option<Result<Message, WsError>>),
+    Change(Result<Change, broadcast::error::RecvError>),
+    Tick,
+    Shutdown,
+}
+
+/// Serves one upgraded connection until it closes.
+pub(crate) async fn serve<S: Store>(
+    shared: Arc<Shared<S>>,
+    ws: WebSocketStream<Box<dyn Io>>,
+    ip: IpAddr,
+    slot: IpSlot,
+) {
+    let limits = shared.config.limits.clone();
+    let metrics: &Metrics = &shared.metrics;
+    metrics
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Metrics::inc(&metrics.connections_total);
+    let mut changes = shared.store.changes();
+    let mut shutdown = shared.shutdown.clone();
+    let mut conn = Conn {
+        bucket: TokenBucket::new(
+            limits.requests_per_sec,
+            limits.request_burst,
+            Instant::now(),
+        ),
+        shared: Arc::clone(&shared),
+        ws,
+        nonce: None,
+        session: None,
+        mailbox_cursor: None,
+        group_subs: HashMap::new(),
+        ip,
+    };
+    let _ = conn.run(&mut changes, &mut shutdown).await;
+    drop(slot);
+    shared
+        .metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl<S: Store> Conn<S> {
+    async fn run(
+        &mut self,
+        changes: &mut broadcast::Receiver<Change>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), Gone> {
+        let limits = self.shared.config.limits.clone();
+        let nonce = self.fresh_nonce();
+        let hello = Hello {
+            min_version: MIN_WIRE_VERSION,
+            max_version: WIRE_VERSION,
+            relay_url: self.shared.config.public_url.as_str().to_owned(),
+            nonce,
+            max_frame_bytes: limits.max_frame_bytes,
+            server: concat!("sotto-relay/", env!("CARGO_PKG_VERSION")).to_owned(),
+        };
+        self.send(&ServerFrame::Hello(hello)).await?;
+        let started = Instant::now();
+        let mut last_in = Instant::now();
+        let period =
+            (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let mut tick = tokio::time::interval(period);
+        loop {
+            let event = tokio::select! {
+                m = self.ws.next() => Event::Inbound(m),
+                c = changes.recv() => Event::Change(c),
+                _ = tick.tick() => Event::Tick,
+                _ = shutdown.changed() => Event::Shutdown,
+            };
+            match event {
+                Event::Inbound(None) => return Ok(()),
+                Event::Inbound(Some(Err(WsError::Capacity(e)))) => {
+                    tracing::debug!(ip = %self.ip, cause = %e, "oversized frame");
+                    let max = limits.max_frame_bytes;
+                    return self
+                        .fatal(
+                            RelayErrorKind::TooLarge { max_bytes: max },
+                            format!("frame too large: {e}"),
+                        )
+                        .await;
+                }
+                Event::Inbound(Some(Err(e))) => {
+                    tracing::debug!(ip = %self.ip, cause = %e, "websocket error");
+                    self.shared.metrics.reject("websocket");
+                    return Ok(());
+                }
+                Event::Inbound(Some(Ok(msg))) => {
+                    last_in = Instant::now();
+                    match msg {
+                        Message::Binary(bytes) => self.on_frame(&bytes).await?,
+                        Message::Text(_) => {
+                            return self
+                                .fatal(
+                                    RelayErrorKind::Malformed,
+                                    "text frames are not part of the protocol; send binary frames",
+                                )
+                                .await;
+                        }
+                        Message::Close(_) => return Ok(()),
+                        _ => {}
+                    }
+                }
+                Event::Change(Ok(change)) => self.on_change(change).await?,
+                Event::Change(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    self.flush_all().await?;
+                }
+                Event::Change(Err(broadcast::error::RecvError::Closed)) => return Ok(()),
+                Event::Tick => {
+                    let now = Instant::now();
+                    if self.session.is_none() && now - started > limits.auth_timeout {
+                        self.shared.metrics.reject("auth_timeout");
+                        return self
+                            .close(CloseCode::Policy, "authentication timeout")
+                            .await;
+                    }
+                    let idle = now - last_in;
+                    if idle > limits.idle_timeout {
+                        self.shared.metrics.reject("idle_timeout");
+                        return self.close(CloseCode::Away, "idle timeout").await;
+                    }
+                    if idle > limits.idle_timeout / 2 {
+                        self.ws
+                            .send(Message::Ping(Vec::new().into()))
+                            .await
+                            .map_err(|_| Gone)?;
+                    }
+                }
+                Event::Shutdown => return self.close(CloseCode::Away, "relay shutting down").await,
+            }
+        }
+    }
+
+    pub fn fresh_nonce(&mut self) -> [u8; 32] {
+        let mut nonce = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        self.nonce = Some(nonce);
+        nonce
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8]) -> Result<(), Gone> {
+        Metrics::inc(&self.shared.metrics.frames_in);
+        let max = self.shared.config.limits.max_frame_bytes;
+        if bytes.len() > max as usize {
+            return self
+                .fatal(
+                    RelayErrorKind::TooLarge { max_bytes: max },
+                    format!("frame of {} bytes exceeds the limit of {max}", bytes.len()),
+                )
+                .await
+                .and(Err(Gone));
+        }
+        let frame: ClientFrame = match codec::decode(bytes) {
+            Ok(f) => f,
+            Err(DecodeError::Version { version }) => {
+                let kind = RelayErrorKind::UnsupportedVersion {
+                    min: MIN_WIRE_VERSION,
+                    max: WIRE_VERSION,
+                };
+                let msg = format!(
+                    "wire version {version} is not spoken here; this relay speaks {MIN_WIRE_VERSION} to {WIRE_VERSION}: {}",
+                    if version > WIRE_VERSION {
+                        "the client is newer than this relay"
+                    } else {
+                        "the client is too old, upgrade it"
+                    }
+                );
+                return self.fatal(kind, msg).await.and(Err(Gone));
+            }
+            Err(e) => {
+                return self
+                    .fatal(RelayErrorKind::Malformed, e.to_string())
+                    .await
+                    .and(Err(Gone));
+            }
+        };
+        let is_subscribe = matches!(
+            frame.request,
+            Request::SubscribeMailbox { .. } | Request::SubscribeGroup { .. }
+        );
+        let result = match self.bucket.take(Instant::now()) {
+            Ok(()) => self.handle(frame.request).await,
+            Err(wait) => Err(RelayError::new(
+                RelayErrorKind::RateLimited {
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                },
+                "too many requests on this connection",
+            )),
+        };
+        if let Err(e) = &result {
+            self.shared.metrics.reject(e.kind.name());
+        }
+        let subscribed = is_subscribe && result.is_ok();
+        self.send(&ServerFrame::Response {
+            id: frame.id,
+            result,
+        })
+        .await?;
+        if subscribed {
+            self.flush_all().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_change(&mut self, change: Change) -> Result<(), Gone> {
+        match change {
+            Change::Mailbox { device } => {
+                let mine = self.session.as_ref().is_some_and(|s| s.key == device);
+                if mine && self.mailbox_cursor.is_some() {
+                    self.flush_mailbox().await?;
+                }
+            }
+            Change::Group { group_id, head } => {
+                if self.group_subs.get(&group_id).is_some_and(|&c| c < head) {
+                    self.flush_group(&group_id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&mut self) -> Result<(), Gone> {
+        if self.mailbox_cursor.is_some() {
+            self.flush_mailbox().await?;
+        }
+        let ids: Vec<Vec<u8>> = self.group_subs.keys().cloned().collect();
+        for id in ids {
+            self.flush_group(&id).await?;
+        }
+        Ok(())
+    }
+
+    fn budget(&self) -> usize {
+        (self.shared.config.limits.max_frame_bytes as usize).saturating_sub(4096)
+    }
+
+    async fn flush_mailbox(&mut self) -> Result<(), Gone> {
+        let Some(key) = self.session.as_ref().map(|s| s.key) else {
+            return Ok(());
+        };
+        let limit = self.shared.config.limits.max_entries_per_frame;
+        while let Some(cursor) = self.mailbox_cursor {
+            let entries = match self.shared.store.read_mailbox(key, cursor, limit).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(cause = %e, "mailbox read failed");
+                    return Ok(());
+                }
+            };
+            let entries = trim(entries, self.budget(), |e| e.payload.len());
+            let Some(last) = entries.last().map(|e| e.seq) else {
+                return Ok(());
+            };
+            self.mailbox_cursor = Some(last);
+            self.send(&ServerFrame::Push(Push::Mailbox { entries }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_group(&mut self, id: &[u8]) -> Result<(), Gone> {
+        let Some(key) = self.session.as_ref().map(|s| s.key) else {
+            return Ok(());
+        };
+        let limit = self.shared.config.limits.max_entries_per_frame;
+        while let Some(&cursor) = self.group_subs.get(id) {
+            let read = self
+                .shared
+                .store
+                .read_group(id.to_vec(), key, cursor, limit)
+                .await;
+            let push = match read {
+                Ok(ReadOutcome::Entries {
+                    entries,
+                    removed_at,
+                    ..
+                }) => {
+                    let entries = trim(entries, self.budget(), |e| e.message.len());
+                    let last = entries.last().map_or(cursor, |e| e.seq);
+                    let finished = removed_at.filter(|&r| last >= r);
+                    if entries.is_empty() && finished.is_none() {
+                        return Ok(());
+                    }
+                    if finished.is_some() {
+                        self.group_subs.remove(id);
+                    } else {
+                        self.group_subs.insert(id.to_vec(), last);
+                    }
+                    Push::Group {
+                        group_id: id.to_vec(),
+                        entries,
+                        removed_at: finished,
+                    }
+                }
+                Ok(other) => {
+                    self.group_subs.remove(id);
+                    Push::GroupError {
+                        group_id: id.to_vec(),
+                        error: crate::handlers::read_refusal(&other),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cause = %e, "group read failed");
+                    return Ok(());
+                }
+            };
+            self.send(&ServerFrame::Push(push)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn send(&mut self, frame: &ServerFrame) -> Result<(), Gone> {
+        let bytes = codec::encode(frame);
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .map_err(|_| Gone)?;
+        Metrics::inc(&self.shared.metrics.frames_out);
+        Ok(())
+    }
+
+    /// Sends a connection-level error and closes.
+    async fn fatal(
+        &mut self,
+        kind: RelayErrorKind,
+        message: impl Into<String>,
+    ) -> Result<(), Gone> {
+        let error = RelayError::new(kind, message);
+        tracing::debug!(ip = %self.ip, %error, "closing connection after protocol error");
+        self.shared.metrics.reject(error.kind.name());
+        let reason = error.to_string();
+        self.send(&ServerFrame::Fatal(error)).await?;
+        self.close(CloseCode::Protocol, &reason).await
+    }
+
+    async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Gone> {
+        // Close reasons are limited to 123 bytes.
+        let mut reason = reason.to_owned();
+        while reason.len() > 120 {
+            reason.pop();
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = self.ws.close(Some(frame)).await;
+        Ok(())
+    }
+}
+
+/// Keeps a prefix of `items` whose sizes fit `budget` (at least one item).
+fn trim<T>(mut items: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut total = 0usize;
+    let mut keep = 0usize;
+    for item in &items {
+        total = total.saturating_add(size(item) + 128);
+        if keep > 0 && total > budget {
+            break;
+        }
+        keep += 1;
+    }
+    items.truncate(keep);
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim;
+
+    #[test]
+    fn trim_keeps_a_prefix_within_budget() {
+        let v = vec![100usize, 100, 100];
+        assert_eq!(trim(v.clone(), 500, |x| *x).len(), 2);
+        assert_eq!(trim(v.clone(), 10, |x| *x).len(), 1);
+        assert_eq!(trim(v, 10_000, |x| *x).len(), 3);
+        assert!(trim(Vec::<usize>::new(), 10, |x| *x).is_empty());
+    }
+}

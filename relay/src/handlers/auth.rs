@@ -1,0 +1,112 @@
+//! Authentication and registration.
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use sotto_protocol::relay::{Principal, RelayError, RelayErrorKind, Response, auth_message};
+
+use super::{err, internal};
+use crate::conn::{Conn, Session};
+use crate::net::{parse_address, valid_device_id};
+use crate::storage::{RegisterOutcome, Store};
+use crate::unix_now;
+
+impl<S: Store> Conn<S> {
+    pub(super) async fn authenticate(
+        &mut self,
+        address: String,
+        device_id: String,
+        public_key: Principal,
+        signature: Vec<u8>,
+        register: bool,
+    ) -> Result<Response, RelayError> {
+        if self.session.is_some() {
+            return Err(err(
+                RelayErrorKind::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            ));
+        }
+        // The challenge is single-use: whatever happens next, it is gone.
+        let nonce = self.nonce.take().ok_or_else(|| {
+            err(
+                RelayErrorKind::BadProof,
+                "no unused challenge on this connection; request a new one",
+            )
+        })?;
+        let parsed = parse_address(&address).ok_or_else(|| {
+            err(
+                RelayErrorKind::InvalidAddress,
+                format!("{address:?} is not an address name@host[:port]"),
+            )
+        })?;
+        if !valid_device_id(&device_id) {
+            return Err(err(
+                RelayErrorKind::InvalidAddress,
+                "device id must be 1 to 64 of [A-Za-z0-9._-]",
+            ));
+        }
+        let url = self.shared.config.public_url.as_str();
+        let message = auth_message(url, &nonce, &address, &device_id);
+        let bad = || {
+            err(
+                RelayErrorKind::BadProof,
+                format!("signature does not verify for this connection's challenge and {url}"),
+            )
+        };
+        let key = VerifyingKey::from_bytes(&public_key).map_err(|_| bad())?;
+        let sig = Signature::from_slice(&signature).map_err(|_| bad())?;
+        key.verify_strict(&message, &sig).map_err(|_| bad())?;
+
+        let local_host = self.shared.config.public_url.authority();
+        let is_local = parsed.host == local_host;
+        let (name, host) = (parsed.name.to_owned(), parsed.host.to_owned());
+        if register {
+            if !is_local {
+                return Err(err(
+                    RelayErrorKind::InvalidAddress,
+                    format!("this relay registers addresses @{local_host}, not @{host}"),
+                ));
+            }
+            let outcome = self
+                .shared
+                .store
+                .register(name, device_id.clone(), public_key, unix_now())
+                .await
+                .map_err(internal)?;
+            if outcome == RegisterOutcome::NameTaken {
+                return Err(err(
+                    RelayErrorKind::NameTaken,
+                    format!("{address} is registered to another key"),
+                ));
+            }
+            tracing::info!(%address, %device_id, "registered");
+        } else if is_local {
+            let registered = self
+                .shared
+                .store
+                .device_key(name, device_id.clone())
+                .await
+                .map_err(internal)?;
+            match registered {
+                None => {
+                    return Err(err(
+                        RelayErrorKind::UnknownAccount,
+                        format!("{address}/{device_id} is not registered here"),
+                    ));
+                }
+                Some(k) if k != public_key => {
+                    return Err(err(
+                        RelayErrorKind::BadProof,
+                        format!("the key is not the one registered for {address}/{device_id}"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        self.session = Some(Session {
+            key: public_key,
+            address,
+            device_id,
+            local: is_local,
+        });
+        Ok(Response::Authenticated { local: is_local })
+    }
+}

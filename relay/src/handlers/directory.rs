@@ -1,0 +1,246 @@
+//! Account lookup, the key-package directory and mailbox posts.
+
+use std::time::Instant;
+
+use sotto_protocol::relay::{
+    Account, AccountDevice, DeviceRef, PostId, RelayError, RelayErrorKind, Response,
+    credential_identity,
+};
+
+use super::{err, internal, local_only};
+use crate::conn::{Conn, Session};
+use crate::metrics::Metrics;
+use crate::mls::{ExpectedKeyPackage, check_key_package};
+use crate::net::parse_address;
+use crate::storage::{NewMailboxPost, Store};
+use crate::unix_now;
+
+/// Most key packages in one publish request.
+const MAX_BATCH: usize = 256;
+/// Most recipients of one mailbox post.
+const MAX_RECIPIENTS: usize = 256;
+
+fn rate_limited(wait: std::time::Duration, what: &str) -> RelayError {
+    err(
+        RelayErrorKind::RateLimited {
+            retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+        },
+        format!("too many {what}; slow down"),
+    )
+}
+
+impl<S: Store> Conn<S> {
+    /// Resolves a local `address/device_id` to its key.
+    async fn local_device(&self, device: &DeviceRef) -> Result<Option<[u8; 32]>, RelayError> {
+        let Some(parsed) = parse_address(&device.address) else {
+            return Ok(None);
+        };
+        if parsed.host != self.shared.config.public_url.authority() {
+            return Ok(None);
+        }
+        self.shared
+            .store
+            .device_key(parsed.name.to_owned(), device.device_id.clone())
+            .await
+            .map_err(internal)
+    }
+
+    pub(super) async fn lookup(&self, address: String) -> Result<Response, RelayError> {
+        let unknown = || {
+            err(
+                RelayErrorKind::UnknownAccount,
+                format!("{address} is not registered here"),
+            )
+        };
+        let parsed = parse_address(&address).ok_or_else(unknown)?;
+        if parsed.host != self.shared.config.public_url.authority() {
+            return Err(unknown());
+        }
+        let devices = self
+            .shared
+            .store
+            .devices(parsed.name.to_owned())
+            .await
+            .map_err(internal)?;
+        if devices.is_empty() {
+            return Err(unknown());
+        }
+        Ok(Response::Account(Account {
+            address: address.clone(),
+            devices: devices
+                .into_iter()
+                .map(|(device_id, identity_key)| AccountDevice {
+                    device_id,
+                    identity_key,
+                })
+                .collect(),
+        }))
+    }
+
+    pub(super) async fn publish(
+        &self,
+        me: &Session,
+        ciphersuite: u16,
+        pool: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<Response, RelayError> {
+        local_only(me)?;
+        if pool.len() > MAX_BATCH {
+            return Err(err(
+                RelayErrorKind::BadRequest,
+                format!("at most {MAX_BATCH} key packages per request"),
+            ));
+        }
+        let identity = credential_identity(&me.address, &me.device_id);
+        let shared = std::sync::Arc::clone(&self.shared);
+        let key = me.key;
+        // Signature checks are CPU work: keep them off the async workers.
+        let checked = tokio::task::spawn_blocking(move || {
+            let mut want = ExpectedKeyPackage {
+                identity: &identity,
+                key: &key,
+                ciphersuite,
+                last_resort: false,
+            };
+            let mut out = Vec::with_capacity(pool.len());
+            for (i, kp) in pool.iter().enumerate() {
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                out.push(check_key_package(&shared.crypto, kp, want).map_err(|m| (index, m))?);
+            }
+            want.last_resort = true;
+            let lr = match &last_resort {
+                Some(kp) => {
+                    Some(check_key_package(&shared.crypto, kp, want).map_err(|m| (u32::MAX, m))?)
+                }
+                None => None,
+            };
+            Ok::<_, (u32, String)>((out, lr))
+        })
+        .await
+        .map_err(|_| err(RelayErrorKind::Internal, "validation task failed"))?;
+        let (pool, last_resort) = checked
+            .map_err(|(index, message)| err(RelayErrorKind::BadKeyPackage { index }, message))?;
+        let count = self
+            .shared
+            .store
+            .publish_key_packages(me.key, ciphersuite, pool, last_resort, unix_now())
+            .await
+            .map_err(internal)?;
+        Ok(Response::KeyPackageCount(count))
+    }
+
+    pub(super) async fn count(
+        &self,
+        me: &Session,
+        ciphersuite: u16,
+    ) -> Result<Response, RelayError> {
+        local_only(me)?;
+        let count = self
+            .shared
+            .store
+            .count_key_packages(me.key, ciphersuite, unix_now())
+            .await
+            .map_err(internal)?;
+        Ok(Response::KeyPackageCount(count))
+    }
+
+    pub(super) async fn claim(
+        &self,
+        me: &Session,
+        device: DeviceRef,
+        ciphersuite: u16,
+    ) -> Result<Response, RelayError> {
+        let target = self.local_device(&device).await?.ok_or_else(|| {
+            err(
+                RelayErrorKind::UnknownAccount,
+                format!(
+                    "{}/{} is not registered here",
+                    device.address, device.device_id
+                ),
+            )
+        })?;
+        let now = Instant::now();
+        self.shared
+            .claims_by_claimer
+            .take(&me.key, now)
+            .map_err(|w| rate_limited(w, "key-package claims by this principal"))?;
+        self.shared
+            .claims_by_target
+            .take(&target, now)
+            .map_err(|w| rate_limited(w, "key-package claims for this device"))?;
+        let claimed = self
+            .shared
+            .store
+            .claim_key_package(target, ciphersuite, unix_now())
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                err(
+                    RelayErrorKind::NoKeyPackage,
+                    format!("no valid key package for ciphersuite {ciphersuite:#06x}"),
+                )
+            })?;
+        Metrics::inc(&self.shared.metrics.claims);
+        if claimed.last_resort {
+            Metrics::inc(&self.shared.metrics.last_resort_claims);
+        }
+        Ok(Response::KeyPackage(claimed))
+    }
+
+    pub(super) async fn post_mailbox(
+        &self,
+        me: &Session,
+        post_id: PostId,
+        recipients: Vec<DeviceRef>,
+        payload: Vec<u8>,
+    ) -> Result<Response, RelayError> {
+        let max = self.shared.config.limits.max_mailbox_payload;
+        if payload.len() > max as usize {
+            return Err(err(
+                RelayErrorKind::PayloadTooLarge { max_bytes: max },
+                format!("mailbox payloads are limited to {max} bytes"),
+            ));
+        }
+        if recipients.is_empty() || recipients.len() > MAX_RECIPIENTS {
+            return Err(err(
+                RelayErrorKind::BadRequest,
+                format!("a mailbox post needs 1 to {MAX_RECIPIENTS} recipients"),
+            ));
+        }
+        self.shared
+            .mailbox_posts
+            .take(&me.key, Instant::now())
+            .map_err(|w| rate_limited(w, "mailbox posts"))?;
+        let mut keys = Vec::with_capacity(recipients.len());
+        for (i, r) in recipients.iter().enumerate() {
+            let key = self.local_device(r).await?.ok_or_else(|| {
+                err(
+                    RelayErrorKind::UnknownRecipient {
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                    },
+                    format!("{}/{} has no mailbox here", r.address, r.device_id),
+                )
+            })?;
+            keys.push(key);
+        }
+        let n = keys.len() as u64;
+        let seqs = self
+            .shared
+            .store
+            .post_mailbox(NewMailboxPost {
+                sender: me.key,
+                sender_address: me.address.clone(),
+                post_id,
+                recipients: keys,
+                payload,
+                now: unix_now(),
+            })
+            .await
+            .map_err(internal)?;
+        self.shared
+            .metrics
+            .mailbox_stored
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::Posted { seqs })
+    }
+}

@@ -1,0 +1,140 @@
+//! `sotto-relay`: parse flags, bind, run until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use sotto_relay::net::{Cidr, PublicUrl};
+use sotto_relay::{Config, Limits, ListenCheck, TlsFiles};
+
+/// Sotto's relay: store-and-forward delivery of ciphertext and the key-package directory.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (WebSocket at /sotto/v1, plus /healthz and /metrics).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Directory for the database (default: the current directory).
+    #[arg(long, env = "STATE_DIRECTORY")]
+    data_dir: Option<PathBuf>,
+    /// Database URL: sqlite:PATH (default: sqlite:DATA_DIR/relay.sqlite3).
+    #[arg(long)]
+    database: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The canonical public URL, e.g. wss://relay.example/sotto/v1 (default: from --listen).
+    #[arg(long)]
+    public_url: Option<PublicUrl>,
+    /// Serve plain ws on a non-loopback address (only behind a TLS-terminating proxy).
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Trust X-Forwarded-For from peers in this range (e.g. 127.0.0.1/32).
+    #[arg(long)]
+    trusted_proxy: Option<Cidr>,
+    /// Largest frame in bytes.
+    #[arg(long, default_value_t = Limits::default().max_frame_bytes)]
+    max_frame_bytes: u32,
+    /// Requests per second per connection.
+    #[arg(long, default_value_t = Limits::default().requests_per_sec)]
+    rate: f64,
+    /// Request burst per connection.
+    #[arg(long, default_value_t = Limits::default().request_burst)]
+    burst: f64,
+    /// Key-package claims per minute, per claimer and per claimed device.
+    #[arg(long, default_value_t = Limits::default().claims_per_min_per_claimer)]
+    claims_per_min: f64,
+    /// Connections per client IP.
+    #[arg(long, default_value_t = Limits::default().connections_per_ip)]
+    connections_per_ip: usize,
+    /// Seconds without any inbound frame before a connection is closed.
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
+    /// Maximum age in days of stored entries (read or not).
+    #[arg(long, default_value_t = 30)]
+    max_age_days: u64,
+}
+
+fn database_path(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(url) = &args.database {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .context("only sqlite: database URLs are supported in this version")?;
+        return Ok(PathBuf::from(path));
+    }
+    let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join("relay.sqlite3"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    ListenCheck {
+        addr: args.listen,
+        tls: tls.is_some(),
+        allow_plaintext: args.allow_plaintext,
+    }
+    .check()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let public_url = match args.public_url.clone() {
+        Some(u) => u,
+        None => PublicUrl::from_parts(tls.is_some(), &local.ip().to_string(), local.port()),
+    };
+    let limits = Limits {
+        max_frame_bytes: args.max_frame_bytes,
+        requests_per_sec: args.rate,
+        request_burst: args.burst,
+        claims_per_min_per_claimer: args.claims_per_min,
+        claims_per_min_per_target: args.claims_per_min,
+        connections_per_ip: args.connections_per_ip,
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        max_age: Duration::from_secs(args.max_age_days.saturating_mul(86_400)),
+        ..Limits::default()
+    };
+    let config = Config {
+        public_url,
+        database: database_path(&args)?,
+        tls,
+        trusted_proxy: args.trusted_proxy,
+        limits,
+    };
+    // One machine-readable line on stdout for supervisors and tests.
+    println!("listening {local} {}", config.public_url.as_str());
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    sotto_relay::run(listener, config, shutdown).await?;
+    Ok(())
+}

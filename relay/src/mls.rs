@@ -1,0 +1,134 @@
+//! What the relay reads from MLS bytes: key packages (fully validated) and the public
+//! framing of group messages (group id, epoch, content type, sender kind).
+
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::{
+    BasicCredential, ContentType, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion,
+    Sender,
+};
+use openmls_rust_crypto::RustCrypto;
+use sotto_protocol::relay::{Principal, content_type};
+
+use crate::storage::NewKeyPackage;
+
+/// What a published key package must be.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedKeyPackage<'a> {
+    /// `address/device_id` of the publisher.
+    pub identity: &'a str,
+    /// The publisher's registered key.
+    pub key: &'a Principal,
+    /// The ciphersuite of the request.
+    pub ciphersuite: u16,
+    /// Whether this is the last-resort slot.
+    pub last_resort: bool,
+}
+
+/// Parses and validates a key package (signatures, lifetime, credential, key, extension).
+pub fn check_key_package(
+    crypto: &RustCrypto,
+    bytes: &[u8],
+    want: ExpectedKeyPackage<'_>,
+) -> Result<NewKeyPackage, String> {
+    let kp_in = KeyPackageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| format!("not a key package: {e}"))?;
+    let kp = kp_in
+        .validate(crypto, ProtocolVersion::Mls10)
+        .map_err(|e| format!("key package does not validate: {e}"))?;
+    if u16::from(kp.ciphersuite()) != want.ciphersuite {
+        return Err(format!(
+            "ciphersuite {:#06x} does not match the request's {:#06x}",
+            u16::from(kp.ciphersuite()),
+            want.ciphersuite
+        ));
+    }
+    let credential = BasicCredential::try_from(kp.leaf_node().credential().clone())
+        .map_err(|_| "credential is not a basic credential".to_string())?;
+    if credential.identity() != want.identity.as_bytes() {
+        return Err(format!(
+            "credential names {:?}, not {:?}",
+            String::from_utf8_lossy(credential.identity()),
+            want.identity
+        ));
+    }
+    if kp.leaf_node().signature_key().as_slice() != want.key.as_slice() {
+        return Err("signature key is not the publisher's registered key".into());
+    }
+    if kp.last_resort() != want.last_resort {
+        return Err(if want.last_resort {
+            "the last-resort package lacks the last_resort extension".into()
+        } else {
+            "only the last-resort package may carry the last_resort extension".into()
+        });
+    }
+    let lifetime = kp.life_time();
+    if !lifetime.has_acceptable_range() {
+        return Err("lifetime range too long".into());
+    }
+    Ok(NewKeyPackage {
+        data: bytes.to_vec(),
+        not_before: lifetime.not_before(),
+        not_after: lifetime.not_after(),
+    })
+}
+
+/// The public framing of a group message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framing {
+    /// The MLS group id.
+    pub group_id: Vec<u8>,
+    /// The epoch it was sent in.
+    pub epoch: u64,
+    /// The content type (see [`content_type`]).
+    pub content_type: u8,
+}
+
+/// Reads the framing of a PublicMessage or PrivateMessage; refuses everything else,
+/// including external senders (external commits and proposals are refused in v1).
+pub fn read_framing(bytes: &[u8]) -> Result<Framing, String> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| format!("not an mls message: {e}"))?;
+    let (group_id, epoch, ct) = match msg.extract() {
+        MlsMessageBodyIn::PublicMessage(m) => {
+            if !matches!(m.sender(), Sender::Member(_)) {
+                return Err(
+                    "messages from non-members (external commits or proposals) are refused".into(),
+                );
+            }
+            (m.group_id().to_vec(), m.epoch().as_u64(), m.content_type())
+        }
+        MlsMessageBodyIn::PrivateMessage(m) => {
+            (m.group_id().to_vec(), m.epoch().as_u64(), m.content_type())
+        }
+        _ => return Err("only public and private group messages go to a group log".into()),
+    };
+    let content_type = match ct {
+        ContentType::Application => content_type::APPLICATION,
+        ContentType::Proposal => content_type::PROPOSAL,
+        ContentType::Commit => content_type::COMMIT,
+    };
+    Ok(Framing {
+        group_id,
+        epoch,
+        content_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(read_framing(b"").is_err());
+        assert!(read_framing(&[0, 1, 0, 9, 9]).is_err());
+        let crypto = RustCrypto::default();
+        let want = ExpectedKeyPackage {
+            identity: "a@b/c",
+            key: &[0u8; 32],
+            ciphersuite: 1,
+            last_resort: false,
+        };
+        assert!(check_key_package(&crypto, b"junk", want).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The SQLite schema and connection settings.
+
+use rusqlite::Connection;
+
+/// Schema version recorded in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    key BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (name, device_id)
+);
+CREATE TABLE IF NOT EXISTS key_packages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device BLOB NOT NULL,
+    ciphersuite INTEGER NOT NULL,
+    last_resort INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS key_packages_by_device
+    ON key_packages (device, ciphersuite, last_resort, id);
+CREATE TABLE IF NOT EXISTS mailbox_blobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender BLOB NOT NULL,
+    sender_address TEXT NOT NULL,
+    post_id BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    device BLOB NOT NULL,
+    blob INTEGER NOT NULL REFERENCES mailbox_blobs (id),
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mailbox_by_device ON mailbox (device, seq);
+CREATE INDEX IF NOT EXISTS mailbox_by_blob ON mailbox (blob);
+CREATE TABLE IF NOT EXISTS groups (
+    id BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    head INTEGER NOT NULL,
+    pruned_through INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id BLOB NOT NULL,
+    principal BLOB NOT NULL,
+    added_seq INTEGER NOT NULL,
+    removed_seq INTEGER,
+    cursor INTEGER NOT NULL,
+    PRIMARY KEY (group_id, principal)
+);
+CREATE TABLE IF NOT EXISTS group_log (
+    group_id BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    content_type INTEGER NOT NULL,
+    sender BLOB NOT NULL,
+    post_id BLOB NOT NULL,
+    message BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (group_id, seq)
+);
+CREATE TABLE IF NOT EXISTS posts (
+    principal BLOB NOT NULL,
+    kind INTEGER NOT NULL,
+    scope BLOB NOT NULL,
+    post_id BLOB NOT NULL,
+    result BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (principal, kind, scope, post_id)
+);
+";
+
+/// Applies the connection settings every connection needs.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )
+}
+
+/// Creates or checks the schema.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    }
+    Ok(())
+}
+
+/// The effective `PRAGMA synchronous` as a word.
+pub fn synchronous(conn: &Connection) -> rusqlite::Result<&'static str> {
+    let n: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    Ok(match n {
+        0 => "off",
+        1 => "normal",
+        2 => "full",
+        3 => "extra",
+        _ => "unknown",
+    })
+}

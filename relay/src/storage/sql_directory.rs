@@ -1,0 +1,281 @@
+//! SQL for accounts, key packages and mailboxes (run on the writer or a reader).
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sotto_protocol::relay::{ClaimedKeyPackage, KeyPackageCount, MailboxEntry, Principal};
+
+use super::{Change, NewKeyPackage, NewMailboxPost, RegisterOutcome};
+
+/// `posts.kind` of mailbox posts.
+pub const POST_KIND_MAILBOX: i64 = 0;
+
+pub fn register(
+    c: &Connection,
+    name: &str,
+    device_id: &str,
+    key: &Principal,
+    now: u64,
+) -> rusqlite::Result<RegisterOutcome> {
+    let existing: Option<(String, String)> = c
+        .query_row(
+            "SELECT name, device_id FROM devices WHERE key = ?1",
+            params![key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((n, d)) = existing {
+        return Ok(if n == name && d == device_id {
+            RegisterOutcome::AlreadyRegistered
+        } else {
+            RegisterOutcome::NameTaken
+        });
+    }
+    let taken: Option<i64> = c
+        .query_row(
+            "SELECT 1 FROM devices WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if taken.is_some() {
+        return Ok(RegisterOutcome::NameTaken);
+    }
+    c.execute(
+        "INSERT INTO devices (key, name, device_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![key, name, device_id, now],
+    )?;
+    Ok(RegisterOutcome::Registered)
+}
+
+pub fn device_key(
+    c: &Connection,
+    name: &str,
+    device_id: &str,
+) -> rusqlite::Result<Option<Principal>> {
+    c.query_row(
+        "SELECT key FROM devices WHERE name = ?1 AND device_id = ?2",
+        params![name, device_id],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+pub fn devices(c: &Connection, name: &str) -> rusqlite::Result<Vec<(String, Principal)>> {
+    let mut st =
+        c.prepare_cached("SELECT device_id, key FROM devices WHERE name = ?1 ORDER BY device_id")?;
+    let rows = st.query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+pub fn publish(
+    c: &Connection,
+    device: &Principal,
+    ciphersuite: u16,
+    pool: &[NewKeyPackage],
+    last_resort: Option<&NewKeyPackage>,
+) -> rusqlite::Result<()> {
+    let mut ins = c.prepare_cached(
+        "INSERT INTO key_packages (device, ciphersuite, last_resort, data, not_before, not_after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for kp in pool {
+        ins.execute(params![
+            device,
+            ciphersuite,
+            0,
+            kp.data,
+            kp.not_before,
+            kp.not_after
+        ])?;
+    }
+    if let Some(kp) = last_resort {
+        c.execute(
+            "DELETE FROM key_packages WHERE device = ?1 AND ciphersuite = ?2 AND last_resort = 1",
+            params![device, ciphersuite],
+        )?;
+        ins.execute(params![
+            device,
+            ciphersuite,
+            1,
+            kp.data,
+            kp.not_before,
+            kp.not_after
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn count(
+    c: &Connection,
+    device: &Principal,
+    ciphersuite: u16,
+    now: u64,
+) -> rusqlite::Result<KeyPackageCount> {
+    let count = |last_resort: i64| -> rusqlite::Result<u32> {
+        c.query_row(
+            "SELECT COUNT(*) FROM key_packages WHERE device = ?1 AND ciphersuite = ?2
+             AND last_resort = ?3 AND not_before <= ?4 AND not_after > ?4",
+            params![device, ciphersuite, last_resort, now],
+            |r| r.get(0),
+        )
+    };
+    Ok(KeyPackageCount {
+        ciphersuite,
+        available: count(0)?,
+        last_resort: count(1)? > 0,
+    })
+}
+
+pub fn claim(
+    c: &Connection,
+    device: &Principal,
+    ciphersuite: u16,
+    now: u64,
+) -> rusqlite::Result<Option<ClaimedKeyPackage>> {
+    let pick = |last_resort: i64| -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+        c.query_row(
+            "SELECT id, data FROM key_packages WHERE device = ?1 AND ciphersuite = ?2
+             AND last_resort = ?3 AND not_before <= ?4 AND not_after > ?4
+             ORDER BY id LIMIT 1",
+            params![device, ciphersuite, last_resort, now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+    };
+    if let Some((id, data)) = pick(0)? {
+        // The single-use package leaves the pool in the same transaction that hands it out.
+        c.execute("DELETE FROM key_packages WHERE id = ?1", params![id])?;
+        return Ok(Some(ClaimedKeyPackage {
+            key_package: data,
+            last_resort: false,
+        }));
+    }
+    Ok(pick(1)?.map(|(_, data)| ClaimedKeyPackage {
+        key_package: data,
+        last_resort: true,
+    }))
+}
+
+fn encode_seqs(seqs: &[u64]) -> Vec<u8> {
+    seqs.iter().flat_map(|s| s.to_be_bytes()).collect()
+}
+
+fn decode_seqs(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_be_bytes(b)
+        })
+        .collect()
+}
+
+pub fn post_mailbox(
+    c: &Connection,
+    post: &NewMailboxPost,
+    changes: &mut Vec<Change>,
+) -> rusqlite::Result<Vec<u64>> {
+    let prior: Option<Vec<u8>> = c
+        .query_row(
+            "SELECT result FROM posts WHERE principal = ?1 AND kind = ?2 AND scope = x''
+             AND post_id = ?3",
+            params![post.sender, POST_KIND_MAILBOX, post.post_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(prior) = prior {
+        return Ok(decode_seqs(&prior));
+    }
+    c.execute(
+        "INSERT INTO mailbox_blobs (sender, sender_address, post_id, payload, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            post.sender,
+            post.sender_address,
+            post.post_id,
+            post.payload,
+            post.now
+        ],
+    )?;
+    let blob = c.last_insert_rowid();
+    let mut seqs = Vec::with_capacity(post.recipients.len());
+    let mut ins = c.prepare_cached(
+        "INSERT INTO mailbox (device, blob, created_at) VALUES (?1, ?2, ?3) RETURNING seq",
+    )?;
+    for device in &post.recipients {
+        let seq: u64 = ins.query_row(params![device, blob, post.now], |r| r.get(0))?;
+        seqs.push(seq);
+        changes.push(Change::Mailbox { device: *device });
+    }
+    c.execute(
+        "INSERT INTO posts (principal, kind, scope, post_id, result, created_at)
+         VALUES (?1, ?2, x'', ?3, ?4, ?5)",
+        params![
+            post.sender,
+            POST_KIND_MAILBOX,
+            post.post_id,
+            encode_seqs(&seqs),
+            post.now
+        ],
+    )?;
+    Ok(seqs)
+}
+
+pub fn read_mailbox(
+    c: &Connection,
+    device: &Principal,
+    after: u64,
+    limit: u32,
+) -> rusqlite::Result<Vec<MailboxEntry>> {
+    let mut st = c.prepare_cached(
+        "SELECT m.seq, b.sender, b.sender_address, b.post_id, b.payload, m.created_at
+         FROM mailbox m JOIN mailbox_blobs b ON b.id = m.blob
+         WHERE m.device = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![device, after, limit], |r| {
+        Ok(MailboxEntry {
+            seq: r.get(0)?,
+            sender: r.get(1)?,
+            sender_address: r.get(2)?,
+            post_id: r.get(3)?,
+            payload: r.get(4)?,
+            stored_at: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn delete_orphan_blobs(c: &Connection) -> rusqlite::Result<usize> {
+    c.execute(
+        "DELETE FROM mailbox_blobs WHERE NOT EXISTS
+         (SELECT 1 FROM mailbox WHERE mailbox.blob = mailbox_blobs.id)",
+        [],
+    )
+}
+
+pub fn ack_mailbox(c: &Connection, device: &Principal, up_to: u64) -> rusqlite::Result<()> {
+    let mut st =
+        c.prepare_cached("DELETE FROM mailbox WHERE device = ?1 AND seq <= ?2 RETURNING blob")?;
+    let blobs: Vec<i64> = st
+        .query_map(params![device, up_to], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut del = c.prepare_cached(
+        "DELETE FROM mailbox_blobs WHERE id = ?1
+         AND NOT EXISTS (SELECT 1 FROM mailbox WHERE blob = ?1)",
+    )?;
+    for blob in blobs {
+        del.execute(params![blob])?;
+    }
+    Ok(())
+}
+
+pub fn prune(c: &Connection, now: u64, cutoff: u64) -> rusqlite::Result<u64> {
+    let mut n = c.execute("DELETE FROM mailbox WHERE created_at < ?1", params![cutoff])?;
+    n += delete_orphan_blobs(c)?;
+    n += c.execute(
+        "DELETE FROM key_packages WHERE not_after <= ?1",
+        params![now],
+    )?;
+    n += c.execute("DELETE FROM posts WHERE created_at < ?1", params![cutoff])?;
+    Ok(n as u64)
+}
