@@ -12,7 +12,9 @@ use sotto_protocol::jsonrpc::{ErrorObject, Request, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The daemon is not running or the socket is unusable.
-    #[error("sottod is not running: cannot connect to {path} ({reason}); start it with `systemctl --user start sottod.socket` or run `sottod`")]
+    #[error(
+        "sottod is not running: cannot connect to {path} ({reason}); start it with `systemctl --user start sottod.socket` or run `sottod`"
+    )]
     NotRunning {
         /// The socket path.
         path: PathBuf,
@@ -55,7 +57,10 @@ impl Client {
 
     /// Calls `M` and decodes its result.
     pub fn call<M: Method>(&mut self, params: &M::Params) -> Result<M::Result, ClientError> {
-        let value = self.call_raw(M::NAME, serde_json::to_value(params).map_err(|e| ClientError::Decode(e.to_string()))?)?;
+        let value = self.call_raw(
+            M::NAME,
+            serde_json::to_value(params).map_err(|e| ClientError::Decode(e.to_string()))?,
+        )?;
         serde_json::from_value(value).map_err(|e| ClientError::Decode(format!("{}: {e}", M::NAME)))
     }
 
@@ -63,7 +68,8 @@ impl Client {
     pub fn call_raw(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let line = serde_json::to_string(&Request::call(id, method, params)).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let line = serde_json::to_string(&Request::call(id, method, params))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
         self.writer.write_all(line.as_bytes())?;
         self.writer.write_all(b"\n")?;
         loop {
@@ -72,11 +78,14 @@ impl Client {
             if msg.get("id").and_then(Value::as_u64) != Some(id) {
                 continue;
             }
-            let resp: Response = serde_json::from_value(msg).map_err(|e| ClientError::Decode(e.to_string()))?;
+            let resp: Response =
+                serde_json::from_value(msg).map_err(|e| ClientError::Decode(e.to_string()))?;
             return match (resp.result, resp.error) {
                 (_, Some(err)) => Err(ClientError::Rpc(err)),
                 (Some(result), None) => Ok(result),
-                (None, None) => Err(ClientError::Decode("a response with neither result nor error".into())),
+                (None, None) => Err(ClientError::Decode(
+                    "a response with neither result nor error".into(),
+                )),
             };
         }
     }

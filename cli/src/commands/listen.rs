@@ -52,12 +52,24 @@ fn describe(event: &Event) -> String {
     let what = match &event.payload {
         EventPayload::AccountCreated { account } => format!("account created: {}", account.address),
         EventPayload::MessageCreated { message } | EventPayload::MessageReceived { message } => {
-            format!("[{}] {}: {}", message.conversation, message.sender, message.text)
+            format!(
+                "[{}] {}: {}",
+                message.conversation, message.sender, message.text
+            )
         }
-        EventPayload::MessageState { conversation, message_id, state, .. } => {
+        EventPayload::MessageState {
+            conversation,
+            message_id,
+            state,
+            ..
+        } => {
             format!("[{conversation}] message {message_id} is {state:?}")
         }
-        EventPayload::ContactIdentityChanged { address, new_fingerprint, .. } => {
+        EventPayload::ContactIdentityChanged {
+            address,
+            new_fingerprint,
+            ..
+        } => {
             format!("{address} has a new identity key {new_fingerprint}")
         }
         EventPayload::RelayConnected { url } => format!("connected to {url}"),

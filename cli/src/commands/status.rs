@@ -23,12 +23,25 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         status
             .relays
             .iter()
-            .map(|r| format!("{} ({})", r.url, if r.connected { "connected" } else { "not connected" }))
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    r.url,
+                    if r.connected {
+                        "connected"
+                    } else {
+                        "not connected"
+                    }
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
     print_fields(&[
-        ("daemon", format!("sottod {} (protocol {})", status.version, status.protocol)),
+        (
+            "daemon",
+            format!("sottod {} (protocol {})", status.version, status.protocol),
+        ),
         ("socket", ctx.socket.display().to_string()),
         ("account", account),
         ("relays", relays),

@@ -100,7 +100,8 @@ impl KeyStore {
             }
             KeyStoreKind::SecretService => {
                 KeyringWorker::start(|| {
-                    zbus_secret_service_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>)
+                    zbus_secret_service_keyring_store::Store::new()
+                        .map(|s| s as Arc<CredentialStore>)
                 })
                 .await
             }
@@ -110,7 +111,9 @@ impl KeyStore {
                 })
                 .await
             }
-            _ => Err(KrError::NotSupportedByStore("this build does not support it".into())),
+            _ => Err(KrError::NotSupportedByStore(
+                "this build does not support it".into(),
+            )),
         };
         match opened {
             Ok(worker) => Ok(KeyStore::Keyring { kind, worker }),
@@ -135,7 +138,9 @@ impl KeyStore {
         let seed = key.seed();
         let kind = self.kind();
         match self {
-            KeyStore::File(f) => f.save(user, &seed[..]).map_err(|e| io_failed(kind, "store", user, &e)),
+            KeyStore::File(f) => f
+                .save(user, &seed[..])
+                .map_err(|e| io_failed(kind, "store", user, &e)),
             KeyStore::Keyring { worker, .. } => {
                 let u = user.to_owned();
                 worker
@@ -176,7 +181,9 @@ impl KeyStore {
     pub async fn delete(&self, user: &str) -> Result<(), KeyError> {
         let kind = self.kind();
         match self {
-            KeyStore::File(f) => f.delete(user).map_err(|e| io_failed(kind, "delete", user, &e)),
+            KeyStore::File(f) => f
+                .delete(user)
+                .map_err(|e| io_failed(kind, "delete", user, &e)),
             KeyStore::Keyring { worker, .. } => {
                 let u = user.to_owned();
                 worker

@@ -1,0 +1,505 @@
+//! Fixtures: a real `sottod` process on temp XDG dirs, a raw socket client, and a private
+//! session bus with a real Secret Service (gnome-keyring). Everything is killed on drop.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// How long anything may take on a loaded 2-core machine before a test gives up.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A built binary of the workspace (`sottod`, `sotto`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` until it returns `Some`, or panics after [`DEADLINE`] with `what`.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `sottod` process with its own XDG dirs.
+pub struct Daemon {
+    pub root: TempDir,
+    pub env: Vec<(String, OsString)>,
+    child: Option<Child>,
+    pub log: PathBuf,
+    wrapper: Vec<String>,
+}
+
+impl Daemon {
+    /// A daemon (not yet started) using `key_store`.
+    pub fn new(key_store: &str) -> Daemon {
+        let root = tempfile::Builder::new()
+            .prefix("sottod-test")
+            .tempdir()
+            .expect("tempdir");
+        for d in ["run", "data", "config", "home"] {
+            std::fs::create_dir(root.path().join(d)).expect("mkdir");
+        }
+        let p = root.path();
+        let env = vec![
+            (
+                "PATH".to_owned(),
+                std::env::var_os("PATH").unwrap_or_default(),
+            ),
+            ("HOME".to_owned(), p.join("home").into_os_string()),
+            ("XDG_RUNTIME_DIR".to_owned(), p.join("run").into_os_string()),
+            ("XDG_DATA_HOME".to_owned(), p.join("data").into_os_string()),
+            (
+                "XDG_CONFIG_HOME".to_owned(),
+                p.join("config").into_os_string(),
+            ),
+            ("SOTTO_KEY_STORE".to_owned(), key_store.into()),
+            ("SOTTO_LOG".to_owned(), "debug".into()),
+            // No session bus unless a test gives one.
+            (
+                "DBUS_SESSION_BUS_ADDRESS".to_owned(),
+                "unix:path=/nonexistent/bus".into(),
+            ),
+        ];
+        let log = p.join("sottod.log");
+        Daemon {
+            root,
+            env,
+            child: None,
+            log,
+            wrapper: Vec::new(),
+        }
+    }
+
+    /// Uses the session bus at `address`.
+    pub fn with_bus(mut self, address: &str) -> Daemon {
+        self.set_env("DBUS_SESSION_BUS_ADDRESS", address);
+        self
+    }
+
+    /// Sets (or replaces) an environment variable of the daemon and the CLI.
+    pub fn set_env(&mut self, key: &str, value: impl Into<OsString>) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.into()));
+    }
+
+    /// Runs the daemon under `wrapper` (e.g. `prlimit --core=1024`).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Daemon {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Writes `config.toml`.
+    pub fn config(self, text: &str) -> Daemon {
+        let dir = self.root.path().join("config/sotto");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("config.toml"), text).expect("write config");
+        self
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.path().join("run/sotto/sottod.sock")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data/sotto")
+    }
+
+    /// The `sottod` command with this daemon's environment.
+    pub fn command(&self) -> Command {
+        let mut cmd = if self.wrapper.is_empty() {
+            Command::new(bin("sottod"))
+        } else {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(bin("sottod"));
+            c
+        };
+        cmd.env_clear();
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Spawns the daemon and waits until it answers `daemon.status`.
+    pub fn start(&mut self) -> &mut Daemon {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sottod");
+        self.child = Some(child);
+        self.wait_ready();
+        self
+    }
+
+    /// Waits until the socket answers; panics with the log if the daemon died.
+    pub fn wait_ready(&mut self) {
+        let socket = self.socket();
+        wait_for("sottod to answer", || {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "sottod exited early ({status}):\n{}",
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
+                }
+            }
+            let mut c = RawClient::connect(&socket).ok()?;
+            let r = c.call("daemon.status", json!({}));
+            r.get("result").map(|_| ())
+        });
+    }
+
+    /// The pid of the running daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits for exit.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        wait_exit(&mut child)
+    }
+
+    /// Waits for the daemon to exit on its own (after `daemon.shutdown`).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_exit(&mut child)
+    }
+
+    /// SIGTERM and wait; asserts a clean exit.
+    pub fn stop(&mut self) {
+        let status = self.signal_and_wait("TERM");
+        assert!(
+            status.success(),
+            "sottod exited with {status}:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Runs `sotto` with this daemon's environment.
+    pub fn sotto(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("sotto"));
+        cmd.env_clear();
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sotto")
+    }
+
+    /// Runs `sotto`, asserts success, returns stdout.
+    pub fn sotto_ok(&self, args: &[&str]) -> String {
+        let out = self.sotto(args);
+        assert!(
+            out.status.success(),
+            "sotto {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `sotto --json ...` and parses stdout.
+    pub fn sotto_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.sotto_ok(&all)).expect("json output")
+    }
+
+    pub fn client(&self) -> RawClient {
+        RawClient::connect(&self.socket()).expect("connect")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    wait_for("sottod to exit", || child.try_wait().ok().flatten())
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A raw NDJSON client: exactly the bytes a test writes, exactly the lines the daemon sends.
+pub struct RawClient {
+    pub stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    next_id: u64,
+}
+
+impl RawClient {
+    pub fn connect(path: &Path) -> std::io::Result<RawClient> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(DEADLINE))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(RawClient {
+            stream,
+            reader,
+            next_id: 1000,
+        })
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    /// The next line as JSON; panics on EOF or timeout.
+    pub fn read(&mut self) -> Value {
+        let line = self.read_line().expect("a line, got EOF");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+    }
+
+    /// The next raw line, `None` at EOF.
+    pub fn read_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Asserts the daemon closes the connection (after any remaining lines are read).
+    pub fn expect_eof(&mut self) {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).expect("read to EOF");
+        assert!(
+            rest.is_empty(),
+            "expected EOF, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    /// A call with a fresh numeric id; returns the whole response object.
+    pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+        );
+        loop {
+            let v = self.read();
+            if v.get("id") == Some(&json!(id)) {
+                return v;
+            }
+        }
+    }
+
+    /// A call that must succeed; returns `result`.
+    pub fn ok(&mut self, method: &str, params: Value) -> Value {
+        let r = self.call(method, params);
+        r.get("result")
+            .cloned()
+            .unwrap_or_else(|| panic!("{method} failed: {r}"))
+    }
+}
+
+/// A private session bus with gnome-keyring's Secret Service, unlocked with a test password.
+pub struct SecretService {
+    dir: TempDir,
+    pub address: String,
+    bus: Child,
+    keyring: Child,
+}
+
+impl SecretService {
+    pub fn start() -> SecretService {
+        for tool in ["dbus-daemon", "gnome-keyring-daemon", "secret-tool"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "{tool} is missing: install dbus, gnome-keyring and libsecret-tools (the README test command does)"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("sotto-ss")
+            .tempdir()
+            .expect("tempdir");
+        for d in ["home", "run"] {
+            std::fs::create_dir(dir.path().join(d)).expect("mkdir");
+        }
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.path().join("bus").display()
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dbus-daemon");
+        let mut first = String::new();
+        BufReader::new(bus.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("bus address");
+        let address = first.trim().to_owned();
+        assert!(address.starts_with("unix:"), "bad bus address {address:?}");
+        let mut keyring = Command::new("gnome-keyring-daemon")
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path().join("home"))
+            .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gnome-keyring-daemon");
+        {
+            let mut stdin = keyring.stdin.take().expect("stdin");
+            stdin.write_all(b"test-password").expect("password");
+        }
+        let ss = SecretService {
+            dir,
+            address,
+            bus,
+            keyring,
+        };
+        wait_for("the Secret Service on the private bus", || {
+            let out = Command::new("dbus-send")
+                .arg(format!("--bus={}", ss.address))
+                .args([
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("boolean true")
+                .then_some(())
+        });
+        ss
+    }
+
+    /// The secret stored under service `sotto`, user `user` (raw bytes), via `secret-tool`.
+    pub fn lookup(&self, user: &str) -> Option<Vec<u8>> {
+        let out = Command::new("secret-tool")
+            .args(["lookup", "service", "sotto", "username", user])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .output()
+            .expect("secret-tool");
+        (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        let _ = self.keyring.kill();
+        let _ = self.keyring.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that no file under `dir` (except `allowed`) contains `secret` raw, in hex or base64.
+pub fn assert_secret_absent(dir: &Path, secret: &[u8], allowed: &[PathBuf]) {
+    use base64::Engine as _;
+    let forms: Vec<Vec<u8>> = vec![
+        secret.to_vec(),
+        hex::encode(secret).into_bytes(),
+        hex::encode_upper(secret).into_bytes(),
+        base64::engine::general_purpose::STANDARD
+            .encode(secret)
+            .into_bytes(),
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .encode(secret)
+            .into_bytes(),
+        format!("{secret:?}").into_bytes(),
+    ];
+    for file in files_under(dir) {
+        if allowed.contains(&file) {
+            continue;
+        }
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for form in &forms {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_slice()),
+                "the private key appears in {}",
+                file.display()
+            );
+        }
+    }
+}
