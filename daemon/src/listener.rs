@@ -23,10 +23,10 @@ pub struct SocketGuard(Option<PathBuf>);
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), cause = %e, "could not remove the socket");
-            }
+        if let Some(path) = self.0.take()
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), cause = %e, "could not remove the socket");
         }
     }
 }

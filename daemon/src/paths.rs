@@ -56,14 +56,15 @@ pub fn socket_path() -> anyhow::Result<PathBuf> {
 /// directory of ours with wider bits is refused rather than silently fixed, because
 /// something else may already have used it.
 pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
-    if let Some(parent) = dir.parent() {
-        if !parent.as_os_str().is_empty() && !parent.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     match DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}

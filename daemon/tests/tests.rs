@@ -1,5 +1,7 @@
 //! Integration tests: the real `sottod` and `sotto` binaries on temp XDG dirs.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod cli;

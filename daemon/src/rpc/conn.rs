@@ -149,10 +149,10 @@ pub async fn serve_connection(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                if let Some(reply) = dispatch_line(&registry, &ctx, line).await {
-                    if state.writer.send(reply).await.is_err() {
-                        break;
-                    }
+                if let Some(reply) = dispatch_line(&registry, &ctx, line).await
+                    && state.writer.send(reply).await.is_err()
+                {
+                    break;
                 }
                 for f in state.take_deferred() {
                     f();

@@ -26,7 +26,7 @@ pub struct Subscription {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// An event.
-    Event(Event),
+    Event(Box<Event>),
     /// The last item: the subscription ended.
     Closed(SubscriptionClosed),
 }
@@ -39,14 +39,14 @@ impl Service {
             .store
             .call(|db| Ok((db.events_pruned_through()?, db.last_event_seq()?)))
             .await?;
-        if let Some(since) = since {
-            if since < pruned {
-                return Err(ApiError::new(
-                    ErrorKind::EventsExpired,
-                    format!("events up to seq {pruned} are no longer kept; resubscribe with since >= {pruned}"),
-                )
-                .with("oldest_seq", pruned + 1));
-            }
+        if let Some(since) = since
+            && since < pruned
+        {
+            return Err(ApiError::new(
+                ErrorKind::EventsExpired,
+                format!("events up to seq {pruned} are no longer kept; resubscribe with since >= {pruned}"),
+            )
+            .with("oldest_seq", pruned + 1));
         }
         Ok(Subscription {
             store: self.store.clone(),
@@ -91,7 +91,7 @@ impl Subscription {
                 }
                 for event in page.events {
                     last = event.seq;
-                    if !sink(Delivery::Event(event)).await {
+                    if !sink(Delivery::Event(Box::new(event))).await {
                         return;
                     }
                 }
@@ -106,7 +106,7 @@ impl Subscription {
                 Ok(event) if event.seq <= last => continue,
                 Ok(event) => {
                     last = event.seq;
-                    if !sink(Delivery::Event(event)).await {
+                    if !sink(Delivery::Event(Box::new(event))).await {
                         return;
                     }
                 }

@@ -165,8 +165,10 @@ impl Daemon {
     pub fn wait_ready(&mut self) {
         let socket = self.socket();
         wait_for("sottod to answer", || {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                {
                     panic!(
                         "sottod exited early ({status}):\n{}",
                         std::fs::read_to_string(&self.log).unwrap_or_default()
