@@ -17,7 +17,8 @@ pub use auth::{AUTH_LABEL, auth_message, credential_identity};
 pub use error::{RelayError, RelayErrorKind};
 pub use frames::{
     Account, AccountDevice, ClaimedKeyPackage, ClientFrame, DeviceRef, GroupEntry, GroupState,
-    Hello, KeyPackageCount, MailboxEntry, PostId, Principal, Push, Request, Response, ServerFrame,
+    Hello, KeyPackageCount, MailboxEntry, MailboxPayload, PostId, Principal, Push, Request,
+    Response, ServerFrame, WelcomeEnvelope,
 };
 
 /// The version byte that starts every frame of this protocol revision.

@@ -60,7 +60,7 @@ mod tests {
     fn round_trip_and_rejections() {
         let f = ClientFrame {
             id: 7,
-            request: Request::AckMailbox { up_to: 9 },
+            request: Request::Ping,
         };
         let bytes = encode(&f);
         assert_eq!(bytes[0], WIRE_VERSION);

@@ -58,6 +58,9 @@ struct Args {
     /// Maximum age in days of stored entries (read or not).
     #[arg(long, default_value_t = 30)]
     max_age_days: u64,
+    /// How often retention runs, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    retention_interval_ms: u64,
 }
 
 fn database_path(args: &Args) -> anyhow::Result<PathBuf> {
@@ -113,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         connections_per_ip: args.connections_per_ip,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         max_age: Duration::from_secs(args.max_age_days.saturating_mul(86_400)),
+        retention_interval: Duration::from_millis(args.retention_interval_ms.max(10)),
         ..Limits::default()
     };
     let config = Config {

@@ -141,14 +141,19 @@ pub enum Request {
         /// The opaque payload.
         payload: Vec<u8>,
     },
-    /// Stream the authenticated device's mailbox from entries with `seq > after`, then live.
+    /// Stream a mailbox from entries with `seq > after`, then live. Only the device that
+    /// owns the mailbox (the authenticated local principal) may name it.
     /// Answer: [`Response::Ok`], then [`Push::Mailbox`] frames.
     SubscribeMailbox {
+        /// The mailbox: the authenticated device itself.
+        device: DeviceRef,
         /// The cursor: the last seq already processed (0 for all).
         after: u64,
     },
-    /// Delete every mailbox entry with `seq <= up_to`. Answer: [`Response::Ok`].
+    /// Delete every mailbox entry with `seq <= up_to` (owner only). Answer: [`Response::Ok`].
     AckMailbox {
+        /// The mailbox: the authenticated device itself.
+        device: DeviceRef,
         /// The highest processed seq.
         up_to: u64,
     },
@@ -373,4 +378,26 @@ pub struct MailboxEntry {
     pub payload: Vec<u8>,
     /// When the relay stored it, in seconds since the Unix epoch.
     pub stored_at: u64,
+}
+
+/// What daemons put in a mailbox payload, encoded like frames (`WIRE_VERSION ‖
+/// postcard`). The relay never looks inside; the type lives here so both sides agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MailboxPayload {
+    /// An invitation to a group, posted after the relay accepted the adding commit.
+    Welcome(WelcomeEnvelope),
+}
+
+/// A Welcome with where to find the group's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeEnvelope {
+    /// The canonical URL of the relay holding the group log.
+    pub relay_url: String,
+    /// The MLS group id.
+    pub group_id: Vec<u8>,
+    /// The first log seq the joiner reads: the accepted commit's seq + 1.
+    pub join_seq: u64,
+    /// The TLS-serialized `MlsMessage` carrying the Welcome.
+    pub welcome: Vec<u8>,
 }

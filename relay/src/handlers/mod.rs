@@ -5,7 +5,7 @@ mod auth;
 mod directory;
 mod groups;
 
-use sotto_protocol::relay::{RelayError, RelayErrorKind, Request, Response};
+use sotto_protocol::relay::{DeviceRef, RelayError, RelayErrorKind, Request, Response};
 
 use crate::conn::{Conn, Session};
 use crate::storage::{ReadOutcome, Store, StoreError};
@@ -84,13 +84,13 @@ impl<S: Store> Conn<S> {
                 recipients,
                 payload,
             } => self.post_mailbox(&me, post_id, recipients, payload).await,
-            Request::SubscribeMailbox { after } => {
-                local_only(&me)?;
+            Request::SubscribeMailbox { device, after } => {
+                owner_only(&me, &device)?;
                 self.mailbox_cursor = Some(after);
                 Ok(Response::Ok)
             }
-            Request::AckMailbox { up_to } => {
-                local_only(&me)?;
+            Request::AckMailbox { device, up_to } => {
+                owner_only(&me, &device)?;
                 self.shared
                     .store
                     .ack_mailbox(me.key, up_to)
@@ -146,6 +146,18 @@ fn local_only(me: &Session) -> Result<(), RelayError> {
         Err(err(
             RelayErrorKind::Forbidden,
             "only a device registered on this relay has a mailbox and key packages here",
+        ))
+    }
+}
+
+fn owner_only(me: &Session, device: &DeviceRef) -> Result<(), RelayError> {
+    local_only(me)?;
+    if device.address == me.address && device.device_id == me.device_id {
+        Ok(())
+    } else {
+        Err(err(
+            RelayErrorKind::Forbidden,
+            "only the owning device reads or acknowledges a mailbox",
         ))
     }
 }

@@ -1,0 +1,105 @@
+//! Durability: synchronous=FULL, and everything acknowledged survives kill -9.
+
+use std::collections::HashSet;
+
+use sotto_protocol::relay::{Push, Request, Response};
+
+use crate::client::{Client, Device, Incoming};
+use crate::harness::Relay;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_posts_survive_kill_9() {
+    const WINDOW: usize = 16;
+    const BEFORE_KILL: usize = 200;
+    let mut relay = Relay::start();
+    let (_, metrics) = relay.http_get("/metrics");
+    assert!(
+        metrics.contains("sotto_relay_storage_synchronous{mode=\"full\"} 1"),
+        "the relay runs with PRAGMA synchronous=FULL:\n{metrics}"
+    );
+    let alice = Device::new(&relay.address("alice"));
+    let bob = Device::new(&relay.address("bob"));
+    drop(Client::registered(relay.addr, &bob).await);
+    let mut a = Client::registered(relay.addr, &alice).await;
+
+    let post = |i: u32| Request::PostMailbox {
+        post_id: {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id
+        },
+        recipients: vec![bob.device_ref()],
+        payload: i.to_be_bytes().to_vec(),
+    };
+    let mut acked: HashSet<u32> = HashSet::new();
+    let mut next = 0u32;
+    // Windows of pipelined posts; the kill lands while a window is in flight.
+    loop {
+        let mut sent = Vec::new();
+        for _ in 0..WINDOW {
+            sent.push((a.send(post(next)).await, next));
+            next += 1;
+        }
+        if acked.len() >= BEFORE_KILL {
+            relay.kill9();
+            // Whatever answers reached us before the kill were acknowledged.
+            let mut by_id: std::collections::HashMap<u64, u32> = sent.into_iter().collect();
+            loop {
+                match a.recv().await {
+                    Incoming::Frame(sotto_protocol::relay::ServerFrame::Response {
+                        id,
+                        result: Ok(Response::Posted { .. }),
+                    }) => {
+                        if let Some(i) = by_id.remove(&id) {
+                            acked.insert(i);
+                        }
+                    }
+                    Incoming::Closed(_) => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            break;
+        }
+        for (id, i) in sent {
+            match a.response(id).await {
+                Ok(Response::Posted { .. }) => {
+                    acked.insert(i);
+                }
+                other => panic!("post {i}: {other:?}"),
+            }
+        }
+    }
+
+    relay.restart();
+    let mut b = Client::authenticated(relay.addr, &bob).await;
+    let sub = Request::SubscribeMailbox {
+        device: bob.device_ref(),
+        after: 0,
+    };
+    assert_eq!(b.request(sub).await, Ok(Response::Ok));
+    // The backlog is pushed before the next request is answered.
+    b.ping_ok().await;
+    let mut stored = Vec::new();
+    for p in b.queued() {
+        let Push::Mailbox { entries } = p else {
+            panic!("unexpected push {p:?}")
+        };
+        for e in entries {
+            let i = u32::from_be_bytes(e.payload[..4].try_into().expect("4 bytes"));
+            stored.push(i);
+        }
+    }
+    let stored_set: HashSet<u32> = stored.iter().copied().collect();
+    assert_eq!(stored.len(), stored_set.len(), "no duplicates");
+    let missing: Vec<_> = acked.difference(&stored_set).collect();
+    assert!(
+        missing.is_empty(),
+        "acked but lost after kill -9: {missing:?}"
+    );
+    assert!(acked.len() >= BEFORE_KILL);
+    let db = rusqlite::Connection::open(relay.database()).expect("open db");
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+}
