@@ -12,17 +12,17 @@ use sotto_protocol::relay::{
     ClientFrame, Hello, MIN_WIRE_VERSION, Principal, Push, RelayError, RelayErrorKind, Request,
     ServerFrame, WIRE_VERSION,
 };
-use tokio::sync::broadcast;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::codec::{self, DecodeError};
+use crate::hub::{Key, Registration};
 use crate::limits::{IpSlot, TokenBucket};
 use crate::metrics::Metrics;
 use crate::server::{Io, Shared};
-use crate::storage::{Change, ReadOutcome, Store};
+use crate::storage::{ReadOutcome, Store};
 
 /// The connection could not be written to; stop serving it.
 #[derive(Debug)]
@@ -47,12 +47,13 @@ pub(crate) struct Conn<S: Store> {
     pub mailbox_cursor: Option<u64>,
     pub group_subs: HashMap<Vec<u8>, u64>,
     pub ip: IpAddr,
+    pub reg: Registration,
     bucket: TokenBucket,
 }
 
 enum Event {
     Inbound(Option<Result<Message, WsError>>),
-    Change(Result<Change, broadcast::error::RecvError>),
+    Wake,
     Tick,
     Shutdown,
 }
@@ -70,7 +71,6 @@ pub(crate) async fn serve<S: Store>(
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
-    let mut changes = shared.store.changes();
     let mut shutdown = shared.shutdown.clone();
     let mut conn = Conn {
         bucket: TokenBucket::new(
@@ -85,8 +85,9 @@ pub(crate) async fn serve<S: Store>(
         mailbox_cursor: None,
         group_subs: HashMap::new(),
         ip,
+        reg: shared.hub.register(),
     };
-    let _ = conn.run(&mut changes, &mut shutdown).await;
+    let _ = conn.run(&mut shutdown).await;
     drop(slot);
     shared
         .metrics
@@ -95,11 +96,7 @@ pub(crate) async fn serve<S: Store>(
 }
 
 impl<S: Store> Conn<S> {
-    async fn run(
-        &mut self,
-        changes: &mut broadcast::Receiver<Change>,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), Gone> {
+    async fn run(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), Gone> {
         let limits = self.shared.config.limits.clone();
         let nonce = self.fresh_nonce();
         let hello = Hello {
@@ -119,7 +116,7 @@ impl<S: Store> Conn<S> {
         loop {
             let event = tokio::select! {
                 m = self.ws.next() => Event::Inbound(m),
-                c = changes.recv() => Event::Change(c),
+                () = self.reg.waker.notify.notified() => Event::Wake,
                 _ = tick.tick() => Event::Tick,
                 _ = shutdown.changed() => Event::Shutdown,
             };
@@ -156,11 +153,7 @@ impl<S: Store> Conn<S> {
                         _ => {}
                     }
                 }
-                Event::Change(Ok(change)) => self.on_change(change).await?,
-                Event::Change(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    self.flush_all().await?;
-                }
-                Event::Change(Err(broadcast::error::RecvError::Closed)) => return Ok(()),
+                Event::Wake => self.on_wake().await?,
                 Event::Tick => {
                     let now = Instant::now();
                     if self.session.is_none() && now - started > limits.auth_timeout {
@@ -257,18 +250,17 @@ impl<S: Store> Conn<S> {
         Ok(())
     }
 
-    async fn on_change(&mut self, change: Change) -> Result<(), Gone> {
-        match change {
-            Change::Mailbox { device } => {
-                let mine = self.session.as_ref().is_some_and(|s| s.key == device);
-                if mine && self.mailbox_cursor.is_some() {
-                    self.flush_mailbox().await?;
-                }
-            }
-            Change::Group { group_id, head } => {
-                if self.group_subs.get(&group_id).is_some_and(|&c| c < head) {
-                    self.flush_group(&group_id).await?;
-                }
+    async fn on_wake(&mut self) -> Result<(), Gone> {
+        let dirty = self.reg.waker.take();
+        if dirty.everything {
+            return self.flush_all().await;
+        }
+        if dirty.mailbox && self.mailbox_cursor.is_some() {
+            self.flush_mailbox().await?;
+        }
+        for id in dirty.groups {
+            if self.group_subs.contains_key(&id) {
+                self.flush_group(&id).await?;
             }
         }
         Ok(())
@@ -338,6 +330,7 @@ impl<S: Store> Conn<S> {
                     }
                     if finished.is_some() {
                         self.group_subs.remove(id);
+                        self.reg.unwatch(&Key::Group(id.to_vec()));
                     } else {
                         self.group_subs.insert(id.to_vec(), last);
                     }
@@ -349,6 +342,7 @@ impl<S: Store> Conn<S> {
                 }
                 Ok(other) => {
                     self.group_subs.remove(id);
+                    self.reg.unwatch(&Key::Group(id.to_vec()));
                     Push::GroupError {
                         group_id: id.to_vec(),
                         error: crate::handlers::read_refusal(&other),

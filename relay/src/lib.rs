@@ -9,6 +9,7 @@ pub mod config;
 mod conn;
 mod handlers;
 mod http;
+mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod mls;

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::config::{Config, TlsFiles};
 use crate::http::{self, Head};
+use crate::hub::Hub;
 use crate::limits::{ConnectionsPerIp, RateMap};
 use crate::metrics::Metrics;
 use crate::net::canonical;
@@ -39,6 +40,7 @@ pub(crate) struct Shared<S> {
     pub claims_by_target: RateMap<Principal>,
     pub mailbox_posts: RateMap<Principal>,
     pub crypto: RustCrypto,
+    pub hub: Arc<Hub>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -70,6 +72,8 @@ pub async fn run_with_store<S: Store>(
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let hub = Arc::new(Hub::default());
+    let fan_out = tokio::spawn(Arc::clone(&hub).run(store.changes()));
     let limits = &config.limits;
     let shared = Arc::new(Shared {
         claims_by_claimer: RateMap::per_minute(limits.claims_per_min_per_claimer),
@@ -80,6 +84,7 @@ pub async fn run_with_store<S: Store>(
         metrics: Metrics::default(),
         per_ip: Arc::new(ConnectionsPerIp::default()),
         crypto: RustCrypto::default(),
+        hub,
         shutdown: stop_rx,
     });
     let retention = tokio::spawn(retention_loop(Arc::clone(&shared)));
@@ -104,6 +109,7 @@ pub async fn run_with_store<S: Store>(
     tracing::info!("relay shutting down");
     let _ = stop_tx.send(true);
     retention.abort();
+    fan_out.abort();
     Ok(())
 }
 

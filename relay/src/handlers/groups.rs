@@ -6,6 +6,7 @@ use sotto_protocol::relay::{
 
 use super::{err, internal, refusal};
 use crate::conn::{Conn, Session};
+use crate::hub::Key;
 use crate::metrics::Metrics;
 use crate::mls::read_framing;
 use crate::storage::{AppendOutcome, CreateOutcome, NewGroupEntry, ReadOutcome, Store};
@@ -200,6 +201,7 @@ impl<S: Store> Conn<S> {
         if !matches!(outcome, ReadOutcome::Entries { .. }) {
             return Err(refusal(&outcome));
         }
+        self.reg.watch(Key::Group(group_id.clone()));
         self.group_subs.insert(group_id, after);
         Ok(Response::Ok)
     }

@@ -8,6 +8,7 @@ mod groups;
 use sotto_protocol::relay::{DeviceRef, RelayError, RelayErrorKind, Request, Response};
 
 use crate::conn::{Conn, Session};
+use crate::hub::Key;
 use crate::storage::{ReadOutcome, Store, StoreError};
 
 pub(crate) use groups::read_refusal;
@@ -86,6 +87,7 @@ impl<S: Store> Conn<S> {
             } => self.post_mailbox(&me, post_id, recipients, payload).await,
             Request::SubscribeMailbox { device, after } => {
                 owner_only(&me, &device)?;
+                self.reg.watch(Key::Mailbox(me.key));
                 self.mailbox_cursor = Some(after);
                 Ok(Response::Ok)
             }
@@ -119,6 +121,7 @@ impl<S: Store> Conn<S> {
             }
             Request::UnsubscribeGroup { group_id } => {
                 self.group_subs.remove(&group_id);
+                self.reg.unwatch(&Key::Group(group_id));
                 Ok(Response::Ok)
             }
             Request::AckGroup { group_id, seq } => {

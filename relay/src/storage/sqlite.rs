@@ -342,3 +342,251 @@ impl Store for SqliteStore {
         self.durability
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sotto_protocol::relay::content_type;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("t.sqlite3")).expect("open");
+        (dir, store)
+    }
+
+    fn kp(byte: u8, not_after: u64) -> NewKeyPackage {
+        NewKeyPackage {
+            data: vec![byte],
+            not_before: 0,
+            not_after,
+        }
+    }
+
+    fn entry(group: &[u8], sender: u8, epoch: u64, ct: u8, post: u8) -> NewGroupEntry {
+        NewGroupEntry {
+            group_id: group.to_vec(),
+            sender: [sender; 32],
+            post_id: [post; 16],
+            epoch,
+            content_type: ct,
+            message: vec![post],
+            added: vec![],
+            removed: vec![],
+            now: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn durability_is_full() {
+        let (_d, s) = store();
+        assert_eq!(s.durability(), "full");
+    }
+
+    #[tokio::test]
+    async fn claims_skip_expired_and_fall_back_to_last_resort() {
+        let (_d, s) = store();
+        let dev = [1u8; 32];
+        let count = s
+            .publish_key_packages(dev, 1, vec![kp(1, 50), kp(2, 500)], Some(kp(9, 500)), 10)
+            .await
+            .expect("publish");
+        assert_eq!((count.available, count.last_resort), (2, true));
+        // At t=100 the first package has expired: it is never handed out.
+        let c = s.claim_key_package(dev, 1, 100).await.expect("claim");
+        assert_eq!(
+            c.map(|c| (c.key_package, c.last_resort)),
+            Some((vec![2], false))
+        );
+        let c = s.claim_key_package(dev, 1, 100).await.expect("claim");
+        assert_eq!(
+            c.map(|c| (c.key_package, c.last_resort)),
+            Some((vec![9], true))
+        );
+        // Past the last-resort lifetime too: nothing.
+        assert_eq!(s.claim_key_package(dev, 1, 600).await.expect("claim"), None);
+        assert_eq!(s.claim_key_package(dev, 2, 100).await.expect("claim"), None);
+    }
+
+    #[tokio::test]
+    async fn epoch_rule_and_idempotency() {
+        let (_d, s) = store();
+        let g = b"g".to_vec();
+        assert!(matches!(
+            s.create_group(g.clone(), [1; 32], 0).await.expect("create"),
+            CreateOutcome::Ok(_)
+        ));
+        assert_eq!(
+            s.create_group(g.clone(), [2; 32], 0).await.expect("create"),
+            CreateOutcome::Exists
+        );
+        let commit = content_type::COMMIT;
+        let app = content_type::APPLICATION;
+        let r = s
+            .append_group(entry(&g, 1, 1, commit, 1))
+            .await
+            .expect("append");
+        assert_eq!(
+            r,
+            AppendOutcome::Conflict {
+                current_epoch: 0,
+                head_seq: 0
+            }
+        );
+        let r = s
+            .append_group(entry(&g, 1, 0, app, 2))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::Accepted { seq: 1, epoch: 0 });
+        let r = s
+            .append_group(entry(&g, 1, 0, commit, 3))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::Accepted { seq: 2, epoch: 1 });
+        // A second commit for epoch 0 loses; its retry under the first post id does not.
+        let r = s
+            .append_group(entry(&g, 1, 0, commit, 4))
+            .await
+            .expect("append");
+        assert_eq!(
+            r,
+            AppendOutcome::Conflict {
+                current_epoch: 1,
+                head_seq: 2
+            }
+        );
+        let r = s
+            .append_group(entry(&g, 1, 0, commit, 3))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::Accepted { seq: 2, epoch: 1 });
+        let r = s
+            .append_group(entry(&g, 2, 1, app, 5))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::NotMember);
+        let r = s
+            .append_group(entry(b"nope", 1, 0, app, 6))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::UnknownGroup);
+    }
+
+    #[tokio::test]
+    async fn access_list_deltas_bound_reads() {
+        let (_d, s) = store();
+        let g = b"g".to_vec();
+        let (alice, bob) = ([1u8; 32], [2u8; 32]);
+        s.create_group(g.clone(), alice, 0).await.expect("create");
+        let mut add = entry(&g, 1, 0, content_type::COMMIT, 1);
+        add.added = vec![bob];
+        assert_eq!(
+            s.append_group(add).await.expect("add"),
+            AppendOutcome::Accepted { seq: 1, epoch: 1 }
+        );
+        s.append_group(entry(&g, 2, 1, content_type::APPLICATION, 2))
+            .await
+            .expect("bob posts");
+        let mut remove = entry(&g, 1, 1, content_type::COMMIT, 3);
+        remove.removed = vec![bob];
+        s.append_group(remove).await.expect("remove");
+        s.append_group(entry(&g, 1, 2, content_type::APPLICATION, 4))
+            .await
+            .expect("after");
+        let read = s.read_group(g.clone(), bob, 0, 100).await.expect("read");
+        let ReadOutcome::Entries {
+            entries,
+            removed_at,
+            head_seq,
+        } = read
+        else {
+            panic!("entries")
+        };
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!((removed_at, head_seq), (Some(3), 4));
+        assert_eq!(
+            s.append_group(entry(&g, 2, 2, content_type::APPLICATION, 5))
+                .await
+                .expect("append"),
+            AppendOutcome::NotMember
+        );
+        assert_eq!(
+            s.read_group(g.clone(), [3; 32], 0, 10).await.expect("read"),
+            ReadOutcome::NotMember
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_waits_for_the_slowest_member() {
+        let (_d, s) = store();
+        let g = b"g".to_vec();
+        let (alice, bob) = ([1u8; 32], [2u8; 32]);
+        s.create_group(g.clone(), alice, 0).await.expect("create");
+        let mut add = entry(&g, 1, 0, content_type::COMMIT, 1);
+        add.added = vec![bob];
+        s.append_group(add).await.expect("add");
+        for i in 2..6u8 {
+            s.append_group(entry(&g, 1, 1, content_type::APPLICATION, i))
+                .await
+                .expect("post");
+        }
+        s.ack_group(g.clone(), alice, 5).await.expect("ack");
+        s.ack_group(g.clone(), bob, 3).await.expect("ack");
+        s.prune(1000, 10_000).await.expect("prune");
+        assert_eq!(
+            s.read_group(g.clone(), alice, 0, 10).await.expect("read"),
+            ReadOutcome::Gap { oldest_seq: 4 }
+        );
+        let ReadOutcome::Entries { entries, .. } =
+            s.read_group(g.clone(), bob, 3, 10).await.expect("read")
+        else {
+            panic!("entries")
+        };
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        // Past the maximum age everything goes, read or not.
+        s.prune(1000 + 20_000, 10_000).await.expect("prune");
+        assert_eq!(
+            s.read_group(g.clone(), bob, 3, 10).await.expect("read"),
+            ReadOutcome::Gap { oldest_seq: 6 }
+        );
+    }
+
+    #[tokio::test]
+    async fn mailbox_payloads_are_shared_and_changes_follow_commit() {
+        let (_d, s) = store();
+        let mut changes = s.changes();
+        let (bob, carol) = ([2u8; 32], [3u8; 32]);
+        let post = NewMailboxPost {
+            sender: [1; 32],
+            sender_address: "alice@x".into(),
+            post_id: [7; 16],
+            recipients: vec![bob, carol],
+            payload: b"welcome".to_vec(),
+            now: 5,
+        };
+        let seqs = s.post_mailbox(post.clone()).await.expect("post");
+        assert_eq!(seqs.len(), 2);
+        assert_eq!(s.post_mailbox(post).await.expect("repost"), seqs);
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(Change::Mailbox { device: bob })
+        );
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(Change::Mailbox { device: carol })
+        );
+        assert!(changes.try_recv().is_err(), "the repeat notified nothing");
+        let got = s.read_mailbox(bob, 0, 10).await.expect("read");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload, b"welcome");
+        s.ack_mailbox(bob, seqs[0]).await.expect("ack");
+        assert!(s.read_mailbox(bob, 0, 10).await.expect("read").is_empty());
+        assert_eq!(s.read_mailbox(carol, 0, 10).await.expect("read").len(), 1);
+    }
+}
