@@ -110,8 +110,10 @@ impl<S: Store> Conn<S> {
         self.send(&ServerFrame::Hello(hello)).await?;
         let started = Instant::now();
         let mut last_in = Instant::now();
-        let period =
-            (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        // Often enough to enforce the authentication deadline and the idle timeout.
+        let period = (limits.idle_timeout / 4)
+            .min(limits.auth_timeout / 4)
+            .clamp(Duration::from_millis(25), Duration::from_secs(30));
         let mut tick = tokio::time::interval(period);
         loop {
             let event = tokio::select! {

@@ -58,6 +58,12 @@ struct Args {
     /// Maximum age in days of stored entries (read or not).
     #[arg(long, default_value_t = 30)]
     max_age_days: u64,
+    /// Milliseconds allowed from TCP accept to the end of the WebSocket upgrade.
+    #[arg(long, default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
+    /// Milliseconds allowed to authenticate after the upgrade.
+    #[arg(long, default_value_t = 30_000)]
+    auth_timeout_ms: u64,
     /// How often retention runs, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     retention_interval_ms: u64,
@@ -115,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
         claims_per_min_per_target: args.claims_per_min,
         connections_per_ip: args.connections_per_ip,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms.max(10)),
+        auth_timeout: Duration::from_millis(args.auth_timeout_ms.max(10)),
         max_age: Duration::from_secs(args.max_age_days.saturating_mul(86_400)),
         retention_interval: Duration::from_millis(args.retention_interval_ms.max(10)),
         ..Limits::default()

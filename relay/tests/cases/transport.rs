@@ -214,3 +214,29 @@ fn systemd_unit_verifies() {
         "warnings:\n{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_unauthenticated_connections_time_out() {
+    use tokio::io::AsyncReadExt;
+    let relay = Relay::start_with(&["--handshake-timeout-ms", "300", "--auth-timeout-ms", "1500"]);
+    // A TCP connection that never sends a request head is dropped.
+    let mut tcp = tokio::net::TcpStream::connect(relay.addr)
+        .await
+        .expect("tcp");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(crate::harness::DEADLINE, tcp.read(&mut buf))
+        .await
+        .expect("closed before the deadline")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // An upgraded connection that never authenticates is closed with a reason.
+    let mut c = Client::connect(relay.addr).await;
+    let close = c.closed().await.expect("close frame");
+    assert_eq!(close.reason.as_str(), "authentication timeout");
+    // An authenticated connection is not subject to it.
+    let alice = Device::new(&relay.address("alice"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    a.ping_ok().await;
+    assert!(relay.metric("sotto_relay_rejections_total{reason=\"handshake_timeout\"}") >= 1);
+    assert!(relay.metric("sotto_relay_rejections_total{reason=\"auth_timeout\"}") >= 1);
+}
