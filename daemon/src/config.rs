@@ -34,6 +34,12 @@ pub struct Config {
     pub event_retention: u64,
     /// Per-subscription queue bound; a subscriber this far behind is closed.
     pub subscription_queue: usize,
+    /// Serve `org.sotto.Sotto1` on the session bus when one is reachable (default on).
+    pub dbus: bool,
+    /// Show a desktop notification for each received message (default off).
+    pub notify: bool,
+    /// Put a short preview of the text in notifications (default on).
+    pub notify_preview: bool,
 }
 
 /// The config file's shape; every field optional.
@@ -46,12 +52,8 @@ struct FileConfig {
     max_text_bytes: Option<u64>,
     event_retention: Option<u64>,
     subscription_queue: Option<usize>,
-    /// Accepted now, used by the D-Bus adapter.
-    #[allow(dead_code)]
     dbus: Option<bool>,
-    #[allow(dead_code)]
     notify: Option<bool>,
-    #[allow(dead_code)]
     notify_preview: Option<bool>,
 }
 
@@ -105,10 +107,14 @@ impl Config {
                 .subscription_queue
                 .unwrap_or(DEFAULT_SUBSCRIPTION_QUEUE)
                 .max(1),
+            dbus: parsed.dbus.unwrap_or(true),
+            notify: parsed.notify.unwrap_or(false),
+            notify_preview: parsed.notify_preview.unwrap_or(true),
         })
     }
 
-    /// A config for tests and embedding: everything default, explicit paths.
+    /// A config for tests and embedding: everything default, explicit paths, and no D-Bus
+    /// (an embedded daemon must not claim the user's session bus name).
     pub fn with_paths(socket_path: PathBuf, data_dir: PathBuf, key_store: KeyStoreKind) -> Config {
         Config {
             socket_path,
@@ -119,6 +125,9 @@ impl Config {
             max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
             event_retention: DEFAULT_EVENT_RETENTION,
             subscription_queue: DEFAULT_SUBSCRIPTION_QUEUE,
+            dbus: false,
+            notify: false,
+            notify_preview: true,
         }
     }
 }

@@ -8,10 +8,15 @@
 //! socket, tests start it on a temp socket.
 
 pub mod config;
+pub mod dbus;
+pub mod engine;
 pub mod hardening;
 pub mod keys;
 pub mod listener;
+pub mod mls;
+pub mod model;
 pub mod paths;
+pub mod relay;
 pub mod rpc;
 pub mod service;
 pub mod store;
@@ -43,8 +48,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let service = Arc::new(Service::start(config).await?);
+    let dbus = dbus::start(service.clone()).await;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "sottod ready");
     rpc::serve(listener, service.clone(), shutdown).await;
+    dbus.stop().await;
     service.stop().await;
     Ok(())
 }

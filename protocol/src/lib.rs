@@ -7,12 +7,14 @@
 
 pub mod address;
 pub mod api;
+pub mod envelope;
 pub mod error;
 pub mod jsonrpc;
 pub mod methods;
 pub mod openrpc;
 pub mod paths;
 pub mod relay;
+pub mod wire;
 
 pub use address::{Address, AddressError, RelayUrl};
 pub use error::ErrorKind;

@@ -122,8 +122,27 @@ impl Service {
             .map_err(|e| ApiError::new(ErrorKind::InvalidAddress, e.to_string()))?;
         let kind = self.config.key_store;
         let key_store = self.open_key_store(kind).await?;
-        let key = DeviceKey::generate();
+        let key = Arc::new(DeviceKey::generate());
         let device_id = hex::encode(rand::random::<[u8; 8]>());
+        // Register first: a taken name or an unreachable relay fails the call with nothing
+        // stored anywhere.
+        let creds = crate::relay::Credentials {
+            address: address.to_string(),
+            device_id: device_id.clone(),
+            key: key.clone(),
+        };
+        let (pushes, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        let conn = crate::relay::RelayConn::connect(&relay_url, &creds, true, pushes)
+            .await
+            .map_err(|e| match e {
+                crate::relay::RelayCallError::Refused(r) if r.kind.name() == "name_taken" => {
+                    ApiError::new(
+                        ErrorKind::AccountExists,
+                        format!("the name {name} is taken on {relay_url}"),
+                    )
+                }
+                other => super::contacts::relay_error(other),
+            })?;
         let user = keys::entry_user(&address.to_string(), &device_id);
         key_store.save(&user, &key).await?;
         let account = Account {
@@ -135,6 +154,7 @@ impl Service {
         };
         let row_account = account.clone();
         let public_key = key.public_key();
+        let kp_key = key.clone();
         let stored = self
             .store
             .call(move |db| {
@@ -151,29 +171,50 @@ impl Service {
                             super::now_rfc3339()
                         ],
                     )?;
+                    let mut batches = Vec::new();
+                    for suite in crate::mls::SUPPORTED_CIPHERSUITES.iter().copied() {
+                        batches.push(crate::engine::keypackages::generate(
+                            tx.conn(),
+                            &kp_key,
+                            &row_account.address.to_string(),
+                            &row_account.device_id,
+                            suite,
+                            crate::mls::KEY_PACKAGE_BATCH,
+                            true,
+                        )?);
+                    }
                     tx.emit(EventPayload::AccountCreated {
                         account: row_account.clone(),
                     })?;
-                    Ok(())
+                    Ok(batches)
                 })
             })
             .await;
-        if let Err(e) = stored {
-            if let Err(cleanup) = key_store.delete(&user).await {
-                tracing::warn!(cause = %cleanup, "could not remove the key of the failed account");
+        let batches = match stored {
+            Ok(b) => b,
+            Err(e) => {
+                if let Err(cleanup) = key_store.delete(&user).await {
+                    tracing::warn!(cause = %cleanup, "could not remove the key of the failed account");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
+        };
+        if let Err(e) = crate::engine::keypackages::publish(&conn, batches).await {
+            tracing::warn!(cause = %e, "publishing key packages failed; the daemon retries in the background");
         }
+        drop(conn);
         tracing::info!(address = %account.address, key_store = %kind, "account created");
-        *slot = Some(Identity {
+        let identity = Identity {
             account: account.clone(),
-            key: Arc::new(key),
-        });
+            key,
+        };
+        self.start_engine(&identity).await;
+        *slot = Some(identity);
         Ok(account)
     }
 }
 
-fn no_account() -> ApiError {
+pub(super) fn no_account() -> ApiError {
     ApiError::new(
         ErrorKind::NoAccount,
         "this device has no account yet: run `sotto account create --relay RELAY NAME`",

@@ -58,6 +58,35 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The most events one `events_after` call returns.
+    pub const EVENTS_AFTER_MAX: u32 = 1000;
+
+    /// Persisted events with `seq > since`, oldest first, at most `limit` (0 or more than
+    /// [`Self::EVENTS_AFTER_MAX`] means that maximum): a late client catching up without a
+    /// subscription. `since` older than the retained backlog → `events_expired`.
+    pub async fn events_after(&self, since: u64, limit: u32) -> Result<Vec<Event>, ApiError> {
+        let limit = match limit {
+            0 => Self::EVENTS_AFTER_MAX,
+            n => n.min(Self::EVENTS_AFTER_MAX),
+        };
+        let (pruned, page) = self
+            .store
+            .call(move |db| Ok((db.events_pruned_through()?, db.events_after(since, limit)?)))
+            .await?;
+        if since < pruned {
+            return Err(ApiError::new(
+                ErrorKind::EventsExpired,
+                format!(
+                    "events up to seq {pruned} are no longer kept; ask again with since >= {pruned}"
+                ),
+            )
+            .with("oldest_seq", pruned + 1));
+        }
+        Ok(page.events)
+    }
+}
+
 impl Subscription {
     /// Delivers the backlog then live events to `sink` until the sink closes, the client
     /// falls behind by more than the queue bound (then `Closed {overflow}`), or the daemon

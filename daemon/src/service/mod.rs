@@ -4,8 +4,11 @@
 //! from a method means the change is already persisted.
 
 mod account;
+mod contacts;
+mod conversations;
 mod error;
 mod events;
+mod messages;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +42,7 @@ pub struct Service {
     identity: RwLock<Option<Identity>>,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    engine: RwLock<Option<Arc<crate::engine::Engine>>>,
 }
 
 impl Service {
@@ -57,14 +61,20 @@ impl Service {
             tracing::info!(address = %id.account.address, key_store = %id.account.key_store, "identity loaded");
         }
         let (shutdown, _) = watch::channel(false);
-        Ok(Service {
+        let service = Service {
             config,
             store,
             events,
-            identity: RwLock::new(identity),
+            identity: RwLock::new(None),
             started: Instant::now(),
             shutdown,
-        })
+            engine: RwLock::new(None),
+        };
+        if let Some(id) = identity {
+            service.start_engine(&id).await;
+            *service.identity.write().await = Some(id);
+        }
+        Ok(service)
     }
 
     /// The configuration in force.
@@ -81,14 +91,16 @@ impl Service {
             .as_ref()
             .map(|i| i.account.clone());
         let last_event_seq = self.store.call(|db| db.last_event_seq()).await?;
-        let relays = account
-            .iter()
-            .map(|a| RelayStatus {
-                url: a.relay.clone(),
-                // Relay connections arrive with the messaging work; none is open yet.
-                connected: false,
-            })
-            .collect();
+        let relays = match self.engine.read().await.as_ref() {
+            Some(engine) => engine.relays().status(),
+            None => account
+                .iter()
+                .map(|a| RelayStatus {
+                    url: a.relay.clone(),
+                    connected: false,
+                })
+                .collect(),
+        };
         Ok(Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol: sotto_protocol::PROTOCOL_VERSION,
@@ -117,6 +129,29 @@ impl Service {
             tracing::warn!(cause = %e, "final checkpoint failed");
         }
         tracing::info!("sottod stopped");
+    }
+
+    /// Starts the messaging engine for `identity`.
+    async fn start_engine(&self, identity: &Identity) {
+        let engine = crate::engine::Engine::start(
+            self.store.clone(),
+            identity.account.address.to_string(),
+            identity.account.device_id.clone(),
+            identity.account.relay.clone(),
+            identity.key.clone(),
+            self.shutdown_signal(),
+        )
+        .await;
+        *self.engine.write().await = Some(engine);
+    }
+
+    /// The running engine, or `no_account`.
+    pub(crate) async fn engine(&self) -> Result<Arc<crate::engine::Engine>, ApiError> {
+        self.engine
+            .read()
+            .await
+            .clone()
+            .ok_or_else(account::no_account)
     }
 
     pub(crate) async fn open_key_store(

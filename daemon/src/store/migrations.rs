@@ -5,9 +5,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Each migration's SQL, applied in order in one transaction each. Never edit a shipped one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE account (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE account (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         address TEXT NOT NULL,
         device_id TEXT NOT NULL,
@@ -26,7 +27,88 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE contacts (
+        address TEXT PRIMARY KEY,
+        alias TEXT,
+        device_id TEXT NOT NULL,
+        identity_key BLOB NOT NULL,
+        verified INTEGER NOT NULL DEFAULT 0,
+        blocked_key BLOB,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        relay TEXT NOT NULL,
+        ciphersuite INTEGER NOT NULL,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        acked INTEGER NOT NULL DEFAULT 0,
+        peer TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE members (
+        conversation TEXT NOT NULL REFERENCES conversations(id),
+        address TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        PRIMARY KEY (conversation, address, device_id)
+    );
+    CREATE TABLE messages (
+        rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        conversation TEXT NOT NULL REFERENCES conversations(id),
+        sender TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        reply_to TEXT,
+        sent_at TEXT NOT NULL,
+        received_at TEXT,
+        state TEXT NOT NULL,
+        error TEXT,
+        position INTEGER,
+        UNIQUE (conversation, sender, id)
+    );
+    CREATE INDEX messages_by_position ON messages (conversation, position);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation TEXT NOT NULL REFERENCES conversations(id),
+        op TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        message_id TEXT,
+        post_id BLOB,
+        mls_message BLOB,
+        added BLOB,
+        removed BLOB,
+        welcome BLOB,
+        welcome_to TEXT,
+        join_seq INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX outbox_fifo ON outbox (conversation, id);
+    CREATE TABLE relay_cursors (
+        url TEXT PRIMARY KEY,
+        mailbox_cursor INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        params TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE seen_welcomes (
+        group_id TEXT PRIMARY KEY,
+        epoch INTEGER NOT NULL
+    );",
+    ),
+];
 
 /// The newest schema version this build knows.
 pub const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -103,6 +103,7 @@ impl Store {
         };
         migrations::apply(&mut db.conn).map_err(|e| classify(path, e))?;
         migrations::check_version(&db.conn)?;
+        crate::mls::run_migrations(&mut db.conn).map_err(StoreError::Decode)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sottod-db".into())

@@ -1,0 +1,550 @@
+//! One conversation's actor: reads its log in order, then works its outbox head, strictly
+//! one thing at a time, so an incoming commit and an outgoing change never interleave.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use sotto_protocol::api::{EventPayload, MessageState};
+use sotto_protocol::relay::{
+    DeviceRef, MailboxPayload, RelayErrorKind, Request, Response, WelcomeEnvelope,
+};
+use sotto_protocol::{Address, RelayUrl, wire};
+use tokio::sync::Notify;
+
+use super::Engine;
+use super::inbound;
+use super::outbound::{self, Claimed, MembersPayload, OutboxRow, PrepareError};
+use crate::model;
+use crate::relay::{RelayCallError, RelayConn};
+use crate::store::StoreError;
+
+/// How many log entries one read asks for.
+const READ_BATCH: u32 = 256;
+/// The idle wait between checks when nothing wakes the actor.
+const IDLE: Duration = Duration::from_secs(30);
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+enum Step {
+    /// Something happened; run again at once.
+    Again,
+    /// Nothing to do until woken.
+    Idle,
+    /// A transient failure; retry after a backoff.
+    Retry(String),
+    /// The conversation is finished (left, removed, broken).
+    Done,
+}
+
+/// Runs the actor of conversation `conv` until it is finished or the daemon stops.
+pub async fn run(engine: Arc<Engine>, conv: String, wake: Arc<Notify>) {
+    let mut shutdown = engine.shutdown.clone();
+    let mut subscribed: Option<Arc<RelayConn>> = None;
+    let mut backoff = RETRY_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let step = match step(&engine, &conv, &mut subscribed).await {
+            Ok(s) => s,
+            Err(e) => Step::Retry(e.to_string()),
+        };
+        let wait = match step {
+            Step::Again => {
+                backoff = RETRY_MIN;
+                continue;
+            }
+            Step::Done => return,
+            Step::Idle => {
+                backoff = RETRY_MIN;
+                IDLE
+            }
+            Step::Retry(why) => {
+                tracing::debug!(conversation = %conv, cause = %why, "will retry");
+                let d = backoff;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                d
+            }
+        };
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn step(
+    engine: &Arc<Engine>,
+    conv: &str,
+    subscribed: &mut Option<Arc<RelayConn>>,
+) -> Result<Step, StoreError> {
+    let id = conv.to_owned();
+    let Some(row) = engine
+        .store
+        .call(move |db| model::conversation(db.conn(), &id))
+        .await?
+    else {
+        return Ok(Step::Done);
+    };
+    if !matches!(row.state.as_str(), "pending" | "active") {
+        return Ok(Step::Done);
+    }
+    let group_id = hex::decode(conv).map_err(|e| StoreError::Decode(e.to_string()))?;
+    let conn = match engine.relays.get(&row.relay).await {
+        Ok(c) => c,
+        Err(e) => return Ok(Step::Retry(e.to_string())),
+    };
+    let id = conv.to_owned();
+    let head = engine
+        .store
+        .call(move |db| outbound::head(db.conn(), &id))
+        .await?;
+    // A new group is created at the relay before anything else happens to it.
+    if row.state == "pending" {
+        if let Some(h) = &head
+            && h.op == "create"
+            && h.mls_message.is_none()
+            && h.join_seq.is_none()
+        {
+            match conn
+                .request(Request::CreateGroup {
+                    group_id: group_id.clone(),
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(RelayCallError::Refused(e))
+                    if matches!(e.kind, RelayErrorKind::GroupExists) => {}
+                Err(RelayCallError::Refused(e)) => {
+                    fail_change(
+                        engine,
+                        conv,
+                        h,
+                        &format!("the relay refused to create the group: {e}"),
+                    )
+                    .await?;
+                    return Ok(Step::Again);
+                }
+                Err(e) => return Ok(Step::Retry(e.to_string())),
+            }
+        }
+    }
+    if row.state == "active"
+        || head
+            .as_ref()
+            .is_some_and(|h| h.mls_message.is_some() || h.join_seq.is_some())
+        || row.cursor > 0
+    {
+        if !subscribed.as_ref().is_some_and(|s| Arc::ptr_eq(s, &conn)) {
+            match conn
+                .request(Request::SubscribeGroup {
+                    group_id: group_id.clone(),
+                    after: row.cursor,
+                })
+                .await
+            {
+                Ok(_) => *subscribed = Some(conn.clone()),
+                Err(RelayCallError::Refused(e))
+                    if matches!(e.kind, RelayErrorKind::UnknownGroup) && row.state == "pending" => {
+                }
+                Err(e) => return Ok(Step::Retry(e.to_string())),
+            }
+        }
+        // 1. Catch up with the log.
+        match catch_up(engine, conv, &conn, &group_id, row.cursor).await? {
+            CatchUp::Finished => return Ok(Step::Done),
+            CatchUp::Progress => return Ok(Step::Again),
+            CatchUp::UpToDate => {}
+            CatchUp::Failed(why) => return Ok(Step::Retry(why)),
+        }
+        if row.cursor > row.acked {
+            let cursor = row.cursor;
+            if conn
+                .request(Request::AckGroup {
+                    group_id: group_id.clone(),
+                    seq: cursor,
+                })
+                .await
+                .is_ok()
+            {
+                let id = conv.to_owned();
+                engine
+                    .store
+                    .call(move |db| {
+                        db.conn().execute(
+                            "UPDATE conversations SET acked = ?2 WHERE id = ?1",
+                            rusqlite::params![id, cursor as i64],
+                        )?;
+                        Ok(())
+                    })
+                    .await?;
+            }
+        }
+    }
+    // 2. The outbox head.
+    let Some(head) = head else {
+        return Ok(Step::Idle);
+    };
+    if let Some(join_seq) = head.join_seq {
+        return send_welcomes(engine, conv, &row.relay, &group_id, &head, join_seq).await;
+    }
+    if head.mls_message.is_none() {
+        return prepare(engine, conv, &head).await;
+    }
+    post(engine, conv, &conn, &group_id, &head).await
+}
+
+enum CatchUp {
+    UpToDate,
+    Progress,
+    Finished,
+    Failed(String),
+}
+
+async fn catch_up(
+    engine: &Arc<Engine>,
+    conv: &str,
+    conn: &RelayConn,
+    group_id: &[u8],
+    cursor: u64,
+) -> Result<CatchUp, StoreError> {
+    let answer = conn
+        .request(Request::ReadGroup {
+            group_id: group_id.to_vec(),
+            after: cursor,
+            limit: READ_BATCH,
+        })
+        .await;
+    let (entries, removed_at) = match answer {
+        Ok(Response::GroupEntries {
+            entries,
+            removed_at,
+            ..
+        }) => (entries, removed_at),
+        Ok(other) => return Ok(CatchUp::Failed(format!("unexpected answer {other:?}"))),
+        Err(RelayCallError::Refused(e)) => {
+            if let RelayErrorKind::Gap { oldest_seq } = e.kind {
+                let id = conv.to_owned();
+                engine
+                    .store
+                    .call(move |db| {
+                        db.write(|tx| {
+                            inbound::mark_broken(
+                                tx,
+                                &id,
+                                &format!("the relay no longer has entries before {oldest_seq}"),
+                            )
+                        })
+                    })
+                    .await?;
+                return Ok(CatchUp::Finished);
+            }
+            return Ok(CatchUp::Failed(e.to_string()));
+        }
+        Err(e) => return Ok(CatchUp::Failed(e.to_string())),
+    };
+    if entries.is_empty() {
+        if removed_at.is_some() {
+            return Ok(CatchUp::Finished);
+        }
+        return Ok(CatchUp::UpToDate);
+    }
+    for entry in entries {
+        let (id, address, key) = (conv.to_owned(), engine.address.clone(), engine.key.clone());
+        let outcome = engine
+            .store
+            .call(move |db| {
+                db.write(|tx| inbound::process(tx, &id, &address, &key.public_key(), &entry))
+            })
+            .await?;
+        if outcome.removed || outcome.broken {
+            return Ok(CatchUp::Finished);
+        }
+    }
+    Ok(CatchUp::Progress)
+}
+
+async fn prepare(engine: &Arc<Engine>, conv: &str, head: &OutboxRow) -> Result<Step, StoreError> {
+    let claims = if head.op == "message" {
+        Vec::new()
+    } else {
+        let payload: MembersPayload =
+            serde_json::from_str(&head.payload).map_err(|e| StoreError::Decode(e.to_string()))?;
+        match claim_all(engine, &payload.members).await {
+            Ok(c) => c,
+            Err(Claim::Retry(why)) => return Ok(Step::Retry(why)),
+            Err(Claim::Fail(why)) => {
+                fail_change(engine, conv, head, &why).await?;
+                return Ok(Step::Again);
+            }
+        }
+    };
+    let (id, h, key) = (conv.to_owned(), head.clone(), engine.key.clone());
+    let result = engine
+        .store
+        .call(move |db| {
+            let r = db.write(|tx| {
+                let r = if h.op == "message" {
+                    outbound::prepare_message(tx, &id, &h, &key).map(|()| true)
+                } else {
+                    outbound::prepare_add(tx, &id, &h, &key, &claims)
+                };
+                match r {
+                    Ok(v) => Ok(Ok(v)),
+                    Err(PrepareError::Store(e)) => Err(e),
+                    Err(PrepareError::Invalid(why)) => Ok(Err(why)),
+                }
+            })?;
+            Ok(r)
+        })
+        .await?;
+    match result {
+        Ok(true) => Ok(Step::Again),
+        Ok(false) => {
+            // Nothing to add (everyone is already a member): the change is complete.
+            finish_noop(engine, conv, head).await?;
+            Ok(Step::Again)
+        }
+        Err(why) => {
+            fail_change(engine, conv, head, &why).await?;
+            Ok(Step::Again)
+        }
+    }
+}
+
+enum Claim {
+    Retry(String),
+    Fail(String),
+}
+
+async fn claim_all(engine: &Arc<Engine>, members: &[String]) -> Result<Vec<Claimed>, Claim> {
+    let mut out = Vec::new();
+    for member in members {
+        let address = Address::parse(member).map_err(|e| Claim::Fail(e.to_string()))?;
+        let relay = RelayUrl::parse(&address.host().to_string(), false)
+            .map_err(|e| Claim::Fail(e.to_string()))?
+            .to_string();
+        let conn = engine
+            .relays
+            .get(&relay)
+            .await
+            .map_err(|e| Claim::Retry(e.to_string()))?;
+        let account = match conn
+            .request(Request::LookupAccount {
+                address: member.clone(),
+            })
+            .await
+        {
+            Ok(Response::Account(a)) => a,
+            Ok(_) => return Err(Claim::Retry("unexpected answer to a lookup".into())),
+            Err(RelayCallError::Refused(e)) => return Err(Claim::Fail(format!("{member}: {e}"))),
+            Err(e) => return Err(Claim::Retry(e.to_string())),
+        };
+        let Some(device) = account.devices.first() else {
+            return Err(Claim::Fail(format!("{member} has no device")));
+        };
+        let claimed = conn
+            .request(Request::ClaimKeyPackage {
+                device: DeviceRef {
+                    address: member.clone(),
+                    device_id: device.device_id.clone(),
+                },
+                ciphersuite: u16::from(crate::mls::DEFAULT_CIPHERSUITE),
+            })
+            .await;
+        let kp = match claimed {
+            Ok(Response::KeyPackage(k)) => k,
+            Ok(_) => return Err(Claim::Retry("unexpected answer to a claim".into())),
+            Err(RelayCallError::Refused(e))
+                if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
+            {
+                return Err(Claim::Retry(e.to_string()));
+            }
+            Err(RelayCallError::Refused(e)) => {
+                return Err(Claim::Fail(format!("claiming {member}'s key package: {e}")));
+            }
+            Err(e) => return Err(Claim::Retry(e.to_string())),
+        };
+        out.push(Claimed {
+            address: member.clone(),
+            device_id: device.device_id.clone(),
+            identity_key: device.identity_key,
+            relay,
+            key_package: kp.key_package,
+        });
+    }
+    Ok(out)
+}
+
+async fn post(
+    engine: &Arc<Engine>,
+    conv: &str,
+    conn: &RelayConn,
+    group_id: &[u8],
+    head: &OutboxRow,
+) -> Result<Step, StoreError> {
+    let (Some(post_id), Some(message)) = (head.post_id, head.mls_message.clone()) else {
+        return Ok(Step::Again);
+    };
+    let answer = conn
+        .request(Request::PostGroup {
+            post_id,
+            group_id: group_id.to_vec(),
+            message,
+            added: head.added.clone(),
+            removed: Vec::new(),
+        })
+        .await;
+    match answer {
+        // Accepted: the entry is processed (as our own) when the log is read next.
+        Ok(_) => Ok(Step::Again),
+        // Someone else's commit moved the epoch: catching up clears and re-prepares ours.
+        Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::Conflict { .. }) => {
+            Ok(Step::Again)
+        }
+        Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::RateLimited { .. }) => {
+            Ok(Step::Retry(e.to_string()))
+        }
+        Err(RelayCallError::Refused(e)) => {
+            fail_change(
+                engine,
+                conv,
+                head,
+                &format!("the relay refused the post: {e}"),
+            )
+            .await?;
+            Ok(Step::Again)
+        }
+        Err(e) => Ok(Step::Retry(e.to_string())),
+    }
+}
+
+async fn send_welcomes(
+    engine: &Arc<Engine>,
+    conv: &str,
+    relay: &str,
+    group_id: &[u8],
+    head: &OutboxRow,
+    join_seq: u64,
+) -> Result<Step, StoreError> {
+    let (Some(post_id), Some(welcome)) = (head.post_id, head.welcome.clone()) else {
+        return finish_noop(engine, conv, head).await.map(|()| Step::Again);
+    };
+    let payload = wire::encode(&MailboxPayload::Welcome(WelcomeEnvelope {
+        relay_url: relay.to_owned(),
+        group_id: group_id.to_vec(),
+        join_seq,
+        welcome,
+    }));
+    let mut by_relay: std::collections::BTreeMap<String, Vec<DeviceRef>> = Default::default();
+    for r in &head.welcome_to {
+        by_relay
+            .entry(r.relay.clone())
+            .or_default()
+            .push(DeviceRef {
+                address: r.address.clone(),
+                device_id: r.device_id.clone(),
+            });
+    }
+    for (url, recipients) in by_relay {
+        let conn = match engine.relays.get(&url).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Step::Retry(e.to_string())),
+        };
+        let derived: [u8; 16] = Sha256::new()
+            .chain_update(post_id)
+            .chain_update(url.as_bytes())
+            .finalize()[..16]
+            .try_into()
+            .unwrap_or(post_id);
+        match conn
+            .request(Request::PostMailbox {
+                post_id: derived,
+                recipients,
+                payload: payload.clone(),
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(RelayCallError::Refused(e))
+                if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
+            {
+                return Ok(Step::Retry(e.to_string()));
+            }
+            Err(RelayCallError::Refused(e)) => {
+                tracing::warn!(conversation = %conv, relay = %url, cause = %e, "a Welcome was refused; those members cannot join");
+            }
+            Err(e) => return Ok(Step::Retry(e.to_string())),
+        }
+    }
+    finish_noop(engine, conv, head).await?;
+    Ok(Step::Again)
+}
+
+/// Deletes a completed outbox row and reports the conversation's new state.
+async fn finish_noop(engine: &Arc<Engine>, conv: &str, head: &OutboxRow) -> Result<(), StoreError> {
+    let (id, row_id) = (conv.to_owned(), head.id);
+    engine
+        .store
+        .call(move |db| {
+            db.write(|tx| {
+                tx.conn()
+                    .execute("DELETE FROM outbox WHERE id = ?1", [row_id])?;
+                tx.conn().execute(
+                    "UPDATE conversations SET state = 'active' WHERE id = ?1 AND state = 'pending'",
+                    [&id],
+                )?;
+                let row = model::conversation(tx.conn(), &id)?
+                    .ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
+                let conversation = model::conversation_api(tx.conn(), &row)?;
+                tx.emit(EventPayload::ConversationChanged { conversation })?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+/// Gives up on the head: a message becomes `failed`, a change `change_failed`.
+async fn fail_change(
+    engine: &Arc<Engine>,
+    conv: &str,
+    head: &OutboxRow,
+    why: &str,
+) -> Result<(), StoreError> {
+    tracing::warn!(conversation = %conv, op = %head.op, "giving up: {why}");
+    let (id, h, why) = (conv.to_owned(), head.clone(), why.to_owned());
+    engine
+        .store
+        .call(move |db| {
+            db.write(|tx| {
+                tx.conn().execute("DELETE FROM outbox WHERE id = ?1", [h.id])?;
+                let error = sotto_protocol::api::ErrorInfo {
+                    kind: "relay".into(),
+                    message: why.clone(),
+                };
+                if let (true, Some(mid)) = (h.op == "message", h.message_id.clone()) {
+                    tx.conn().execute(
+                        "UPDATE messages SET state = 'failed', error = ?3 WHERE conversation = ?1 AND id = ?2 AND state = 'queued'",
+                        rusqlite::params![id, mid, serde_json::to_string(&error).unwrap_or_default()],
+                    )?;
+                    tx.emit(EventPayload::MessageState {
+                        conversation: id.clone(),
+                        message_id: mid,
+                        state: MessageState::Failed,
+                        error: Some(error),
+                    })?;
+                } else {
+                    if h.op == "create" {
+                        tx.conn().execute("UPDATE conversations SET state = 'broken' WHERE id = ?1", [&id])?;
+                    }
+                    let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
+                    let conversation = model::conversation_api(tx.conn(), &row)?;
+                    tx.emit(EventPayload::ConversationChangeFailed { conversation })?;
+                }
+                Ok(())
+            })
+        })
+        .await
+}

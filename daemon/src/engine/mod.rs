@@ -1,0 +1,184 @@
+//! The messaging engine: relay connections, one actor per conversation (its log and its
+//! outbox, strictly in order), the mailbox follower (Welcomes) and key-package upkeep.
+//!
+//! Durability rules (docs/architecture.md draws them):
+//! - an outbox row exists before the API call returns;
+//! - a post's exact bytes and `post_id` are stored before the first attempt, and retries
+//!   resend them; the daemon recognises its own log entries by `post_id`;
+//! - a log entry is processed (MLS state, app rows, cursor) in one transaction, and only
+//!   then acknowledged to the relay.
+
+mod actor;
+mod inbound;
+pub mod keypackages;
+mod outbound;
+
+/// Outbox payload shapes, shared with the service layer that queues them.
+pub mod outbound_payloads {
+    pub use super::outbound::{MembersPayload, MessagePayload};
+}
+mod welcome;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sotto_protocol::relay::{MailboxEntry, Push};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::keys::DeviceKey;
+use crate::relay::{Credentials, Relays};
+use crate::store::Store;
+
+/// Everything the engine's tasks share.
+pub struct Engine {
+    store: Store,
+    relays: Arc<Relays>,
+    address: String,
+    device_id: String,
+    key: Arc<DeviceKey>,
+    actors: Mutex<HashMap<String, Arc<Notify>>>,
+    mailbox: Mutex<Option<mpsc::UnboundedSender<Vec<MailboxEntry>>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts the engine for an account: connects to its home relay, follows the mailbox,
+    /// and starts an actor for every conversation that is not finished.
+    pub async fn start(
+        store: Store,
+        address: String,
+        device_id: String,
+        home: String,
+        key: Arc<DeviceKey>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Engine> {
+        let creds = Credentials {
+            address: address.clone(),
+            device_id: device_id.clone(),
+            key: key.clone(),
+        };
+        let (relays, pushes) = Relays::new(creds, home, store.clone(), shutdown.clone());
+        let engine = Arc::new(Engine {
+            store,
+            relays,
+            address,
+            device_id,
+            key,
+            actors: Mutex::new(HashMap::new()),
+            mailbox: Mutex::new(None),
+            shutdown,
+        });
+        let (mb_tx, mb_rx) = mpsc::unbounded_channel();
+        *lock(&engine.mailbox) = Some(mb_tx);
+        tokio::spawn(engine.clone().route_pushes(pushes));
+        tokio::spawn(welcome::follow(engine.clone(), mb_rx));
+        tokio::spawn(keypackages::upkeep(engine.clone()));
+        let ids = engine
+            .store
+            .call(|db| {
+                Ok(crate::model::conversations(db.conn())?
+                    .into_iter()
+                    .filter(|c| matches!(c.state.as_str(), "pending" | "active"))
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .unwrap_or_default();
+        for id in ids {
+            engine.wake(&id);
+        }
+        engine
+    }
+
+    /// The relay manager.
+    pub fn relays(&self) -> &Arc<Relays> {
+        &self.relays
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This account's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// This device's key.
+    pub fn key(&self) -> &Arc<DeviceKey> {
+        &self.key
+    }
+
+    /// Wakes (starting if needed) the actor of conversation `id`.
+    pub fn wake(self: &Arc<Self>, id: &str) {
+        let mut actors = lock(&self.actors);
+        if let Some(n) = actors.get(id) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        notify.notify_one();
+        actors.insert(id.to_owned(), notify.clone());
+        let this = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            actor::run(this.clone(), id.clone(), notify).await;
+            lock(&this.actors).remove(&id);
+        });
+    }
+
+    async fn route_pushes(self: Arc<Self>, mut pushes: mpsc::UnboundedReceiver<(String, Push)>) {
+        while let Some((_url, push)) = pushes.recv().await {
+            match push {
+                Push::Group { group_id, .. } | Push::GroupError { group_id, .. } => {
+                    self.wake(&hex::encode(group_id));
+                }
+                Push::Mailbox { entries } => {
+                    if let Some(tx) = lock(&self.mailbox).as_ref() {
+                        let _ = tx.send(entries);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks one device's key against the pinned one (pinning it on first use; a change
+/// raises `contact.identity_changed`).
+pub fn check_key(
+    tx: &mut crate::store::Tx<'_>,
+    own_address: &str,
+    address: &str,
+    device_id: &str,
+    key: &[u8],
+) -> Result<(), crate::store::StoreError> {
+    inbound::check_member_keys(
+        tx,
+        own_address,
+        &[crate::mls::MemberInfo {
+            address: address.to_owned(),
+            device_id: device_id.to_owned(),
+            public_key: key.to_vec(),
+            leaf: 0,
+        }],
+    )
+}

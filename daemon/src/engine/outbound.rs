@@ -1,0 +1,299 @@
+//! Preparing the outbox head: the exact bytes of a post (and its Welcome) are stored with a
+//! fresh `post_id` before the first attempt, in the same transaction as the MLS state
+//! change that produced them.
+
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::*;
+use rusqlite::{OptionalExtension as _, params};
+use serde::{Deserialize, Serialize};
+use sotto_protocol::envelope::Envelope;
+
+use crate::keys::DeviceKey;
+use crate::mls::{self, Provider};
+use crate::model;
+use crate::store::{StoreError, Tx};
+
+/// An outbox row as the actor sees it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Row id (FIFO order).
+    pub id: i64,
+    /// `create`, `add` or `message`.
+    pub op: String,
+    /// The op's JSON payload.
+    pub payload: String,
+    /// The post id of the prepared bytes.
+    pub post_id: Option<[u8; 16]>,
+    /// The prepared MLS message.
+    pub mls_message: Option<Vec<u8>>,
+    /// Principals the commit adds.
+    pub added: Vec<[u8; 32]>,
+    /// The Welcome (for create/add).
+    pub welcome: Option<Vec<u8>>,
+    /// Who the Welcome goes to.
+    pub welcome_to: Vec<Recipient>,
+    /// Set once the commit was accepted: the joiners' first seq.
+    pub join_seq: Option<u64>,
+    /// The message id for `message` rows.
+    pub message_id: Option<String>,
+}
+
+/// A Welcome recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// Address.
+    pub address: String,
+    /// Device id.
+    pub device_id: String,
+    /// Their home relay URL (where their mailbox is).
+    pub relay: String,
+}
+
+/// The payload of `create` and `add` rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembersPayload {
+    /// Addresses to add.
+    pub members: Vec<String>,
+}
+
+/// The payload of `message` rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagePayload {
+    /// Envelope id (hex).
+    pub id: String,
+    /// Text.
+    pub text: String,
+    /// Reply-to id (hex).
+    pub reply_to: Option<String>,
+    /// Unix seconds.
+    pub sent_at: i64,
+}
+
+/// A key package claimed for a member.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Address.
+    pub address: String,
+    /// Device id.
+    pub device_id: String,
+    /// The key the relay lists for the device (pinned on first use).
+    pub identity_key: [u8; 32],
+    /// Their relay URL.
+    pub relay: String,
+    /// The serialized key package.
+    pub key_package: Vec<u8>,
+}
+
+/// The head of a conversation's outbox.
+pub fn head(conn: &rusqlite::Connection, conv: &str) -> Result<Option<OutboxRow>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id
+             FROM outbox WHERE conversation = ?1 ORDER BY id LIMIT 1",
+            [conv],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, Option<Vec<u8>>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((
+        id,
+        op,
+        payload,
+        post_id,
+        mls_message,
+        added,
+        welcome,
+        welcome_to,
+        join_seq,
+        message_id,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let added: Vec<String> = added
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .unwrap_or_default();
+    Ok(Some(OutboxRow {
+        id,
+        op,
+        payload,
+        post_id: post_id.and_then(|p| p.try_into().ok()),
+        mls_message,
+        added: added
+            .iter()
+            .filter_map(|h| hex::decode(h).ok()?.try_into().ok())
+            .collect(),
+        welcome,
+        welcome_to: welcome_to
+            .and_then(|w| serde_json::from_str(&w).ok())
+            .unwrap_or_default(),
+        join_seq: join_seq.map(|j| j as u64),
+        message_id,
+    }))
+}
+
+fn load_group(tx: &Tx<'_>, conv: &str) -> Result<MlsGroup, StoreError> {
+    let gid =
+        GroupId::from_slice(&hex::decode(conv).map_err(|e| StoreError::Decode(e.to_string()))?);
+    let provider = Provider::new(tx.conn());
+    MlsGroup::load(provider.storage(), &gid)
+        .map_err(StoreError::Sqlite)?
+        .ok_or_else(|| StoreError::Decode(format!("no MLS state for {conv}")))
+}
+
+/// Why preparing failed in a way that retrying cannot fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The database failed (retry later).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The change itself is impossible (fail it).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<rusqlite::Error> for PrepareError {
+    fn from(e: rusqlite::Error) -> Self {
+        PrepareError::Store(StoreError::Sqlite(e))
+    }
+}
+
+/// Prepares a `message` row: encrypts its envelope in the current epoch.
+pub fn prepare_message(
+    tx: &mut Tx<'_>,
+    conv: &str,
+    row: &OutboxRow,
+    key: &DeviceKey,
+) -> Result<(), PrepareError> {
+    let payload: MessagePayload =
+        serde_json::from_str(&row.payload).map_err(|e| PrepareError::Invalid(e.to_string()))?;
+    let id: [u8; 16] = hex::decode(&payload.id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| PrepareError::Invalid("bad message id".into()))?;
+    let envelope = Envelope {
+        id,
+        kind: "text".into(),
+        body: payload.text,
+        sent_at: payload.sent_at,
+        reply_to: payload
+            .reply_to
+            .and_then(|r| hex::decode(r).ok()?.try_into().ok()),
+    };
+    let sealed = envelope
+        .seal()
+        .map_err(|e| PrepareError::Invalid(e.to_string()))?;
+    let mut group = load_group(tx, conv)?;
+    let provider = Provider::new(tx.conn());
+    let out = group
+        .create_message(&provider, key, &sealed)
+        .map_err(|e| PrepareError::Invalid(format!("encrypting: {e}")))?;
+    let bytes = out
+        .tls_serialize_detached()
+        .map_err(|e| PrepareError::Invalid(e.to_string()))?;
+    let post_id: [u8; 16] = rand::random();
+    tx.conn().execute(
+        "UPDATE outbox SET post_id = ?2, mls_message = ?3 WHERE id = ?1",
+        params![row.id, &post_id[..], bytes],
+    )?;
+    Ok(())
+}
+
+/// Prepares a `create`/`add` row: validates the claimed key packages against pinned keys
+/// and builds the commit and its Welcome. Returns false when there is nothing to add.
+pub fn prepare_add(
+    tx: &mut Tx<'_>,
+    conv: &str,
+    row: &OutboxRow,
+    key: &DeviceKey,
+    claims: &[Claimed],
+) -> Result<bool, PrepareError> {
+    let provider = Provider::new(tx.conn());
+    let mut group = load_group(tx, conv)?;
+    let existing: Vec<String> = mls::members(&group)
+        .into_iter()
+        .map(|m| m.address)
+        .collect();
+    let mut packages = Vec::new();
+    let mut recipients = Vec::new();
+    let mut added = Vec::new();
+    for c in claims.iter().filter(|c| !existing.contains(&c.address)) {
+        let kp_in = KeyPackageIn::tls_deserialize_exact(&c.key_package).map_err(|e| {
+            PrepareError::Invalid(format!("{}'s key package is undecodable: {e}", c.address))
+        })?;
+        let kp = kp_in
+            .validate(provider.crypto(), ProtocolVersion::Mls10)
+            .map_err(|e| {
+                PrepareError::Invalid(format!("{}'s key package is invalid: {e}", c.address))
+            })?;
+        let leaf = kp.leaf_node();
+        let identity = mls::parse_identity(leaf.credential());
+        if identity != Some((c.address.clone(), c.device_id.clone()))
+            || leaf.signature_key().as_slice() != c.identity_key
+        {
+            return Err(PrepareError::Invalid(format!(
+                "{}'s key package does not carry its identity key",
+                c.address
+            )));
+        }
+        match model::contact(tx.conn(), &c.address)? {
+            Some((_, _, pinned)) if pinned != c.identity_key => {
+                return Err(PrepareError::Invalid(format!(
+                    "{}'s relay offers a key that differs from the pinned one; verify or trust the new key first",
+                    c.address
+                )));
+            }
+            Some(_) => {}
+            None => {
+                tx.conn().execute(
+                    "INSERT INTO contacts (address, alias, device_id, identity_key, verified, created_at) VALUES (?1, NULL, ?2, ?3, 0, ?4)",
+                    params![c.address, c.device_id, &c.identity_key[..], crate::service::now_rfc3339()],
+                )?;
+            }
+        }
+        packages.push(kp);
+        added.push(hex::encode(c.identity_key));
+        recipients.push(Recipient {
+            address: c.address.clone(),
+            device_id: c.device_id.clone(),
+            relay: c.relay.clone(),
+        });
+    }
+    if packages.is_empty() {
+        return Ok(false);
+    }
+    let (commit, welcome, _) = group
+        .add_members(&provider, key, &packages)
+        .map_err(|e| PrepareError::Invalid(format!("building the commit: {e}")))?;
+    let commit = commit
+        .tls_serialize_detached()
+        .map_err(|e| PrepareError::Invalid(e.to_string()))?;
+    let welcome = welcome
+        .tls_serialize_detached()
+        .map_err(|e| PrepareError::Invalid(e.to_string()))?;
+    let post_id: [u8; 16] = rand::random();
+    tx.conn().execute(
+        "UPDATE outbox SET post_id = ?2, mls_message = ?3, added = ?4, welcome = ?5, welcome_to = ?6 WHERE id = ?1",
+        params![
+            row.id,
+            &post_id[..],
+            commit,
+            serde_json::to_string(&added).unwrap_or_default(),
+            welcome,
+            serde_json::to_string(&recipients).unwrap_or_default()
+        ],
+    )?;
+    Ok(true)
+}

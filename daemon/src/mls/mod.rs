@@ -1,0 +1,227 @@
+//! MLS plumbing: the openmls provider over the daemon's one SQLite connection, the
+//! credential and capability shapes, group configs, and the group-name extension.
+//!
+//! Every MLS operation runs on the store's writer thread inside a transaction, with a
+//! [`Provider`] that borrows that transaction's connection: the MLS state change and the
+//! app rows it implies commit (or roll back) together. Groups are loaded from storage for
+//! each operation (`MlsGroup::load`), so a rolled-back transaction can never leave a stale
+//! in-memory group behind.
+
+use openmls::prelude::*;
+use openmls_rust_crypto::RustCrypto;
+use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
+use openmls_traits::OpenMlsProvider;
+use rusqlite::Connection;
+
+/// The default ciphersuite: X25519 / AES-128-GCM / SHA-256 / Ed25519.
+pub const DEFAULT_CIPHERSUITE: Ciphersuite =
+    Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// Ciphersuites this daemon publishes key packages for and accepts per conversation.
+pub const SUPPORTED_CIPHERSUITES: &[Ciphersuite] = &[
+    Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519,
+    Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519,
+];
+
+/// The private-use GroupContext extension that carries the conversation name.
+pub const GROUP_NAME_EXTENSION: u16 = 0xff01;
+
+/// How many past epochs' secrets a member keeps to decrypt late application messages.
+///
+/// The relay accepts application messages only at the group's current epoch and every
+/// member processes the log in order, so a message is always decrypted in the epoch it
+/// was sent in; one past epoch is kept as a margin. Fewer kept epochs means better
+/// forward secrecy.
+pub const MAX_PAST_EPOCHS: usize = 1;
+
+/// Single-use key packages published per ciphersuite, and the level that triggers a refill.
+pub const KEY_PACKAGE_BATCH: usize = 20;
+/// Refill when fewer than this many single-use packages remain on the relay.
+pub const KEY_PACKAGE_LOW_WATER: u32 = 5;
+
+/// openmls's storage codec: JSON.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonCodec;
+
+impl Codec for JsonCodec {
+    type Error = serde_json::Error;
+
+    fn to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
+        serde_json::to_vec(value)
+    }
+
+    fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
+        serde_json::from_slice(slice)
+    }
+}
+
+/// The storage type every MLS call uses.
+pub type Storage<'a> = SqliteStorageProvider<JsonCodec, &'a Connection>;
+
+/// An openmls provider borrowing one connection (normally a transaction's).
+pub struct Provider<'a> {
+    crypto: RustCrypto,
+    storage: Storage<'a>,
+}
+
+impl std::fmt::Debug for Provider<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Provider")
+    }
+}
+
+impl<'a> Provider<'a> {
+    /// A provider over `conn`.
+    pub fn new(conn: &'a Connection) -> Provider<'a> {
+        Provider {
+            crypto: RustCrypto::default(),
+            storage: SqliteStorageProvider::new(conn),
+        }
+    }
+}
+
+impl<'a> OpenMlsProvider for Provider<'a> {
+    type CryptoProvider = RustCrypto;
+    type RandProvider = RustCrypto;
+    type StorageProvider = Storage<'a>;
+
+    fn storage(&self) -> &Self::StorageProvider {
+        &self.storage
+    }
+
+    fn crypto(&self) -> &Self::CryptoProvider {
+        &self.crypto
+    }
+
+    fn rand(&self) -> &Self::RandProvider {
+        &self.crypto
+    }
+}
+
+/// Creates openmls's own tables (kept apart from ours, with their own migration table).
+pub fn run_migrations(conn: &mut Connection) -> Result<(), String> {
+    SqliteStorageProvider::<JsonCodec, &mut Connection>::new(conn)
+        .run_migrations()
+        .map_err(|e| format!("openmls storage migrations: {e}"))
+}
+
+/// The leaf capabilities every Sotto key package and leaf advertises.
+pub fn capabilities() -> Capabilities {
+    Capabilities::builder()
+        .ciphersuites(SUPPORTED_CIPHERSUITES.to_vec())
+        .extensions(vec![
+            ExtensionType::Unknown(GROUP_NAME_EXTENSION),
+            ExtensionType::LastResort,
+        ])
+        .build()
+}
+
+/// The credential of a device: a BasicCredential of `address/device_id` with its key.
+pub fn credential(address: &str, device_id: &str, public_key: &[u8]) -> CredentialWithKey {
+    let identity = sotto_protocol::relay::credential_identity(address, device_id);
+    CredentialWithKey {
+        credential: BasicCredential::new(identity.into_bytes()).into(),
+        signature_key: public_key.to_vec().into(),
+    }
+}
+
+/// Splits a credential identity `address/device_id`.
+pub fn parse_identity(credential: &Credential) -> Option<(String, String)> {
+    let basic = BasicCredential::try_from(credential.clone()).ok()?;
+    let text = std::str::from_utf8(basic.identity()).ok()?;
+    let (address, device) = text.rsplit_once('/')?;
+    Some((address.to_owned(), device.to_owned()))
+}
+
+/// The config of groups this daemon creates.
+pub fn create_config(ciphersuite: Ciphersuite) -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(ciphersuite)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .capabilities(capabilities())
+        .build()
+}
+
+/// The config for joining from a Welcome.
+pub fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .build()
+}
+
+/// The GroupContext extensions carrying `name`.
+pub fn name_extensions(name: Option<&str>) -> Extensions<GroupContext> {
+    match name {
+        Some(n) => Extensions::single(Extension::Unknown(
+            GROUP_NAME_EXTENSION,
+            UnknownExtension(n.as_bytes().to_vec()),
+        ))
+        .unwrap_or_else(|_| Extensions::empty()),
+        None => Extensions::empty(),
+    }
+}
+
+/// The conversation name from the group's context, if set.
+pub fn group_name(group: &MlsGroup) -> Option<String> {
+    group
+        .extensions()
+        .unknown(GROUP_NAME_EXTENSION)
+        .and_then(|u| String::from_utf8(u.0.clone()).ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// A group member as the app sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The account address.
+    pub address: String,
+    /// The device id.
+    pub device_id: String,
+    /// The device's signature key.
+    pub public_key: Vec<u8>,
+    /// Its leaf index.
+    pub leaf: u32,
+}
+
+/// Every member of `group`.
+pub fn members(group: &MlsGroup) -> Vec<MemberInfo> {
+    group
+        .members()
+        .filter_map(|m| {
+            let (address, device_id) = parse_identity(&m.credential)?;
+            Some(MemberInfo {
+                address,
+                device_id,
+                public_key: m.signature_key.clone(),
+                leaf: m.index.u32(),
+            })
+        })
+        .collect()
+}
+
+/// Parses a ciphersuite from a name (`MLS_128_...`) or a number (`1`, `0x0001`).
+pub fn parse_ciphersuite(input: &str) -> Option<Ciphersuite> {
+    let input = input.trim();
+    let number = if let Some(hex) = input.strip_prefix("0x") {
+        u16::from_str_radix(hex, 16).ok()
+    } else {
+        input.parse::<u16>().ok()
+    };
+    let suite = match number {
+        Some(n) => Ciphersuite::try_from(n).ok()?,
+        None => SUPPORTED_CIPHERSUITES
+            .iter()
+            .copied()
+            .find(|c| format!("{c:?}").eq_ignore_ascii_case(input))?,
+    };
+    SUPPORTED_CIPHERSUITES.contains(&suite).then_some(suite)
+}
+
+/// The name shown in the API for a ciphersuite.
+pub fn ciphersuite_name(c: Ciphersuite) -> String {
+    format!("{c:?}")
+}

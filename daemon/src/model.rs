@@ -1,0 +1,281 @@
+//! Rows of the daemon's own tables and their API shapes. Pure functions over a
+//! connection, called on the store's writer thread.
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use sotto_protocol::Address;
+use sotto_protocol::api::{
+    Contact, Conversation, ConversationKind, ConversationState, ErrorInfo, Message, MessageState,
+    PendingChange,
+};
+
+use crate::store::StoreError;
+
+/// A conversation row.
+#[derive(Debug, Clone)]
+pub struct ConvRow {
+    /// Hex group id.
+    pub id: String,
+    /// Name from the group context.
+    pub name: Option<String>,
+    /// `direct` or `group`.
+    pub kind: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// The relay holding the log.
+    pub relay: String,
+    /// The ciphersuite number.
+    pub ciphersuite: u16,
+    /// The epoch this device is at.
+    pub epoch: u64,
+    /// The last processed log seq.
+    pub cursor: u64,
+    /// The last seq acknowledged to the relay.
+    pub acked: u64,
+    /// For a direct conversation: the peer's address.
+    pub peer: Option<String>,
+}
+
+const CONV_COLUMNS: &str = "id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer";
+
+fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
+    Ok(ConvRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        state: r.get(3)?,
+        relay: r.get(4)?,
+        ciphersuite: r.get(5)?,
+        epoch: r.get::<_, i64>(6)? as u64,
+        cursor: r.get::<_, i64>(7)? as u64,
+        acked: r.get::<_, i64>(8)? as u64,
+        peer: r.get(9)?,
+    })
+}
+
+/// One conversation by id.
+pub fn conversation(conn: &Connection, id: &str) -> Result<Option<ConvRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?1"),
+            [id],
+            conv_from_row,
+        )
+        .optional()?)
+}
+
+/// Every conversation, newest first.
+pub fn conversations(conn: &Connection) -> Result<Vec<ConvRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CONV_COLUMNS} FROM conversations ORDER BY created_at DESC, id"
+    ))?;
+    let rows = stmt.query_map([], conv_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The API shape of a conversation, with members and pending changes.
+pub fn conversation_api(conn: &Connection, row: &ConvRow) -> Result<Conversation, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT address FROM members WHERE conversation = ?1 ORDER BY address",
+    )?;
+    let members = stmt
+        .query_map([&row.id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter_map(|a| Address::parse(&a).ok())
+        .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, op, mls_message IS NOT NULL, join_seq IS NOT NULL FROM outbox
+         WHERE conversation = ?1 AND op != 'message' ORDER BY id",
+    )?;
+    let pending = stmt
+        .query_map([&row.id], |r| {
+            let prepared: bool = r.get(2)?;
+            let welcoming: bool = r.get(3)?;
+            Ok(PendingChange {
+                id: r.get::<_, i64>(0)?.to_string(),
+                op: r.get(1)?,
+                state: if welcoming {
+                    "welcoming"
+                } else if prepared {
+                    "sending"
+                } else {
+                    "queued"
+                }
+                .to_owned(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Conversation {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        kind: if row.kind == "direct" {
+            ConversationKind::Direct
+        } else {
+            ConversationKind::Group
+        },
+        state: parse_state(&row.state),
+        members,
+        epoch: row.epoch,
+        ciphersuite: openmls::prelude::Ciphersuite::try_from(row.ciphersuite)
+            .map(crate::mls::ciphersuite_name)
+            .unwrap_or_else(|_| format!("0x{:04x}", row.ciphersuite)),
+        relay: row.relay.clone(),
+        pending,
+    })
+}
+
+/// The API state of a stored state string.
+pub fn parse_state(s: &str) -> ConversationState {
+    match s {
+        "pending" => ConversationState::Pending,
+        "left" => ConversationState::Left,
+        "removed" => ConversationState::Removed,
+        "broken" => ConversationState::Broken,
+        _ => ConversationState::Active,
+    }
+}
+
+/// Replaces a conversation's member list.
+pub fn set_members(
+    conn: &Connection,
+    conv: &str,
+    members: &[crate::mls::MemberInfo],
+) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM members WHERE conversation = ?1", [conv])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO members (conversation, address, device_id) VALUES (?1, ?2, ?3)",
+    )?;
+    for m in members {
+        stmt.execute(params![conv, m.address, m.device_id])?;
+    }
+    Ok(())
+}
+
+/// Queued messages get positions from here on (2^52: above any log seq, exact in JSON).
+pub const QUEUED_BASE: u64 = 1 << 52;
+
+const MESSAGE_COLUMNS: &str = "id, conversation, sender, kind, text, reply_to, sent_at, received_at, state, error, position, rowid";
+
+fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Message, i64)> {
+    let sender: String = r.get(2)?;
+    let state: String = r.get(8)?;
+    let error: Option<String> = r.get(9)?;
+    let position: Option<i64> = r.get(10)?;
+    let rowid: i64 = r.get(11)?;
+    Ok((
+        Message {
+            id: r.get(0)?,
+            conversation: r.get(1)?,
+            sender: Address::parse(&sender)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            kind: r.get(3)?,
+            text: r.get(4)?,
+            reply_to: r.get(5)?,
+            sent_at: r.get(6)?,
+            received_at: r.get(7)?,
+            state: match state.as_str() {
+                "queued" => MessageState::Queued,
+                "sent" => MessageState::Sent,
+                "failed" => MessageState::Failed,
+                _ => MessageState::Received,
+            },
+            error: error.and_then(|e| serde_json::from_str::<ErrorInfo>(&e).ok()),
+            // Queued messages sort after everything in the log.
+            position: position
+                .map(|p| p as u64)
+                .unwrap_or(u64::MAX / 2 + rowid as u64),
+        },
+        rowid,
+    ))
+}
+
+/// One message by (conversation, sender, id).
+pub fn message(
+    conn: &Connection,
+    conv: &str,
+    sender: &str,
+    id: &str,
+) -> Result<Option<Message>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND sender = ?2 AND id = ?3"),
+            params![conv, sender, id],
+            message_from_row,
+        )
+        .optional()?
+        .map(|(m, _)| m))
+}
+
+/// Up to `limit` messages of a conversation before `before` (a message id), oldest first.
+pub fn messages(
+    conn: &Connection,
+    conv: &str,
+    before: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Message>, StoreError> {
+    // Order: log position, then queued ones in local order.
+    let order_key = "COALESCE(position, 4503599627370496 + rowid)";
+    let bound = match before {
+        Some(id) => conn
+            .query_row(
+                &format!("SELECT {order_key} FROM messages WHERE conversation = ?1 AND id = ?2"),
+                params![conv, id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::Decode(format!("no message {id} in this conversation")))?,
+        None => i64::MAX,
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND {order_key} < ?2
+         ORDER BY {order_key} DESC LIMIT ?3"
+    ))?;
+    let mut out = stmt
+        .query_map(params![conv, bound, limit], message_from_row)?
+        .map(|r| r.map(|(m, _)| m))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// A contact row as the API shows it.
+pub fn contact(
+    conn: &Connection,
+    address: &str,
+) -> Result<Option<(Contact, String, Vec<u8>)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT address, alias, identity_key, verified, device_id FROM contacts WHERE address = ?1",
+            [address],
+            |r| {
+                let key: Vec<u8> = r.get(2)?;
+                let address: String = r.get(0)?;
+                Ok((
+                    Contact {
+                        address: Address::parse(&address).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                        alias: r.get(1)?,
+                        fingerprint: crate::keys::fingerprint(&key),
+                        verified: r.get(3)?,
+                    },
+                    r.get::<_, String>(4)?,
+                    key,
+                ))
+            },
+        )
+        .optional()?)
+}
+
+/// Every contact, by address.
+pub fn contacts(conn: &Connection) -> Result<Vec<Contact>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT address FROM contacts ORDER BY address")?;
+    let addresses = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    for a in addresses {
+        if let Some((c, _, _)) = contact(conn, &a)? {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}

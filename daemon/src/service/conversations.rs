@@ -1,0 +1,277 @@
+//! Conversations: create, list, get, add members — changes are queued in the outbox and
+//! completed by the conversation's actor.
+
+use openmls::prelude::*;
+use rusqlite::params;
+use sotto_protocol::api::Conversation;
+use sotto_protocol::methods::{ConversationCreateParams, ConversationMembersParams};
+use sotto_protocol::{Address, ErrorKind};
+
+use super::{ApiError, Service};
+use crate::engine::outbound_payloads::MembersPayload;
+use crate::mls::{self, Provider};
+use crate::model::{self, ConvRow};
+use crate::store::StoreError;
+
+fn looks_like_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Resolves a `conversation` param: id, then a peer's address (the direct conversation),
+/// then a unique name.
+pub fn resolve(
+    conn: &rusqlite::Connection,
+    input: &str,
+) -> Result<Result<ConvRow, ApiError>, StoreError> {
+    if let Some(row) = model::conversation(conn, input)? {
+        return Ok(Ok(row));
+    }
+    let all = model::conversations(conn)?;
+    if let Ok(address) = Address::parse(input) {
+        let a = address.to_string();
+        let mut direct: Vec<&ConvRow> = all
+            .iter()
+            .filter(|c| c.kind == "direct" && c.peer.as_deref() == Some(a.as_str()))
+            .collect();
+        direct.sort_by_key(|c| {
+            (
+                !matches!(c.state.as_str(), "active" | "pending"),
+                c.id.clone(),
+            )
+        });
+        return Ok(direct.first().map(|c| (*c).clone()).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("no direct conversation with {a}"),
+            )
+            .with("conversation", input)
+        }));
+    }
+    if looks_like_id(input) {
+        return Ok(Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no conversation {input}"),
+        )
+        .with("conversation", input)));
+    }
+    let named: Vec<&ConvRow> = all
+        .iter()
+        .filter(|c| c.name.as_deref() == Some(input))
+        .collect();
+    Ok(match named.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no conversation named {input:?}"),
+        )
+        .with("conversation", input)),
+        many => Err(ApiError::new(
+            ErrorKind::Ambiguous,
+            format!(
+                "{} conversations are named {input:?}; use an id",
+                many.len()
+            ),
+        )
+        .with(
+            "candidates",
+            many.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        )),
+    })
+}
+
+impl Service {
+    pub(crate) async fn resolve(&self, input: &str) -> Result<ConvRow, ApiError> {
+        let input = input.to_owned();
+        self.store
+            .call(move |db| resolve(db.conn(), &input))
+            .await?
+    }
+
+    /// `conversation.list`.
+    pub async fn conversation_list(&self) -> Result<Vec<Conversation>, ApiError> {
+        Ok(self
+            .store
+            .call(|db| {
+                model::conversations(db.conn())?
+                    .iter()
+                    .map(|r| model::conversation_api(db.conn(), r))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?)
+    }
+
+    /// `conversation.get`.
+    pub async fn conversation_get(&self, input: &str) -> Result<Conversation, ApiError> {
+        let row = self.resolve(input).await?;
+        Ok(self
+            .store
+            .call(move |db| model::conversation_api(db.conn(), &row))
+            .await?)
+    }
+
+    /// `conversation.create`: the group is created locally at once; creating it at the
+    /// relay, claiming members' key packages, the commit and the Welcomes are queued.
+    pub async fn conversation_create(
+        &self,
+        p: ConversationCreateParams,
+    ) -> Result<Conversation, ApiError> {
+        let identity = self.identity().await?;
+        let engine = self.engine().await?;
+        let me = identity.account.address.to_string();
+        let mut members: Vec<String> = p
+            .members
+            .iter()
+            .map(Address::to_string)
+            .filter(|m| *m != me)
+            .collect();
+        members.sort();
+        members.dedup();
+        if members.is_empty() {
+            return Err(ApiError::invalid_params(
+                "a conversation needs at least one other member",
+            ));
+        }
+        let suite = match &p.ciphersuite {
+            Some(s) => mls::parse_ciphersuite(s).ok_or_else(|| {
+                ApiError::invalid_params(format!(
+                    "unknown or unsupported ciphersuite {s:?}; supported: {}",
+                    mls::SUPPORTED_CIPHERSUITES
+                        .iter()
+                        .map(|c| mls::ciphersuite_name(*c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+            None => mls::DEFAULT_CIPHERSUITE,
+        };
+        let name = p.name.clone().filter(|n| !n.trim().is_empty());
+        if name.as_ref().is_some_and(|n| n.len() > 256) {
+            return Err(ApiError::new(
+                ErrorKind::TooLong,
+                "a conversation name is at most 256 bytes",
+            ));
+        }
+        let direct = name.is_none() && members.len() == 1;
+        if direct {
+            // A direct conversation with this peer already exists: return it.
+            let peer = members[0].clone();
+            let existing = self
+                .store
+                .call(move |db| {
+                    let rows = model::conversations(db.conn())?;
+                    let found = rows
+                        .into_iter()
+                        .filter(|c| {
+                            c.kind == "direct"
+                                && c.peer.as_deref() == Some(peer.as_str())
+                                && matches!(c.state.as_str(), "active" | "pending")
+                        })
+                        .min_by(|a, b| a.id.cmp(&b.id));
+                    found
+                        .map(|r| model::conversation_api(db.conn(), &r))
+                        .transpose()
+                })
+                .await?;
+            if let Some(c) = existing {
+                return Ok(c);
+            }
+        }
+        let group_id: [u8; 16] = rand::random();
+        let conv_id = hex::encode(group_id);
+        let (key, account) = (identity.key.clone(), identity.account.clone());
+        let home = account.relay.clone();
+        let (id, members_c, name_c) = (conv_id.clone(), members.clone(), name.clone());
+        let conversation = self
+            .store
+            .call(move |db| {
+                db.write(|tx| {
+                    let provider = Provider::new(tx.conn());
+                    let cred = mls::credential(&account.address.to_string(), &account.device_id, &key.public_key());
+                    let group = MlsGroup::builder()
+                        .with_group_id(GroupId::from_slice(&group_id))
+                        .ciphersuite(suite)
+                        .use_ratchet_tree_extension(true)
+                        .max_past_epochs(mls::MAX_PAST_EPOCHS)
+                        .with_wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+                        .with_capabilities(mls::capabilities())
+                        .with_group_context_extensions(mls::name_extensions(name_c.as_deref()))
+                        .build(&provider, key.as_ref(), cred)
+                        .map_err(|e| StoreError::Decode(format!("creating the group: {e}")))?;
+                    tx.conn().execute(
+                        "INSERT INTO conversations (id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer, created_at)
+                         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, 0, 0, 0, ?6, ?7)",
+                        params![
+                            id,
+                            name_c,
+                            if direct { "direct" } else { "group" },
+                            home,
+                            u16::from(suite),
+                            direct.then(|| members_c[0].clone()),
+                            super::now_rfc3339()
+                        ],
+                    )?;
+                    model::set_members(tx.conn(), &id, &mls::members(&group))?;
+                    let payload = serde_json::to_string(&MembersPayload { members: members_c.clone() }).unwrap_or_default();
+                    tx.conn().execute(
+                        "INSERT INTO outbox (conversation, op, payload, created_at) VALUES (?1, 'create', ?2, ?3)",
+                        params![id, payload, super::now_rfc3339()],
+                    )?;
+                    let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
+                    model::conversation_api(tx.conn(), &row)
+                })
+            })
+            .await?;
+        engine.wake(&conv_id);
+        Ok(conversation)
+    }
+
+    /// `conversation.add`: queue adding members.
+    pub async fn conversation_add(
+        &self,
+        p: ConversationMembersParams,
+    ) -> Result<Conversation, ApiError> {
+        let me = self.identity().await?.account.address.to_string();
+        let engine = self.engine().await?;
+        let row = self.resolve(&p.conversation).await?;
+        if row.kind == "direct" {
+            return Err(ApiError::new(
+                ErrorKind::DirectConversation,
+                "members cannot be added to a direct conversation; create a group",
+            ));
+        }
+        if !matches!(row.state.as_str(), "active" | "pending") {
+            return Err(ApiError::new(
+                ErrorKind::InvalidState,
+                format!("the conversation is {}", row.state),
+            ));
+        }
+        let mut members: Vec<String> = p
+            .members
+            .iter()
+            .map(Address::to_string)
+            .filter(|m| *m != me)
+            .collect();
+        members.sort();
+        members.dedup();
+        if members.is_empty() {
+            return Err(ApiError::invalid_params("no members to add"));
+        }
+        let id = row.id.clone();
+        let conversation = self
+            .store
+            .call(move |db| {
+                db.write(|tx| {
+                    let payload = serde_json::to_string(&MembersPayload { members }).unwrap_or_default();
+                    tx.conn().execute(
+                        "INSERT INTO outbox (conversation, op, payload, created_at) VALUES (?1, 'add', ?2, ?3)",
+                        params![id, payload, super::now_rfc3339()],
+                    )?;
+                    let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
+                    model::conversation_api(tx.conn(), &row)
+                })
+            })
+            .await?;
+        engine.wake(&row.id);
+        Ok(conversation)
+    }
+}
