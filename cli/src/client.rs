@@ -32,6 +32,13 @@ pub enum ClientError {
     Decode(String),
 }
 
+impl ClientError {
+    /// Whether this is a read timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ClientError::Io(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    }
+}
+
 /// A connection to the daemon.
 #[derive(Debug)]
 pub struct Client {
@@ -88,6 +95,14 @@ impl Client {
                 )),
             };
         }
+    }
+
+    /// Sets how long a read may block (`None`: forever).
+    pub fn set_read_timeout(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+    ) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(timeout)
     }
 
     /// Reads the next JSON message (response or notification).

@@ -46,6 +46,16 @@ enum Command {
     /// With `--since SEQ`, every stored event after SEQ is replayed first, so a script
     /// that remembers the last `seq` it saw never misses one.
     Listen(commands::listen::ListenArgs),
+    /// Manage contacts: pinned identity keys, safety numbers, verification
+    #[command(subcommand)]
+    Contact(commands::contact::ContactCommand),
+    /// Create, list and change conversations
+    #[command(subcommand)]
+    Conversation(commands::conversation::ConversationCommand),
+    /// Send a text message (waits until the relay accepted it unless --no-wait)
+    Send(commands::send::SendArgs),
+    /// Show a conversation's history, oldest first
+    Messages(commands::messages::MessagesArgs),
 }
 
 /// What every command gets.
@@ -69,6 +79,10 @@ fn main() -> ExitCode {
         Command::Account(cmd) => commands::account::run(&ctx, cmd),
         Command::Whoami => commands::whoami::run(&ctx),
         Command::Listen(args) => commands::listen::run(&ctx, args),
+        Command::Contact(cmd) => commands::contact::run(&ctx, cmd),
+        Command::Conversation(cmd) => commands::conversation::run(&ctx, cmd),
+        Command::Send(args) => commands::send::run(&ctx, args),
+        Command::Messages(args) => commands::messages::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,13 +6,11 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, SecretService, assert_secret_absent, files_under};
+use crate::support::{Daemon, Relay, SecretService, assert_secret_absent, files_under};
 
-fn create(d: &Daemon, name: &str) -> Value {
-    d.client().ok(
-        "account.create",
-        json!({"name": name, "relay": "127.0.0.1:7777"}),
-    )
+fn create(d: &Daemon, relay: &Relay, name: &str) -> Value {
+    d.client()
+        .ok("account.create", json!({"name": name, "relay": relay.host}))
 }
 
 fn user_of(account: &Value) -> String {
@@ -26,9 +24,10 @@ fn user_of(account: &Value) -> String {
 #[test]
 fn secret_service_round_trip_keeps_the_key_out_of_disk_and_logs() {
     let ss = SecretService::start();
+    let relay = Relay::start();
     let mut d = Daemon::new("secret-service").with_bus(&ss.address);
     d.start();
-    let account = create(&d, "alice");
+    let account = create(&d, &relay, "alice");
     assert_eq!(account["key_store"], "secret-service");
     let secret = ss
         .lookup(&user_of(&account))
@@ -53,13 +52,15 @@ fn secret_service_round_trip_keeps_the_key_out_of_disk_and_logs() {
 #[test]
 fn two_daemons_sharing_one_secret_service_keep_distinct_keys() {
     let ss = SecretService::start();
+    let relay = Relay::start();
     let mut a = Daemon::new("secret-service").with_bus(&ss.address);
     let mut b = Daemon::new("secret-service").with_bus(&ss.address);
     a.start();
     b.start();
-    // The same name on the same relay: only the device id tells them apart.
-    let acc_a = create(&a, "same");
-    let acc_b = create(&b, "same");
+    // The same name on two relays, one Secret Service: entries are per address and device.
+    let acc_a = create(&a, &relay, "same");
+    let relay_b = Relay::start();
+    let acc_b = create(&b, &relay_b, "same");
     assert_ne!(acc_a["device_id"], acc_b["device_id"]);
     assert_ne!(acc_a["fingerprint"], acc_b["fingerprint"]);
     let key_a = ss.lookup(&user_of(&acc_a)).unwrap();
@@ -81,9 +82,10 @@ fn two_daemons_sharing_one_secret_service_keep_distinct_keys() {
 
 #[test]
 fn file_store_round_trip_with_a_0600_key_file() {
+    let relay = Relay::start();
     let mut d = Daemon::new("file");
     d.start();
-    let account = create(&d, "filer");
+    let account = create(&d, &relay, "filer");
     assert_eq!(account["key_store"], "file");
     d.stop();
     let keys: Vec<_> = files_under(&d.data_dir().join("keys"));
@@ -146,9 +148,10 @@ fn an_unavailable_secret_service_is_named_with_the_alternatives_and_nothing_chan
 
 #[test]
 fn a_missing_key_stops_the_start_with_a_clear_error() {
+    let relay = Relay::start();
     let mut d = Daemon::new("file");
     d.start();
-    create(&d, "lost");
+    create(&d, &relay, "lost");
     d.stop();
     for f in files_under(&d.data_dir().join("keys")) {
         std::fs::remove_file(f).unwrap();
@@ -156,7 +159,10 @@ fn a_missing_key_stops_the_start_with_a_clear_error() {
     let out = d.command().stdin(Stdio::null()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("has no key for lost@127.0.0.1:7777/"), "{err}");
+    assert!(
+        err.contains(&format!("has no key for lost@{}/", relay.host)),
+        "{err}"
+    );
 }
 
 #[test]

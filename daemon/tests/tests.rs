@@ -7,5 +7,6 @@ mod support;
 mod cli;
 mod framing;
 mod identity;
+mod messaging;
 mod socket;
 mod systemd;

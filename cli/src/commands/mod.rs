@@ -1,8 +1,13 @@
 //! One file per subcommand.
 
 pub mod account;
+pub mod contact;
+pub mod conversation;
 pub mod listen;
+pub mod messages;
+pub mod send;
 pub mod status;
+pub mod wait;
 pub mod whoami;
 
 use sotto_protocol::PROTOCOL_VERSION;

@@ -505,3 +505,293 @@ pub fn assert_secret_absent(dir: &Path, secret: &[u8], allowed: &[PathBuf]) {
         }
     }
 }
+
+/// A private session bus (`dbus-daemon --session`) with nothing on it; killed on drop.
+pub struct SessionBus {
+    dir: TempDir,
+    pub address: String,
+    bus: Option<Child>,
+}
+
+impl SessionBus {
+    pub fn start() -> SessionBus {
+        for tool in [
+            "dbus-daemon",
+            "dbus-send",
+            "dbus-monitor",
+            "gdbus",
+            "busctl",
+        ] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "{tool} is missing: install dbus, dbus-bin, libglib2.0-bin and systemd (scripts/deps.sh does)"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("sotto-bus")
+            .tempdir()
+            .expect("tempdir");
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.path().join("bus").display()
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dbus-daemon");
+        let mut first = String::new();
+        BufReader::new(bus.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("bus address");
+        let address = first.trim().to_owned();
+        assert!(address.starts_with("unix:"), "bad bus address {address:?}");
+        SessionBus {
+            dir,
+            address,
+            bus: Some(bus),
+        }
+    }
+
+    /// `program` with `DBUS_SESSION_BUS_ADDRESS` pointing at this bus (so `busctl --user`
+    /// and `gdbus --session` use it, exactly as a user would type them).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `program args` on this bus and returns its output.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    /// Whether `name` has an owner on this bus.
+    pub fn has_owner(&self, name: &str) -> bool {
+        let out = self.run(
+            "dbus-send",
+            &[
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                &format!("string:{name}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).contains("boolean true")
+    }
+
+    /// Starts `dbus-monitor` on this bus with `rule`; waits until it is monitoring.
+    pub fn monitor(&self, rule: &str) -> Monitor {
+        let mut child = self
+            .command("dbus-monitor")
+            .args(["--session", rule])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dbus-monitor");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().expect("monitor text");
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let m = Monitor { child, out };
+        // dbus-monitor prints its own NameLost once it became a monitor.
+        m.wait_for("dbus-monitor to start", |t| t.contains("member=NameLost"));
+        m
+    }
+
+    /// Kills the bus (the daemon loses its connection).
+    pub fn kill(&mut self) {
+        if let Some(mut bus) = self.bus.take() {
+            let _ = bus.kill();
+            let _ = bus.wait();
+        }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = &self.dir;
+    }
+}
+
+/// A running `dbus-monitor`; its output so far is in `text()`. Killed on drop.
+pub struct Monitor {
+    child: Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Monitor {
+    pub fn text(&self) -> String {
+        self.out.lock().expect("monitor text").clone()
+    }
+
+    /// Polls the output until `pred` holds; returns it.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_for(what, || {
+            let t = self.text();
+            pred(&t).then_some(t)
+        })
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `busctl --json=short` output (`{"type": sig, "data": ...}`) as plain JSON: variants
+/// unwrapped, `a{sv}` as objects.
+pub fn busctl_plain(sig: &str, data: &Value) -> Value {
+    match (sig, data) {
+        ("v", Value::Object(v)) => busctl_plain(
+            v.get("type").and_then(Value::as_str).unwrap_or(""),
+            v.get("data").unwrap_or(&Value::Null),
+        ),
+        ("a{sv}", Value::Object(m)) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), busctl_plain("v", v)))
+                .collect(),
+        ),
+        ("aa{sv}", Value::Array(items)) => {
+            Value::Array(items.iter().map(|i| busctl_plain("a{sv}", i)).collect())
+        }
+        _ => data.clone(),
+    }
+}
+
+/// A real `sotto-relay` on 127.0.0.1 with a temp data dir; killed on drop.
+pub struct Relay {
+    pub dir: TempDir,
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`, the host part of addresses on this relay.
+    pub host: String,
+    /// The canonical URL.
+    pub url: String,
+}
+
+impl Relay {
+    pub fn start() -> Relay {
+        let dir = tempfile::Builder::new()
+            .prefix("sotto-relay-test")
+            .tempdir()
+            .expect("tempdir");
+        let mut relay = Relay {
+            dir,
+            child: None,
+            host: String::new(),
+            url: String::new(),
+        };
+        relay.spawn("127.0.0.1:0");
+        relay
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("relay.log"))
+            .expect("log");
+        let mut child = Command::new(bin("sotto-relay"))
+            .args(["--listen", listen, "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sotto-relay");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the relay's listening line");
+        // "listening 127.0.0.1:PORT ws://127.0.0.1:PORT/sotto/v1"
+        let mut parts = line.split_whitespace().skip(1);
+        self.host = parts.next().expect("address").to_owned();
+        self.url = parts.next().expect("url").to_owned();
+        self.child = Some(child);
+    }
+
+    /// Stops the relay (kill -9) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let host = self.host.clone();
+        self.spawn(&host);
+    }
+
+    /// Every file of the relay's data.
+    pub fn files(&self) -> Vec<PathBuf> {
+        files_under(&self.dir.path().join("data"))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon and creates account `name` on `relay`; returns the address.
+    pub fn account(&mut self, relay: &Relay, name: &str) -> String {
+        if !self.is_running() {
+            self.start();
+        }
+        let a = self
+            .client()
+            .ok("account.create", json!({"name": name, "relay": relay.host}));
+        a["address"].as_str().expect("address").to_owned()
+    }
+
+    /// Polls `message.list` of `conv` until `pred` holds; returns the messages.
+    pub fn wait_messages(
+        &self,
+        conv: &str,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        wait_for(what, || {
+            let mut c = RawClient::connect(&self.socket()).ok()?;
+            let r = c.call("message.list", json!({"conversation": conv, "limit": 1000}));
+            let list = r.get("result")?.as_array()?.clone();
+            pred(&list).then_some(list)
+        })
+    }
+
+    /// Polls until a conversation satisfying `pred` exists; returns it.
+    pub fn wait_conversation(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, || {
+            let mut c = RawClient::connect(&self.socket()).ok()?;
+            let r = c.call("conversation.list", json!({}));
+            r.get("result")?
+                .as_array()?
+                .iter()
+                .find(|c| pred(c))
+                .cloned()
+        })
+    }
+}

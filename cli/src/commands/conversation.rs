@@ -1,0 +1,196 @@
+//! `sotto conversation ...`
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use sotto_protocol::Address;
+use sotto_protocol::api::Conversation;
+use sotto_protocol::methods::{
+    ConversationAdd, ConversationCreate, ConversationCreateParams, ConversationGet,
+    ConversationList, ConversationMembersParams, ConversationParams,
+};
+
+use super::wait::Waiter;
+use crate::Ctx;
+use crate::output::print_json;
+
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Return once the change is queued instead of waiting for it to complete
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for completion, in seconds
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationCommand {
+    /// Create a conversation: direct with one address, a group with several or a name
+    ///
+    /// Waits until every member was added (their key packages claimed, the commit
+    /// accepted by the relay, the invitations posted) unless --no-wait is given.
+    Create {
+        /// Members' addresses
+        #[arg(required = true)]
+        members: Vec<Address>,
+        /// A name (makes it a group)
+        #[arg(long)]
+        name: Option<String>,
+        /// MLS ciphersuite (name or number; default 0x0001)
+        #[arg(long)]
+        ciphersuite: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List conversations
+    List,
+    /// Show one conversation: an id, a peer's address, or a unique name
+    Show {
+        /// Id, address or name
+        conversation: String,
+    },
+    /// Add members to a group
+    Add {
+        /// Id, address or name
+        conversation: String,
+        /// Addresses to add
+        #[arg(required = true)]
+        members: Vec<Address>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// One line per conversation.
+pub fn print_line(c: &Conversation) {
+    let title = c.name.clone().unwrap_or_else(|| {
+        c.members
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    let pending = if c.pending.is_empty() {
+        String::new()
+    } else {
+        format!("  ({} pending)", c.pending.len())
+    };
+    println!(
+        "{}  {:<6} {:<7} epoch {:<4} {title}{pending}",
+        c.id,
+        format!("{:?}", c.kind).to_lowercase(),
+        format!("{:?}", c.state).to_lowercase(),
+        c.epoch
+    );
+}
+
+fn print_full(c: &Conversation) {
+    print_line(c);
+    println!("  relay        {}", c.relay);
+    println!("  ciphersuite  {}", c.ciphersuite);
+    for m in &c.members {
+        println!("  member       {m}");
+    }
+    for p in &c.pending {
+        println!("  pending      {} #{} ({})", p.op, p.id, p.state);
+    }
+}
+
+/// Waits until `change` (a pending op id on `conv`) leaves the pending list.
+fn wait_change(
+    waiter: Waiter,
+    conv: &Conversation,
+    timeout: u64,
+) -> anyhow::Result<Option<Conversation>> {
+    let Some(change) = conv.pending.last().map(|p| p.id.clone()) else {
+        return Ok(Some(conv.clone()));
+    };
+    eprintln!("waiting for the change to complete (claiming key packages, committing, inviting)…");
+    let id = conv.id.clone();
+    waiter
+        .until(Duration::from_secs(timeout), |ev| {
+            let t = ev["type"].as_str()?;
+            let c: Conversation = serde_json::from_value(ev["conversation"].clone()).ok()?;
+            if c.id != id {
+                return None;
+            }
+            match t {
+                "conversation.changed" if !c.pending.iter().any(|p| p.id == change) => Some(Ok(c)),
+                "conversation.change_failed" | "conversation.broken" => Some(Err(anyhow::anyhow!(
+                    "the change failed; see `sotto conversation show {}`",
+                    c.id
+                ))),
+                _ => None,
+            }
+        })?
+        .transpose()
+}
+
+pub fn run(ctx: &Ctx, cmd: ConversationCommand) -> anyhow::Result<()> {
+    let mut client = super::connect(ctx)?;
+    let (conv, wait) = match cmd {
+        ConversationCommand::List => {
+            let list = client.call::<ConversationList>(&Default::default())?;
+            if ctx.json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                eprintln!("no conversations yet: `sotto conversation create ADDRESS`");
+            }
+            list.iter().for_each(print_line);
+            return Ok(());
+        }
+        ConversationCommand::Show { conversation } => {
+            let c = client.call::<ConversationGet>(&ConversationParams { conversation })?;
+            if ctx.json {
+                return print_json(&c);
+            }
+            print_full(&c);
+            return Ok(());
+        }
+        ConversationCommand::Create {
+            members,
+            name,
+            ciphersuite,
+            wait,
+        } => {
+            let waiter = (!wait.no_wait).then(|| Waiter::start(ctx)).transpose()?;
+            let c = client.call::<ConversationCreate>(&ConversationCreateParams {
+                members,
+                name,
+                ciphersuite,
+            })?;
+            (c, waiter.map(|w| (w, wait.timeout)))
+        }
+        ConversationCommand::Add {
+            conversation,
+            members,
+            wait,
+        } => {
+            let waiter = (!wait.no_wait).then(|| Waiter::start(ctx)).transpose()?;
+            let c = client.call::<ConversationAdd>(&ConversationMembersParams {
+                conversation,
+                members,
+            })?;
+            (c, waiter.map(|w| (w, wait.timeout)))
+        }
+    };
+    let result = match wait {
+        Some((waiter, timeout)) => match wait_change(waiter, &conv, timeout)? {
+            Some(done) => done,
+            None => {
+                eprintln!(
+                    "queued, will retry: the change is durably queued and completes when the relays are reachable"
+                );
+                conv
+            }
+        },
+        None => conv,
+    };
+    if ctx.json {
+        return print_json(&result);
+    }
+    print_full(&result);
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! End-to-end messaging: real relays, several real daemons, driven through `sotto` and the
+//! socket.
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Relay, wait_for};
+
+fn texts(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn ids(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn people(relay: &Relay, names: &[&str]) -> Vec<(Daemon, String)> {
+    names
+        .iter()
+        .map(|n| {
+            let mut d = Daemon::new("file");
+            let a = d.account(relay, n);
+            (d, a)
+        })
+        .collect()
+}
+
+#[test]
+fn a_group_of_three_exchanges_messages_and_agrees_on_history() {
+    let relay = Relay::start();
+    let mut p = people(&relay, &["alice", "bob", "carol"]);
+    let (bob_a, carol_a) = (p[1].1.clone(), p[2].1.clone());
+    let created =
+        p[0].0
+            .sotto_json(&["conversation", "create", "--name", "trio", &bob_a, &carol_a]);
+    assert_eq!(
+        created["state"], "active",
+        "create waits for completion: {created}"
+    );
+    assert_eq!(created["members"].as_array().unwrap().len(), 3);
+    assert_eq!(created["kind"], "group");
+    let conv = created["id"].as_str().unwrap().to_owned();
+    for (d, _) in &p[1..] {
+        let c = d.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+        assert_eq!(c["name"], "trio");
+        assert_eq!(c["members"].as_array().unwrap().len(), 3);
+    }
+    for (i, (d, _)) in p.iter().enumerate() {
+        let out = d.sotto_json(&["send", "trio", &format!("hello from {i}")]);
+        assert_eq!(out["state"], "sent", "{out}");
+    }
+    let histories: Vec<Vec<Value>> = p
+        .iter()
+        .map(|(d, _)| d.wait_messages(&conv, "three messages", |l| l.len() == 3))
+        .collect();
+    for h in &histories[1..] {
+        assert_eq!(
+            ids(h),
+            ids(&histories[0]),
+            "the same messages in the same order everywhere"
+        );
+        assert_eq!(texts(h), texts(&histories[0]));
+    }
+    let positions: Vec<u64> = histories[0]
+        .iter()
+        .map(|m| m["position"].as_u64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    // Each sees its own as sent and the others' as received, with the right sender.
+    for (d, me) in &p {
+        for m in &d.wait_messages(&conv, "history", |l| l.len() == 3) {
+            let expected = if m["sender"] == me.as_str() {
+                "sent"
+            } else {
+                "received"
+            };
+            assert_eq!(m["state"], expected, "{m}");
+        }
+    }
+    // The human output names senders.
+    let text = p[1].0.sotto_ok(&["messages", "trio"]);
+    assert!(
+        text.contains(&format!("{}: hello from 0", p[0].1)),
+        "{text}"
+    );
+    // The relay never saw a plaintext.
+    for f in relay.files() {
+        let bytes = std::fs::read(&f).unwrap();
+        for i in 0..3 {
+            let needle = format!("hello from {i}");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "plaintext in {}",
+                f.display()
+            );
+        }
+    }
+    p[0].0.stop();
+}
+
+#[test]
+fn an_offline_member_gets_everything_in_order_exactly_once() {
+    let relay = Relay::start();
+    let mut p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p[1].0
+        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    p[1].0.stop();
+    let mut c = p[0].0.client();
+    for i in 0..100 {
+        c.ok(
+            "message.send",
+            json!({"conversation": bob, "text": format!("m{i:03}")}),
+        );
+    }
+    p[0].0.wait_messages(&conv, "all sent", |l| {
+        l.len() == 100 && l.iter().all(|m| m["state"] == "sent")
+    });
+    p[1].0.start();
+    let got = p[1]
+        .0
+        .wait_messages(&conv, "100 messages after restart", |l| l.len() >= 100);
+    let expected: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+    assert_eq!(texts(&got), expected);
+}
+
+#[test]
+fn kill_9_while_receiving_loses_nothing_and_duplicates_nothing() {
+    let relay = Relay::start();
+    let mut p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p[1].0
+        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let mut c = p[0].0.client();
+    for i in 0..60 {
+        c.ok(
+            "message.send",
+            json!({"conversation": bob, "text": format!("b{i:02}")}),
+        );
+    }
+    // Kill bob as soon as he has received some of the burst.
+    p[1].0
+        .wait_messages(&conv, "the burst to start arriving", |l| !l.is_empty());
+    p[1].0.signal_and_wait("KILL");
+    p[1].0.start();
+    let got = p[1].0.wait_messages(&conv, "all 60", |l| l.len() >= 60);
+    let expected: Vec<String> = (0..60).map(|i| format!("b{i:02}")).collect();
+    assert_eq!(texts(&got), expected);
+}
+
+#[test]
+fn a_message_acknowledged_before_kill_9_still_goes_out() {
+    let relay = Relay::start();
+    let mut p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p[1].0
+        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let sent = p[0]
+        .0
+        .sotto_json(&["send", "--no-wait", &bob, "survives kill -9"]);
+    assert_eq!(sent["state"], "queued");
+    p[0].0.signal_and_wait("KILL");
+    p[0].0.start();
+    let got = p[1]
+        .0
+        .wait_messages(&conv, "the message", |l| !l.is_empty());
+    assert_eq!(texts(&got), ["survives kill -9"]);
+    let mine = p[0].0.wait_messages(&conv, "sent", |l| {
+        l.first().is_some_and(|m| m["state"] == "sent")
+    });
+    assert_eq!(mine.len(), 1, "sent once");
+}
+
+#[test]
+fn a_direct_conversation_is_reused_and_works_across_two_relays() {
+    let relay_a = Relay::start();
+    let relay_b = Relay::start();
+    let mut alice = Daemon::new("file");
+    let mut bob = Daemon::new("file");
+    let _a = alice.account(&relay_a, "alice");
+    let b = bob.account(&relay_b, "bob");
+    let first = alice.sotto_json(&["conversation", "create", &b]);
+    assert_eq!(first["kind"], "direct");
+    assert_eq!(
+        first["relay"], relay_a.url,
+        "a conversation lives on its creator's relay"
+    );
+    let again = alice.sotto_json(&["conversation", "create", &b]);
+    assert_eq!(again["id"], first["id"], "one direct conversation per peer");
+    let conv = first["id"].as_str().unwrap().to_owned();
+    bob.wait_conversation("the Welcome from the other relay", |c| {
+        c["id"] == conv.as_str()
+    });
+    bob.sotto_ok(&["send", &conv, "hi from relay b"]);
+    let got = alice.wait_messages(&conv, "bob's message", |l| l.len() == 1);
+    assert_eq!(texts(&got), ["hi from relay b"]);
+    // Both sides see each other as contacts with matching safety numbers.
+    let a_addr = alice.client().ok("account.info", json!({}))["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n1 = alice
+        .client()
+        .ok("contact.safety_number", json!({"address": b}))["safety_number"]
+        .clone();
+    let n2 = bob
+        .client()
+        .ok("contact.safety_number", json!({"address": a_addr}))["safety_number"]
+        .clone();
+    assert_eq!(n1, n2);
+    assert_eq!(n1.as_str().unwrap().split(' ').count(), 12);
+    let v = alice.sotto_json(&["contact", "verify", &b, n1.as_str().unwrap()]);
+    assert_eq!(v["verified"], true);
+    let bad = alice.sotto(&["contact", "verify", &b, "00000 11111"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not match"));
+}
+
+#[test]
+fn contacts_and_errors_of_the_messaging_api() {
+    let relay = Relay::start();
+    let mut p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let mut c = p[0].0.client();
+    let added = c.ok("contact.add", json!({"address": bob, "alias": "B"}));
+    assert_eq!(added["alias"], "B");
+    assert_eq!(added["verified"], false);
+    let bob_fp = p[1].0.client().ok("account.info", json!({}))["fingerprint"].clone();
+    assert_eq!(added["fingerprint"], bob_fp, "the pinned key is bob's");
+    let r = c.call(
+        "contact.add",
+        json!({"address": format!("nobody@{}", relay.host)}),
+    );
+    assert_eq!(r["error"]["data"]["kind"], "not_found", "{r}");
+    let r = c.call(
+        "message.send",
+        json!({"conversation": "no-such-thing", "text": "x"}),
+    );
+    assert_eq!(r["error"]["data"]["kind"], "not_found");
+    let conv = c.ok("conversation.create", json!({"members": [bob]}));
+    let r = c.call(
+        "message.send",
+        json!({"conversation": conv["id"], "text": "x".repeat(16 * 1024 + 1)}),
+    );
+    assert_eq!(r["error"]["data"]["kind"], "too_long");
+    let r = c.call(
+        "conversation.add",
+        json!({"conversation": conv["id"], "members": [bob]}),
+    );
+    assert_eq!(r["error"]["data"]["kind"], "direct_conversation");
+    let m1 = c.ok(
+        "message.send",
+        json!({"conversation": conv["id"], "text": "once", "idempotency_key": "k1"}),
+    );
+    let m2 = c.ok(
+        "message.send",
+        json!({"conversation": conv["id"], "text": "once", "idempotency_key": "k1"}),
+    );
+    assert_eq!(m1["id"], m2["id"], "the same key returns the same message");
+    let r = c.call(
+        "message.send",
+        json!({"conversation": conv["id"], "text": "other", "idempotency_key": "k1"}),
+    );
+    assert_eq!(r["error"]["data"]["kind"], "idempotency_conflict");
+    let got = p[1]
+        .0
+        .wait_messages(&bob_conv(&p[1].0, &p[0].1), "one message", |l| {
+            !l.is_empty()
+        });
+    assert_eq!(texts(&got), ["once"]);
+    let list = c.ok("contact.list", json!({}));
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    c.ok("contact.remove", json!({"address": bob}));
+    assert_eq!(c.ok("contact.list", json!({})).as_array().unwrap().len(), 0);
+    let r = c.call("contact.remove", json!({"address": bob}));
+    assert_eq!(r["error"]["data"]["kind"], "not_found");
+    p[0].0.stop();
+}
+
+fn bob_conv(bob: &Daemon, alice: &str) -> String {
+    wait_for("the direct conversation", || {
+        let c = bob
+            .client()
+            .call("conversation.get", json!({"conversation": alice}));
+        c["result"]["id"].as_str().map(str::to_owned)
+    })
+}
