@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod dbus;
 mod framing;
 mod identity;
 mod messaging;

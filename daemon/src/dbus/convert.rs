@@ -81,8 +81,7 @@ pub fn account(a: &Account) -> Dict {
         .done()
 }
 
-/// `Contact` (for ListContacts and AddContact, which wait for the contact service).
-#[allow(dead_code)]
+/// `Contact`.
 pub fn contact(c: &Contact) -> Dict {
     D::new()
         .put("address", c.address.to_string())

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use sotto_protocol::methods::{AccountInfo, DaemonStatus};
+use sotto_protocol::methods::{
+    AccountInfo, ContactAdd, ContactList, ConversationAdd, ConversationCreate, ConversationGet,
+    ConversationList, DaemonStatus, MessageList, MessageSend,
+};
 use zbus::object_server::SignalEmitter;
 
 use super::convert::{self, Dict};
@@ -39,6 +42,94 @@ impl Sotto1 {
     async fn account_info(&self, options: Options) -> Result<Dict, DbusError> {
         decode::<AccountInfo>(json!({}), options)?;
         Ok(convert::account(&self.service.account_info().await?))
+    }
+
+    /// `conversation.list`.
+    #[zbus(out_args("conversations"))]
+    async fn list_conversations(&self, options: Options) -> Result<Vec<Dict>, DbusError> {
+        decode::<ConversationList>(json!({}), options)?;
+        let list = self.service.conversation_list().await?;
+        Ok(list.iter().map(convert::conversation).collect())
+    }
+
+    /// `conversation.get`: by id, a peer's address (the direct conversation) or a unique name.
+    #[zbus(out_args("conversation"))]
+    async fn get_conversation(
+        &self,
+        conversation: String,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let p = decode::<ConversationGet>(json!({"conversation": conversation}), options)?;
+        let c = self.service.conversation_get(&p.conversation).await?;
+        Ok(convert::conversation(&c))
+    }
+
+    /// `conversation.create`; options: `name` (s), `ciphersuite` (s).
+    #[zbus(out_args("conversation"))]
+    async fn create_conversation(
+        &self,
+        members: Vec<String>,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let p = decode::<ConversationCreate>(json!({"members": members}), options)?;
+        Ok(convert::conversation(
+            &self.service.conversation_create(p).await?,
+        ))
+    }
+
+    /// `conversation.add`: queue adding `members`.
+    #[zbus(out_args("conversation"))]
+    async fn add_members(
+        &self,
+        conversation: String,
+        members: Vec<String>,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let args = json!({"conversation": conversation, "members": members});
+        let p = decode::<ConversationAdd>(args, options)?;
+        Ok(convert::conversation(
+            &self.service.conversation_add(p).await?,
+        ))
+    }
+
+    /// `message.send`; options: `reply_to` (s), `idempotency_key` (s).
+    #[zbus(out_args("message"))]
+    async fn send_message(
+        &self,
+        conversation: String,
+        text: String,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let args = json!({"conversation": conversation, "text": text});
+        let p = decode::<MessageSend>(args, options)?;
+        Ok(convert::message(&self.service.message_send(p).await?))
+    }
+
+    /// `message.list`, oldest first; options: `before` (s, a message id), `limit` (u).
+    #[zbus(out_args("messages"))]
+    async fn list_messages(
+        &self,
+        conversation: String,
+        options: Options,
+    ) -> Result<Vec<Dict>, DbusError> {
+        let p = decode::<MessageList>(json!({"conversation": conversation}), options)?;
+        let list = self.service.message_list(p).await?;
+        Ok(list.iter().map(convert::message).collect())
+    }
+
+    /// `contact.list`.
+    #[zbus(out_args("contacts"))]
+    async fn list_contacts(&self, options: Options) -> Result<Vec<Dict>, DbusError> {
+        decode::<ContactList>(json!({}), options)?;
+        let list = self.service.contact_list().await?;
+        Ok(list.iter().map(convert::contact).collect())
+    }
+
+    /// `contact.add`: fetch the peer's key from its relay and pin it; options: `alias` (s).
+    #[zbus(out_args("contact"))]
+    async fn add_contact(&self, address: String, options: Options) -> Result<Dict, DbusError> {
+        let p = decode::<ContactAdd>(json!({"address": address}), options)?;
+        Ok(convert::contact(&self.service.contact_add(p).await?))
     }
 
     /// Persisted events with `seq > since`, oldest first, at most `limit` (0: the maximum,
