@@ -6,11 +6,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use sotto_protocol::relay::{
     ClientFrame, Hello, MIN_WIRE_VERSION, Principal, Push, RelayError, RelayErrorKind, Request,
-    ServerFrame, WIRE_VERSION,
+    Response, ServerFrame, WIRE_VERSION,
 };
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -18,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::codec::{self, DecodeError};
+use crate::handlers::Plan;
 use crate::hub::{Key, Registration};
 use crate::limits::{IpSlot, TokenBucket};
 use crate::metrics::Metrics;
@@ -49,10 +54,19 @@ pub(crate) struct Conn<S: Store> {
     pub ip: IpAddr,
     pub reg: Registration,
     bucket: TokenBucket,
+    /// Requests running beside each other; answered in request order.
+    inflight: FuturesOrdered<Pending>,
 }
+
+/// Most requests one connection may have running at once; past that the relay stops
+/// reading its frames until one finishes.
+const MAX_INFLIGHT: usize = 64;
+
+type Pending = Pin<Box<dyn Future<Output = (u64, Result<Response, RelayError>)> + Send>>;
 
 enum Event {
     Inbound(Option<Result<Message, WsError>>),
+    Done(u64, Result<Response, RelayError>),
     Wake,
     Tick,
     Shutdown,
@@ -86,6 +100,7 @@ pub(crate) async fn serve<S: Store>(
         group_subs: HashMap::new(),
         ip,
         reg: shared.hub.register(),
+        inflight: FuturesOrdered::new(),
     };
     let _ = conn.run(&mut shutdown).await;
     drop(slot);
@@ -117,7 +132,10 @@ impl<S: Store> Conn<S> {
         let mut tick = tokio::time::interval(period);
         loop {
             let event = tokio::select! {
-                m = self.ws.next() => Event::Inbound(m),
+                m = self.ws.next(), if self.inflight.len() < MAX_INFLIGHT => Event::Inbound(m),
+                Some((id, result)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    Event::Done(id, result)
+                }
                 () = self.reg.waker.notify.notified() => Event::Wake,
                 _ = tick.tick() => Event::Tick,
                 _ = shutdown.changed() => Event::Shutdown,
@@ -155,6 +173,7 @@ impl<S: Store> Conn<S> {
                         _ => {}
                     }
                 }
+                Event::Done(id, result) => self.reply(id, result).await?,
                 Event::Wake => self.on_wake().await?,
                 Event::Tick => {
                     let now = Instant::now();
@@ -228,28 +247,50 @@ impl<S: Store> Conn<S> {
             frame.request,
             Request::SubscribeMailbox { .. } | Request::SubscribeGroup { .. }
         );
-        let result = match self.bucket.take(Instant::now()) {
-            Ok(()) => self.handle(frame.request).await,
-            Err(wait) => Err(RelayError::new(
-                RelayErrorKind::RateLimited {
-                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
-                },
-                "too many requests on this connection",
-            )),
+        let plan = match self.bucket.take(Instant::now()) {
+            Ok(()) => self.plan(frame.request),
+            Err(wait) => {
+                let limited = RelayError::new(
+                    RelayErrorKind::RateLimited {
+                        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                    },
+                    "too many requests on this connection",
+                );
+                Plan::Concurrent(Box::pin(std::future::ready(Err(limited))))
+            }
         };
+        let id = frame.id;
+        match plan {
+            Plan::Concurrent(reply) => {
+                self.inflight
+                    .push_back(Box::pin(async move { (id, reply.await) }));
+            }
+            Plan::Stateful(request) => {
+                self.drain().await?;
+                let result = self.handle_stateful(request).await;
+                let subscribed = is_subscribe && result.is_ok();
+                self.reply(id, result).await?;
+                if subscribed {
+                    self.flush_all().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers every running request, in order.
+    async fn drain(&mut self) -> Result<(), Gone> {
+        while let Some((id, result)) = self.inflight.next().await {
+            self.reply(id, result).await?;
+        }
+        Ok(())
+    }
+
+    async fn reply(&mut self, id: u64, result: Result<Response, RelayError>) -> Result<(), Gone> {
         if let Err(e) = &result {
             self.shared.metrics.reject(e.kind.name());
         }
-        let subscribed = is_subscribe && result.is_ok();
-        self.send(&ServerFrame::Response {
-            id: frame.id,
-            result,
-        })
-        .await?;
-        if subscribed {
-            self.flush_all().await?;
-        }
-        Ok(())
+        self.send(&ServerFrame::Response { id, result }).await
     }
 
     async fn on_wake(&mut self) -> Result<(), Gone> {
@@ -377,6 +418,8 @@ impl<S: Store> Conn<S> {
         message: impl Into<String>,
     ) -> Result<(), Gone> {
         let error = RelayError::new(kind, message);
+        // Earlier requests still get their answers (their effects may be durable).
+        self.drain().await?;
         tracing::debug!(ip = %self.ip, %error, "closing connection after protocol error");
         self.shared.metrics.reject(error.kind.name());
         let reason = error.to_string();

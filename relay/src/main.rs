@@ -49,6 +49,9 @@ struct Args {
     /// Key-package claims per minute, per claimer and per claimed device.
     #[arg(long, default_value_t = Limits::default().claims_per_min_per_claimer)]
     claims_per_min: f64,
+    /// Mailbox posts per minute per sending principal.
+    #[arg(long, default_value_t = Limits::default().mailbox_posts_per_min)]
+    mailbox_posts_per_min: f64,
     /// Connections per client IP.
     #[arg(long, default_value_t = Limits::default().connections_per_ip)]
     connections_per_ip: usize,
@@ -120,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         claims_per_min_per_claimer: args.claims_per_min,
         claims_per_min_per_target: args.claims_per_min,
         connections_per_ip: args.connections_per_ip,
+        mailbox_posts_per_min: args.mailbox_posts_per_min,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         handshake_timeout: Duration::from_millis(args.handshake_timeout_ms.max(10)),
         auth_timeout: Duration::from_millis(args.auth_timeout_ms.max(10)),

@@ -18,5 +18,7 @@ mod groups;
 mod hostile;
 #[path = "cases/keypackages.rs"]
 mod keypackages;
+#[path = "cases/throughput.rs"]
+mod throughput;
 #[path = "cases/transport.rs"]
 mod transport;

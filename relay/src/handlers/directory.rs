@@ -1,5 +1,7 @@
 //! Account lookup, the key-package directory and mailbox posts.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sotto_protocol::relay::{
@@ -7,18 +9,30 @@ use sotto_protocol::relay::{
     credential_identity,
 };
 
-use super::{err, internal, local_only};
-use crate::conn::{Conn, Session};
+use super::{Ctx, err, internal, local_only};
+use crate::conn::Session;
 use crate::metrics::Metrics;
 use crate::mls::{ExpectedKeyPackage, check_key_package};
 use crate::net::parse_address;
-use crate::storage::{NewMailboxPost, Store};
+use crate::storage::{MailboxOutcome, NewMailboxPost, Store};
 use crate::unix_now;
 
 /// Most key packages in one publish request.
 const MAX_BATCH: usize = 256;
 /// Most recipients of one mailbox post.
 const MAX_RECIPIENTS: usize = 256;
+
+fn unknown_recipient(recipients: &[DeviceRef], i: usize) -> RelayError {
+    let (address, device_id) = recipients
+        .get(i)
+        .map_or(("?", "?"), |r| (r.address.as_str(), r.device_id.as_str()));
+    err(
+        RelayErrorKind::UnknownRecipient {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+        },
+        format!("{address}/{device_id} has no mailbox here"),
+    )
+}
 
 fn rate_limited(wait: std::time::Duration, what: &str) -> RelayError {
     err(
@@ -29,7 +43,7 @@ fn rate_limited(wait: std::time::Duration, what: &str) -> RelayError {
     )
 }
 
-impl<S: Store> Conn<S> {
+impl<S: Store> Ctx<S> {
     /// Resolves a local `address/device_id` to its key.
     async fn local_device(&self, device: &DeviceRef) -> Result<Option<[u8; 32]>, RelayError> {
         let Some(parsed) = parse_address(&device.address) else {
@@ -187,13 +201,15 @@ impl<S: Store> Conn<S> {
         Ok(Response::KeyPackage(claimed))
     }
 
-    pub(super) async fn post_mailbox(
+    /// Checks the post and submits it; the returned future waits for the outcome.
+    pub(super) fn post_mailbox(
         &self,
         me: &Session,
         post_id: PostId,
         recipients: Vec<DeviceRef>,
         payload: Vec<u8>,
-    ) -> Result<Response, RelayError> {
+    ) -> Result<impl Future<Output = Result<Response, RelayError>> + Send + 'static, RelayError>
+    {
         let max = self.shared.config.limits.max_mailbox_payload;
         if payload.len() > max as usize {
             return Err(err(
@@ -211,36 +227,36 @@ impl<S: Store> Conn<S> {
             .mailbox_posts
             .take(&me.key, Instant::now())
             .map_err(|w| rate_limited(w, "mailbox posts"))?;
-        let mut keys = Vec::with_capacity(recipients.len());
+        let local = self.shared.config.public_url.authority();
+        let mut names = Vec::with_capacity(recipients.len());
         for (i, r) in recipients.iter().enumerate() {
-            let key = self.local_device(r).await?.ok_or_else(|| {
-                err(
-                    RelayErrorKind::UnknownRecipient {
-                        index: u32::try_from(i).unwrap_or(u32::MAX),
-                    },
-                    format!("{}/{} has no mailbox here", r.address, r.device_id),
-                )
-            })?;
-            keys.push(key);
+            match parse_address(&r.address) {
+                Some(p) if p.host == local => names.push((p.name.to_owned(), r.device_id.clone())),
+                _ => return Err(unknown_recipient(&recipients, i)),
+            }
         }
-        let n = keys.len() as u64;
-        let seqs = self
-            .shared
-            .store
-            .post_mailbox(NewMailboxPost {
-                sender: me.key,
-                sender_address: me.address.clone(),
-                post_id,
-                recipients: keys,
-                payload,
-                now: unix_now(),
-            })
-            .await
-            .map_err(internal)?;
-        self.shared
-            .metrics
-            .mailbox_stored
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        Ok(Response::Posted { seqs })
+        let n = names.len() as u64;
+        let pending = self.shared.store.post_mailbox(NewMailboxPost {
+            sender: me.key,
+            sender_address: me.address.clone(),
+            post_id,
+            recipients: names,
+            payload,
+            now: unix_now(),
+        });
+        let shared = Arc::clone(&self.shared);
+        Ok(async move {
+            let seqs = match pending.await.map_err(internal)? {
+                MailboxOutcome::Posted(seqs) => seqs,
+                MailboxOutcome::UnknownRecipient(i) => {
+                    return Err(unknown_recipient(&recipients, i));
+                }
+            };
+            shared
+                .metrics
+                .mailbox_stored
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(Response::Posted { seqs })
+        })
     }
 }

@@ -4,7 +4,10 @@ use sotto_protocol::relay::{
     PostId, Principal, RelayError, RelayErrorKind, Response, content_type,
 };
 
-use super::{err, internal, refusal};
+use super::{Ctx, err, internal, refusal};
+use std::future::Future;
+use std::sync::Arc;
+
 use crate::conn::{Conn, Session};
 use crate::hub::Key;
 use crate::metrics::Metrics;
@@ -34,7 +37,7 @@ fn check_group_id(id: &[u8]) -> Result<(), RelayError> {
     Ok(())
 }
 
-impl<S: Store> Conn<S> {
+impl<S: Store> Ctx<S> {
     pub(super) async fn create_group(
         &self,
         me: &Session,
@@ -56,7 +59,8 @@ impl<S: Store> Conn<S> {
         }
     }
 
-    pub(super) async fn post_group(
+    /// Checks the post and submits it; the returned future waits for the outcome.
+    pub(super) fn post_group(
         &self,
         me: &Session,
         post_id: PostId,
@@ -64,7 +68,8 @@ impl<S: Store> Conn<S> {
         message: Vec<u8>,
         added: Vec<Principal>,
         removed: Vec<Principal>,
-    ) -> Result<Response, RelayError> {
+    ) -> Result<impl Future<Output = Result<Response, RelayError>> + Send + 'static, RelayError>
+    {
         check_group_id(&group_id)?;
         let max = self.shared.config.limits.max_group_message;
         if message.len() > max as usize {
@@ -93,48 +98,22 @@ impl<S: Store> Conn<S> {
                 "access-list delta too large",
             ));
         }
-        let outcome = self
-            .shared
-            .store
-            .append_group(NewGroupEntry {
-                group_id,
-                sender: me.key,
-                post_id,
-                epoch: framing.epoch,
-                content_type: framing.content_type,
-                message,
-                added,
-                removed,
-                now: unix_now(),
-            })
-            .await
-            .map_err(internal)?;
-        match outcome {
-            AppendOutcome::Accepted { seq, epoch } => {
-                Metrics::inc(&self.shared.metrics.group_entries_stored);
-                Ok(Response::Accepted { seq, epoch })
-            }
-            AppendOutcome::Conflict {
-                current_epoch,
-                head_seq,
-            } => {
-                Metrics::inc(&self.shared.metrics.conflicts);
-                Err(err(
-                    RelayErrorKind::Conflict {
-                        current_epoch,
-                        head_seq,
-                    },
-                    format!(
-                        "message is for epoch {}, the group is at epoch {current_epoch}",
-                        framing.epoch
-                    ),
-                ))
-            }
-            AppendOutcome::NotMember => {
-                Err(err(RelayErrorKind::Forbidden, "not a member of this group"))
-            }
-            AppendOutcome::UnknownGroup => Err(err(RelayErrorKind::UnknownGroup, "no such group")),
-        }
+        let pending = self.shared.store.append_group(NewGroupEntry {
+            group_id,
+            sender: me.key,
+            post_id,
+            epoch: framing.epoch,
+            content_type: framing.content_type,
+            message,
+            added,
+            removed,
+            now: unix_now(),
+        });
+        let shared = Arc::clone(&self.shared);
+        Ok(async move {
+            let outcome = pending.await.map_err(internal)?;
+            accepted(&shared.metrics, framing.epoch, outcome)
+        })
     }
 
     pub(super) async fn read_group(
@@ -179,6 +158,32 @@ impl<S: Store> Conn<S> {
         }
     }
 
+    pub(super) async fn group_info(
+        &self,
+        me: &Session,
+        group_id: Vec<u8>,
+    ) -> Result<Response, RelayError> {
+        let outcome = self
+            .shared
+            .store
+            .read_group(group_id.clone(), me.key, u64::MAX >> 1, 1)
+            .await
+            .map_err(internal)?;
+        if !matches!(outcome, ReadOutcome::Entries { .. }) {
+            return Err(refusal(&outcome));
+        }
+        let state = self
+            .shared
+            .store
+            .group_state(group_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| err(RelayErrorKind::UnknownGroup, "no such group"))?;
+        Ok(Response::Group(state))
+    }
+}
+
+impl<S: Store> Conn<S> {
     pub(super) async fn subscribe_group(
         &mut self,
         me: &Session,
@@ -205,28 +210,37 @@ impl<S: Store> Conn<S> {
         self.group_subs.insert(group_id, after);
         Ok(Response::Ok)
     }
+}
 
-    pub(super) async fn group_info(
-        &self,
-        me: &Session,
-        group_id: Vec<u8>,
-    ) -> Result<Response, RelayError> {
-        let outcome = self
-            .shared
-            .store
-            .read_group(group_id.clone(), me.key, u64::MAX >> 1, 1)
-            .await
-            .map_err(internal)?;
-        if !matches!(outcome, ReadOutcome::Entries { .. }) {
-            return Err(refusal(&outcome));
+fn accepted(
+    metrics: &Metrics,
+    epoch_of_message: u64,
+    outcome: AppendOutcome,
+) -> Result<Response, RelayError> {
+    match outcome {
+        AppendOutcome::Accepted { seq, epoch } => {
+            Metrics::inc(&metrics.group_entries_stored);
+            Ok(Response::Accepted { seq, epoch })
         }
-        let state = self
-            .shared
-            .store
-            .group_state(group_id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| err(RelayErrorKind::UnknownGroup, "no such group"))?;
-        Ok(Response::Group(state))
+        AppendOutcome::Conflict {
+            current_epoch,
+            head_seq,
+        } => {
+            Metrics::inc(&metrics.conflicts);
+            Err(err(
+                RelayErrorKind::Conflict {
+                    current_epoch,
+                    head_seq,
+                },
+                format!(
+                    "message is for epoch {}, the group is at epoch {current_epoch}",
+                    epoch_of_message
+                ),
+            ))
+        }
+        AppendOutcome::NotMember => {
+            Err(err(RelayErrorKind::Forbidden, "not a member of this group"))
+        }
+        AppendOutcome::UnknownGroup => Err(err(RelayErrorKind::UnknownGroup, "no such group")),
     }
 }

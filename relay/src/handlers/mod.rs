@@ -1,17 +1,44 @@
 //! Request handlers: one module per area. Each returns the response or the error that
 //! goes back to the client; `Ok` means the change is already durable.
+//!
+//! Requests that touch only shared state run through [`Ctx`] and may overlap on one
+//! connection (their answers still go out in request order); group and mailbox posts take
+//! their place in the commit order when they are started, so one connection's posts are
+//! stored in the order it sent them. Requests that change the connection itself
+//! (authentication, subscriptions) wait for everything before them.
 
 mod auth;
 mod directory;
 mod groups;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use sotto_protocol::relay::{DeviceRef, RelayError, RelayErrorKind, Request, Response};
 
 use crate::conn::{Conn, Session};
 use crate::hub::Key;
+use crate::server::Shared;
 use crate::storage::{ReadOutcome, Store, StoreError};
 
 pub(crate) use groups::read_refusal;
+
+/// A running request.
+pub(crate) type Reply = Pin<Box<dyn Future<Output = Result<Response, RelayError>> + Send>>;
+
+/// How a request runs.
+pub(crate) enum Plan {
+    /// Needs the connection's state: runs after every earlier request has answered.
+    Stateful(Request),
+    /// Runs beside other requests.
+    Concurrent(Reply),
+}
+
+/// What the concurrent handlers need (owned, so their futures outlive the borrow).
+pub(crate) struct Ctx<S> {
+    pub shared: Arc<Shared<S>>,
+}
 
 fn err(kind: RelayErrorKind, message: impl Into<String>) -> RelayError {
     RelayError::new(kind, message)
@@ -22,11 +49,36 @@ fn internal(e: StoreError) -> RelayError {
     err(RelayErrorKind::Internal, "storage failure; retry later")
 }
 
+fn ready(result: Result<Response, RelayError>) -> Reply {
+    Box::pin(std::future::ready(result))
+}
+
 impl<S: Store> Conn<S> {
-    /// Dispatches one request.
-    pub(crate) async fn handle(&mut self, req: Request) -> Result<Response, RelayError> {
+    /// Decides how a request runs.
+    pub(crate) fn plan(&self, req: Request) -> Plan {
         match req {
-            Request::Ping => Ok(Response::Pong),
+            Request::Challenge
+            | Request::Authenticate { .. }
+            | Request::Register { .. }
+            | Request::SubscribeMailbox { .. }
+            | Request::SubscribeGroup { .. }
+            | Request::UnsubscribeGroup { .. } => Plan::Stateful(req),
+            Request::Ping => Plan::Concurrent(ready(Ok(Response::Pong))),
+            other => match self.session.clone() {
+                None => Plan::Concurrent(ready(Err(unauthenticated()))),
+                Some(me) => {
+                    let ctx = Ctx {
+                        shared: Arc::clone(&self.shared),
+                    };
+                    Plan::Concurrent(ctx.start(me, other))
+                }
+            },
+        }
+    }
+
+    /// Runs a request that changes the connection's state.
+    pub(crate) async fn handle_stateful(&mut self, req: Request) -> Result<Response, RelayError> {
+        match req {
             Request::Challenge => Ok(Response::Challenge {
                 nonce: self.fresh_nonce(),
             }),
@@ -49,22 +101,63 @@ impl<S: Store> Conn<S> {
                     .await
             }
             other => {
-                let session = self.session.clone().ok_or_else(|| {
-                    err(
-                        RelayErrorKind::Unauthenticated,
-                        "authenticate or register first",
-                    )
-                })?;
-                self.handle_authenticated(session, other).await
+                let me = self.session.clone().ok_or_else(unauthenticated)?;
+                match other {
+                    Request::SubscribeMailbox { device, after } => {
+                        owner_only(&me, &device)?;
+                        self.reg.watch(Key::Mailbox(me.key));
+                        self.mailbox_cursor = Some(after);
+                        Ok(Response::Ok)
+                    }
+                    Request::SubscribeGroup { group_id, after } => {
+                        self.subscribe_group(&me, group_id, after).await
+                    }
+                    Request::UnsubscribeGroup { group_id } => {
+                        self.group_subs.remove(&group_id);
+                        self.reg.unwatch(&Key::Group(group_id));
+                        Ok(Response::Ok)
+                    }
+                    _ => Err(err(RelayErrorKind::BadRequest, "request not supported")),
+                }
             }
         }
     }
+}
 
-    async fn handle_authenticated(
-        &mut self,
-        me: Session,
-        req: Request,
-    ) -> Result<Response, RelayError> {
+fn unauthenticated() -> RelayError {
+    err(
+        RelayErrorKind::Unauthenticated,
+        "authenticate or register first",
+    )
+}
+
+impl<S: Store> Ctx<S> {
+    /// Starts a concurrent request. Posts are submitted to storage before this returns.
+    fn start(self, me: Session, req: Request) -> Reply {
+        match req {
+            Request::PostGroup {
+                post_id,
+                group_id,
+                message,
+                added,
+                removed,
+            } => match self.post_group(&me, post_id, group_id, message, added, removed) {
+                Ok(reply) => Box::pin(reply),
+                Err(e) => ready(Err(e)),
+            },
+            Request::PostMailbox {
+                post_id,
+                recipients,
+                payload,
+            } => match self.post_mailbox(&me, post_id, recipients, payload) {
+                Ok(reply) => Box::pin(reply),
+                Err(e) => ready(Err(e)),
+            },
+            other => Box::pin(async move { self.handle(me, other).await }),
+        }
+    }
+
+    async fn handle(&self, me: Session, req: Request) -> Result<Response, RelayError> {
         match req {
             Request::LookupAccount { address } => self.lookup(address).await,
             Request::PublishKeyPackages {
@@ -80,17 +173,6 @@ impl<S: Store> Conn<S> {
                 device,
                 ciphersuite,
             } => self.claim(&me, device, ciphersuite).await,
-            Request::PostMailbox {
-                post_id,
-                recipients,
-                payload,
-            } => self.post_mailbox(&me, post_id, recipients, payload).await,
-            Request::SubscribeMailbox { device, after } => {
-                owner_only(&me, &device)?;
-                self.reg.watch(Key::Mailbox(me.key));
-                self.mailbox_cursor = Some(after);
-                Ok(Response::Ok)
-            }
             Request::AckMailbox { device, up_to } => {
                 owner_only(&me, &device)?;
                 self.shared
@@ -101,29 +183,11 @@ impl<S: Store> Conn<S> {
                 Ok(Response::Ok)
             }
             Request::CreateGroup { group_id } => self.create_group(&me, group_id).await,
-            Request::PostGroup {
-                post_id,
-                group_id,
-                message,
-                added,
-                removed,
-            } => {
-                self.post_group(&me, post_id, group_id, message, added, removed)
-                    .await
-            }
             Request::ReadGroup {
                 group_id,
                 after,
                 limit,
             } => self.read_group(&me, group_id, after, limit).await,
-            Request::SubscribeGroup { group_id, after } => {
-                self.subscribe_group(&me, group_id, after).await
-            }
-            Request::UnsubscribeGroup { group_id } => {
-                self.group_subs.remove(&group_id);
-                self.reg.unwatch(&Key::Group(group_id));
-                Ok(Response::Ok)
-            }
             Request::AckGroup { group_id, seq } => {
                 self.shared
                     .store
@@ -133,10 +197,6 @@ impl<S: Store> Conn<S> {
                 Ok(Response::Ok)
             }
             Request::GroupInfo { group_id } => self.group_info(&me, group_id).await,
-            Request::Authenticate { .. } | Request::Register { .. } => Err(err(
-                RelayErrorKind::AlreadyAuthenticated,
-                "this connection is already authenticated",
-            )),
             _ => Err(err(RelayErrorKind::BadRequest, "request not supported")),
         }
     }

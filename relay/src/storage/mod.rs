@@ -102,12 +102,21 @@ pub struct NewMailboxPost {
     pub sender_address: String,
     /// Idempotency key.
     pub post_id: PostId,
-    /// The recipient device keys.
-    pub recipients: Vec<Principal>,
+    /// The recipients on this relay as `(name, device_id)`; resolved in the transaction.
+    pub recipients: Vec<(String, String)>,
     /// The payload.
     pub payload: Vec<u8>,
     /// Now, Unix seconds.
     pub now: u64,
+}
+
+/// The outcome of a mailbox post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxOutcome {
+    /// Stored (or found stored under the same post id): each recipient's mailbox seq.
+    Posted(Vec<u64>),
+    /// The recipient at this index is not registered; nothing was stored.
+    UnknownRecipient(usize),
 }
 
 /// A group-log append.
@@ -190,6 +199,10 @@ pub enum ReadOutcome {
 
 /// The storage operations of the relay. Every method is atomic and durable when its
 /// future resolves `Ok` (durable before any acknowledgement reaches a client).
+///
+/// [`Store::append_group`] and [`Store::post_mailbox`] take their place in the commit
+/// order when they are *called*, not when their future is first polled: a connection that
+/// starts two posts in a row gets them stored in that order even while both are pending.
 pub trait Store: Send + Sync + 'static {
     /// Registers `name` for a device key.
     fn register(
@@ -245,7 +258,7 @@ pub trait Store: Send + Sync + 'static {
     fn post_mailbox(
         &self,
         post: NewMailboxPost,
-    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<MailboxOutcome, StoreError>> + Send + use<Self>;
 
     /// Mailbox entries with `seq > after`.
     fn read_mailbox(
@@ -275,7 +288,7 @@ pub trait Store: Send + Sync + 'static {
     fn append_group(
         &self,
         entry: NewGroupEntry,
-    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send + use<Self>;
 
     /// Reads entries with `seq > after` that `reader` may see.
     fn read_group(

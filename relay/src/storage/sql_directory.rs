@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sotto_protocol::relay::{ClaimedKeyPackage, KeyPackageCount, MailboxEntry, Principal};
 
-use super::{Change, NewKeyPackage, NewMailboxPost, RegisterOutcome};
+use super::{Change, MailboxOutcome, NewKeyPackage, NewMailboxPost, RegisterOutcome};
 
 /// `posts.kind` of mailbox posts.
 pub const POST_KIND_MAILBOX: i64 = 0;
@@ -39,10 +39,10 @@ pub fn register(
     if taken.is_some() {
         return Ok(RegisterOutcome::NameTaken);
     }
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO devices (key, name, device_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![key, name, device_id, now],
-    )?;
+    )?
+    .execute(params![key, name, device_id, now])?;
     Ok(RegisterOutcome::Registered)
 }
 
@@ -51,12 +51,9 @@ pub fn device_key(
     name: &str,
     device_id: &str,
 ) -> rusqlite::Result<Option<Principal>> {
-    c.query_row(
-        "SELECT key FROM devices WHERE name = ?1 AND device_id = ?2",
-        params![name, device_id],
-        |r| r.get(0),
-    )
-    .optional()
+    c.prepare_cached("SELECT key FROM devices WHERE name = ?1 AND device_id = ?2")?
+        .query_row(params![name, device_id], |r| r.get(0))
+        .optional()
 }
 
 pub fn devices(c: &Connection, name: &str) -> rusqlite::Result<Vec<(String, Principal)>> {
@@ -88,10 +85,10 @@ pub fn publish(
         ])?;
     }
     if let Some(kp) = last_resort {
-        c.execute(
+        c.prepare_cached(
             "DELETE FROM key_packages WHERE device = ?1 AND ciphersuite = ?2 AND last_resort = 1",
-            params![device, ciphersuite],
-        )?;
+        )?
+        .execute(params![device, ciphersuite])?;
         ins.execute(params![
             device,
             ciphersuite,
@@ -111,12 +108,11 @@ pub fn count(
     now: u64,
 ) -> rusqlite::Result<KeyPackageCount> {
     let count = |last_resort: i64| -> rusqlite::Result<u32> {
-        c.query_row(
+        c.prepare_cached(
             "SELECT COUNT(*) FROM key_packages WHERE device = ?1 AND ciphersuite = ?2
              AND last_resort = ?3 AND not_before <= ?4 AND not_after > ?4",
-            params![device, ciphersuite, last_resort, now],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![device, ciphersuite, last_resort, now], |r| r.get(0))
     };
     Ok(KeyPackageCount {
         ciphersuite,
@@ -132,18 +128,20 @@ pub fn claim(
     now: u64,
 ) -> rusqlite::Result<Option<ClaimedKeyPackage>> {
     let pick = |last_resort: i64| -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
-        c.query_row(
+        c.prepare_cached(
             "SELECT id, data FROM key_packages WHERE device = ?1 AND ciphersuite = ?2
              AND last_resort = ?3 AND not_before <= ?4 AND not_after > ?4
              ORDER BY id LIMIT 1",
-            params![device, ciphersuite, last_resort, now],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row(params![device, ciphersuite, last_resort, now], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()
     };
     if let Some((id, data)) = pick(0)? {
         // The single-use package leaves the pool in the same transaction that hands it out.
-        c.execute("DELETE FROM key_packages WHERE id = ?1", params![id])?;
+        c.prepare_cached("DELETE FROM key_packages WHERE id = ?1")?
+            .execute(params![id])?;
         return Ok(Some(ClaimedKeyPackage {
             key_package: data,
             last_resort: false,
@@ -174,7 +172,7 @@ pub fn post_mailbox(
     c: &Connection,
     post: &NewMailboxPost,
     changes: &mut Vec<Change>,
-) -> rusqlite::Result<Vec<u64>> {
+) -> rusqlite::Result<MailboxOutcome> {
     let prior: Option<Vec<u8>> = c
         .query_row(
             "SELECT result FROM posts WHERE principal = ?1 AND kind = ?2 AND scope = x''
@@ -184,41 +182,48 @@ pub fn post_mailbox(
         )
         .optional()?;
     if let Some(prior) = prior {
-        return Ok(decode_seqs(&prior));
+        return Ok(MailboxOutcome::Posted(decode_seqs(&prior)));
     }
-    c.execute(
+    let mut devices = Vec::with_capacity(post.recipients.len());
+    for (i, (name, device_id)) in post.recipients.iter().enumerate() {
+        match device_key(c, name, device_id)? {
+            Some(key) => devices.push(key),
+            None => return Ok(MailboxOutcome::UnknownRecipient(i)),
+        }
+    }
+    c.prepare_cached(
         "INSERT INTO mailbox_blobs (sender, sender_address, post_id, payload, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            post.sender,
-            post.sender_address,
-            post.post_id,
-            post.payload,
-            post.now
-        ],
-    )?;
+    )?
+    .execute(params![
+        post.sender,
+        post.sender_address,
+        post.post_id,
+        post.payload,
+        post.now
+    ])?;
     let blob = c.last_insert_rowid();
     let mut seqs = Vec::with_capacity(post.recipients.len());
     let mut ins = c.prepare_cached(
         "INSERT INTO mailbox (device, blob, created_at) VALUES (?1, ?2, ?3) RETURNING seq",
     )?;
-    for device in &post.recipients {
+    for device in &devices {
         let seq: u64 = ins.query_row(params![device, blob, post.now], |r| r.get(0))?;
         seqs.push(seq);
         changes.push(Change::Mailbox { device: *device });
     }
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO posts (principal, kind, scope, post_id, result, created_at)
          VALUES (?1, ?2, x'', ?3, ?4, ?5)",
-        params![
-            post.sender,
-            POST_KIND_MAILBOX,
-            post.post_id,
-            encode_seqs(&seqs),
-            post.now
-        ],
-    )?;
-    Ok(seqs)
+    )?
+    .execute(params![
+        post.sender,
+        POST_KIND_MAILBOX,
+        post.post_id,
+        encode_seqs(&seqs),
+        post.now
+    ])?;
+    Ok(MailboxOutcome::Posted(seqs))
 }
 
 pub fn read_mailbox(
@@ -246,11 +251,11 @@ pub fn read_mailbox(
 }
 
 fn delete_orphan_blobs(c: &Connection) -> rusqlite::Result<usize> {
-    c.execute(
+    c.prepare_cached(
         "DELETE FROM mailbox_blobs WHERE NOT EXISTS
          (SELECT 1 FROM mailbox WHERE mailbox.blob = mailbox_blobs.id)",
-        [],
-    )
+    )?
+    .execute([])
 }
 
 pub fn ack_mailbox(c: &Connection, device: &Principal, up_to: u64) -> rusqlite::Result<()> {
@@ -270,12 +275,15 @@ pub fn ack_mailbox(c: &Connection, device: &Principal, up_to: u64) -> rusqlite::
 }
 
 pub fn prune(c: &Connection, now: u64, cutoff: u64) -> rusqlite::Result<u64> {
-    let mut n = c.execute("DELETE FROM mailbox WHERE created_at < ?1", params![cutoff])?;
+    let mut n = c
+        .prepare_cached("DELETE FROM mailbox WHERE created_at < ?1")?
+        .execute(params![cutoff])?;
     n += delete_orphan_blobs(c)?;
-    n += c.execute(
-        "DELETE FROM key_packages WHERE not_after <= ?1",
-        params![now],
-    )?;
-    n += c.execute("DELETE FROM posts WHERE created_at < ?1", params![cutoff])?;
+    n += c
+        .prepare_cached("DELETE FROM key_packages WHERE not_after <= ?1")?
+        .execute(params![now])?;
+    n += c
+        .prepare_cached("DELETE FROM posts WHERE created_at < ?1")?
+        .execute(params![cutoff])?;
     Ok(n as u64)
 }

@@ -15,18 +15,15 @@ struct GroupRow {
 }
 
 fn group_row(c: &Connection, id: &[u8]) -> rusqlite::Result<Option<GroupRow>> {
-    c.query_row(
-        "SELECT epoch, head, pruned_through FROM groups WHERE id = ?1",
-        params![id],
-        |r| {
+    c.prepare_cached("SELECT epoch, head, pruned_through FROM groups WHERE id = ?1")?
+        .query_row(params![id], |r| {
             Ok(GroupRow {
                 epoch: r.get(0)?,
                 head: r.get(1)?,
                 pruned_through: r.get(2)?,
             })
-        },
-    )
-    .optional()
+        })
+        .optional()
 }
 
 /// `(added_seq, removed_seq)` of a principal's membership row.
@@ -35,11 +32,10 @@ fn membership(
     id: &[u8],
     who: &Principal,
 ) -> rusqlite::Result<Option<(u64, Option<u64>)>> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT added_seq, removed_seq FROM group_members WHERE group_id = ?1 AND principal = ?2",
-        params![id, who],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row(params![id, who], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()
 }
 
@@ -64,15 +60,15 @@ pub fn create(
             _ => CreateOutcome::Exists,
         });
     }
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO groups (id, epoch, head, pruned_through, created_at) VALUES (?1, 0, 0, 0, ?2)",
-        params![id, now],
-    )?;
-    c.execute(
+    )?
+    .execute(params![id, now])?;
+    c.prepare_cached(
         "INSERT INTO group_members (group_id, principal, added_seq, removed_seq, cursor)
          VALUES (?1, ?2, 0, NULL, 0)",
-        params![id, creator],
-    )?;
+    )?
+    .execute(params![id, creator])?;
     Ok(CreateOutcome::Ok(GroupState {
         group_id: id.to_vec(),
         epoch: 0,
@@ -116,43 +112,39 @@ pub fn append(
     let is_commit = e.content_type == content_type::COMMIT;
     // The conditional update: exactly one row, or someone else moved the epoch first.
     let touched = if is_commit {
-        c.execute(
+        c.prepare_cached(
             "UPDATE groups SET epoch = ?2 + 1, head = head + 1 WHERE id = ?1 AND epoch = ?2",
-            params![e.group_id, e.epoch],
         )?
+        .execute(params![e.group_id, e.epoch])?
     } else {
-        c.execute(
-            "UPDATE groups SET head = head + 1 WHERE id = ?1 AND epoch = ?2",
-            params![e.group_id, e.epoch],
-        )?
+        c.prepare_cached("UPDATE groups SET head = head + 1 WHERE id = ?1 AND epoch = ?2")?
+            .execute(params![e.group_id, e.epoch])?
     };
     if touched != 1 {
         return Ok(conflict);
     }
     let seq = g.head + 1;
     let epoch = if is_commit { e.epoch + 1 } else { e.epoch };
-    c.execute(
-        "INSERT INTO group_log (group_id, seq, epoch, content_type, sender, post_id, message, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![e.group_id, seq, e.epoch, e.content_type, e.sender, e.post_id, e.message, e.now],
+    c.prepare_cached("INSERT INTO group_log (group_id, seq, epoch, content_type, sender, post_id, message, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![e.group_id, seq, e.epoch, e.content_type, e.sender, e.post_id, e.message, e.now],
     )?;
     if is_commit {
         apply_delta(c, &e.group_id, seq, &e.added, &e.removed)?;
     }
     let mut result = seq.to_be_bytes().to_vec();
     result.extend_from_slice(&epoch.to_be_bytes());
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO posts (principal, kind, scope, post_id, result, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            e.sender,
-            POST_KIND_GROUP,
-            e.group_id,
-            e.post_id,
-            result,
-            e.now
-        ],
-    )?;
+    )?
+    .execute(params![
+        e.sender,
+        POST_KIND_GROUP,
+        e.group_id,
+        e.post_id,
+        result,
+        e.now
+    ])?;
     changes.push(Change::Group {
         group_id: e.group_id.clone(),
         head: seq,
@@ -168,23 +160,23 @@ fn apply_delta(
     removed: &[Principal],
 ) -> rusqlite::Result<()> {
     for p in removed {
-        c.execute(
+        c.prepare_cached(
             "UPDATE group_members SET removed_seq = ?3
              WHERE group_id = ?1 AND principal = ?2 AND removed_seq IS NULL",
-            params![id, p, seq],
-        )?;
+        )?
+        .execute(params![id, p, seq])?;
     }
     for p in added {
         // A new member reads from the entry after the commit that added it; re-adding a
         // removed principal starts a new membership.
-        c.execute(
+        c.prepare_cached(
             "INSERT INTO group_members (group_id, principal, added_seq, removed_seq, cursor)
              VALUES (?1, ?2, ?3, NULL, ?3)
              ON CONFLICT (group_id, principal) DO UPDATE
              SET added_seq = excluded.added_seq, removed_seq = NULL, cursor = excluded.cursor
              WHERE group_members.removed_seq IS NOT NULL",
-            params![id, p, seq],
-        )?;
+        )?
+        .execute(params![id, p, seq])?;
     }
     Ok(())
 }
@@ -231,10 +223,8 @@ pub fn read(
 }
 
 pub fn ack(c: &Connection, id: &[u8], who: &Principal, seq: u64) -> rusqlite::Result<()> {
-    c.execute(
-        "UPDATE group_members SET cursor = MAX(cursor, MIN(?3, (SELECT head FROM groups WHERE id = ?1)))
-         WHERE group_id = ?1 AND principal = ?2",
-        params![id, who, seq],
+    c.prepare_cached("UPDATE group_members SET cursor = MAX(cursor, MIN(?3, (SELECT head FROM groups WHERE id = ?1)))
+         WHERE group_id = ?1 AND principal = ?2")?.execute(params![id, who, seq],
     )?;
     Ok(())
 }
@@ -266,14 +256,11 @@ pub fn prune(c: &Connection, cutoff: u64) -> rusqlite::Result<u64> {
         if through <= pruned {
             continue;
         }
-        dropped += c.execute(
-            "DELETE FROM group_log WHERE group_id = ?1 AND seq <= ?2",
-            params![id, through],
-        )? as u64;
-        c.execute(
-            "UPDATE groups SET pruned_through = ?2 WHERE id = ?1",
-            params![id, through],
-        )?;
+        dropped += c
+            .prepare_cached("DELETE FROM group_log WHERE group_id = ?1 AND seq <= ?2")?
+            .execute(params![id, through])? as u64;
+        c.prepare_cached("UPDATE groups SET pruned_through = ?2 WHERE id = ?1")?
+            .execute(params![id, through])?;
     }
     Ok(dropped)
 }

@@ -3,6 +3,7 @@
 //! after COMMIT), plus a small pool of reader connections (WAL lets them run beside the
 //! writer).
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -14,8 +15,8 @@ use sotto_protocol::relay::{
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    AppendOutcome, Change, CreateOutcome, NewGroupEntry, NewKeyPackage, NewMailboxPost,
-    ReadOutcome, RegisterOutcome, Store, StoreError, schema, sql_directory as dir,
+    AppendOutcome, Change, CreateOutcome, MailboxOutcome, NewGroupEntry, NewKeyPackage,
+    NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError, schema, sql_directory as dir,
     sql_groups as grp,
 };
 
@@ -88,7 +89,13 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T, F>(&self, context: &'static str, f: F) -> Result<T, StoreError>
+    /// Queues a write now (its place in the commit order is fixed by this call) and
+    /// returns a future that resolves after COMMIT.
+    fn write<T, F>(
+        &self,
+        context: &'static str,
+        f: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Vec<Change>) -> rusqlite::Result<T> + Send + 'static,
@@ -117,8 +124,13 @@ impl SqliteStore {
                 },
             }
         });
-        self.writer.send(job).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let queued = self.writer.send(job).is_ok();
+        async move {
+            if !queued {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
     async fn read<T, F>(&self, context: &'static str, f: F) -> Result<T, StoreError>
@@ -251,11 +263,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn post_mailbox(&self, post: NewMailboxPost) -> Result<Vec<u64>, StoreError> {
+    fn post_mailbox(
+        &self,
+        post: NewMailboxPost,
+    ) -> impl Future<Output = Result<MailboxOutcome, StoreError>> + Send + use<> {
         self.write("post mailbox", move |c, changes| {
             dir::post_mailbox(c, &post, changes)
         })
-        .await
     }
 
     async fn read_mailbox(
@@ -289,11 +303,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_group(&self, entry: NewGroupEntry) -> Result<AppendOutcome, StoreError> {
+    fn append_group(
+        &self,
+        entry: NewGroupEntry,
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send + use<> {
         self.write("append group entry", move |c, changes| {
             grp::append(c, &entry, changes)
         })
-        .await
     }
 
     async fn read_group(
@@ -566,13 +582,29 @@ mod tests {
             sender: [1; 32],
             sender_address: "alice@x".into(),
             post_id: [7; 16],
-            recipients: vec![bob, carol],
+            recipients: vec![("bob".into(), "d".into()), ("carol".into(), "d".into())],
             payload: b"welcome".to_vec(),
             now: 5,
         };
-        let seqs = s.post_mailbox(post.clone()).await.expect("post");
+        for (name, key) in [("bob", bob), ("carol", carol)] {
+            s.register(name.into(), "d".into(), key, 1)
+                .await
+                .expect("register");
+        }
+        let mut unknown = post.clone();
+        unknown.recipients.push(("dave".into(), "d".into()));
+        assert_eq!(
+            s.post_mailbox(unknown).await.expect("post"),
+            MailboxOutcome::UnknownRecipient(2)
+        );
+        let MailboxOutcome::Posted(seqs) = s.post_mailbox(post.clone()).await.expect("post") else {
+            panic!("posted")
+        };
         assert_eq!(seqs.len(), 2);
-        assert_eq!(s.post_mailbox(post).await.expect("repost"), seqs);
+        assert_eq!(
+            s.post_mailbox(post).await.expect("repost"),
+            MailboxOutcome::Posted(seqs.clone())
+        );
         assert_eq!(
             changes.try_recv().ok(),
             Some(Change::Mailbox { device: bob })

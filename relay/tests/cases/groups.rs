@@ -490,3 +490,35 @@ async fn retention_keeps_unread_entries_and_reports_gaps() {
         vec![3, 4]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_posts_are_stored_and_answered_in_order() {
+    const N: usize = 40;
+    let relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let mut g = mls::new_group(&alice);
+    create(&mut a, &g).await;
+    let mut sent = Vec::new();
+    for i in 0..N {
+        let pid = post_id();
+        let message = mls::app_message(&mut g, &alice, format!("m{i}").as_bytes());
+        let id = a
+            .send(Request::PostGroup {
+                post_id: pid,
+                group_id: gid(&g),
+                message,
+                added: vec![],
+                removed: vec![],
+            })
+            .await;
+        sent.push((id, pid));
+    }
+    for (n, (id, _)) in sent.iter().enumerate() {
+        assert_eq!(accepted(a.response(*id).await).await, (n as u64 + 1, 0));
+    }
+    let (entries, _) = read_all(&mut a, &gid(&g), 0).await;
+    let stored: Vec<_> = entries.iter().map(|e| e.post_id).collect();
+    let expected: Vec<_> = sent.iter().map(|(_, p)| *p).collect();
+    assert_eq!(stored, expected);
+}
