@@ -1,60 +1,12 @@
-//! The frame encoding: one version byte, then postcard.
+//! The frame encoding: one version byte, then postcard. It lives in
+//! [`sotto_protocol::wire`] so the relay and every client share one implementation.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sotto_protocol::relay::{MIN_WIRE_VERSION, WIRE_VERSION};
-
-/// Why a frame could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// Zero bytes.
-    #[error("empty frame")]
-    Empty,
-    /// The peer speaks another wire version.
-    #[error("unsupported wire version {version}")]
-    Version {
-        /// The version byte received.
-        version: u8,
-    },
-    /// The body is not a valid frame of this version.
-    #[error("malformed frame: {reason}")]
-    Malformed {
-        /// Postcard's explanation.
-        reason: String,
-    },
-}
-
-/// Encodes a frame: `[WIRE_VERSION] ‖ postcard(frame)`.
-pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
-    let out = vec![WIRE_VERSION];
-    // Serializing our own in-memory types into a Vec cannot fail.
-    match postcard::to_extend(frame, out) {
-        Ok(v) => v,
-        Err(_) => vec![WIRE_VERSION],
-    }
-}
-
-/// Decodes a frame, rejecting other versions and trailing bytes.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&version) {
-        return Err(DecodeError::Version { version });
-    }
-    let (frame, rest) = postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed {
-        reason: e.to_string(),
-    })?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Malformed {
-            reason: format!("{} trailing bytes", rest.len()),
-        });
-    }
-    Ok(frame)
-}
+pub use sotto_protocol::wire::{DecodeError, decode, encode};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sotto_protocol::relay::{ClientFrame, Request};
+    use sotto_protocol::relay::{ClientFrame, Request, WIRE_VERSION};
 
     #[test]
     fn round_trip_and_rejections() {
