@@ -1,0 +1,207 @@
+//! 4. Group scaling. (a) The MLS step, ours against raw openmls (see `mls_step`).
+//!    (b) End to end: a real sottod creates a named group of N members on a real relay;
+//!    the members are raw protocol clients that registered and published one key package
+//!    each (N real daemons do not fit on 2 cores). Times: `conversation.create` → the first
+//!    member's mailbox push of the Welcome, → `conversation.changed` with nothing pending
+//!    (claims, commit, Welcomes all done), and that member's join from the Welcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::*;
+use serde_json::json;
+use sotto_protocol::relay::{MailboxPayload, Push, Request, Response};
+use tokio::sync::Semaphore;
+
+use super::Ctx;
+use super::mls_step::{self, STEPS};
+use crate::procs::{Daemon, Relay, unlimited_flags};
+use crate::progress;
+use crate::relay_client::{Client, Device};
+use crate::report::{Row, ratio};
+use crate::stats::fmt_us;
+
+fn ms(d: Duration) -> String {
+    fmt_us(d.as_secs_f64() * 1e6)
+}
+
+fn breakdown(s: &mls_step::Steps) -> String {
+    STEPS
+        .iter()
+        .zip(s)
+        .map(|(n, d)| format!("{n} {}", ms(*d)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let sizes: &[(usize, usize)] = ctx.pick(&[(10, 3), (100, 1)], &[(10, 5), (100, 3), (1000, 1)]);
+    for &(n, reps) in sizes {
+        progress!("MLS step, N={n}: {reps} run(s) each of ours and raw openmls");
+        let (ours, raw) = tokio::task::spawn_blocking(move || {
+            let others = mls_step::other_key_packages(n - 1)?;
+            let (mut ours, mut raw) = (Vec::new(), Vec::new());
+            for _ in 0..reps {
+                let dir = tempfile::Builder::new()
+                    .prefix("sotto-bench-mls")
+                    .tempdir()?;
+                raw.push(mls_step::raw(dir.path(), &others)?);
+                ours.push(mls_step::ours(dir.path(), &others)?);
+            }
+            Ok::<_, anyhow::Error>((mls_step::median(&ours), mls_step::median(&raw)))
+        })
+        .await??;
+        let (o, r) = (mls_step::total(&ours), mls_step::total(&raw));
+        let rt = ratio(o.as_secs_f64(), r.as_secs_f64());
+        progress!("ours: {}", breakdown(&ours));
+        progress!("raw:  {}", breakdown(&raw));
+        rows.push(
+            Row::new(format!("4 MLS step N={n} (sum of 5 steps)"), ms(o))
+                .baseline(format!("{} raw openmls", ms(r)), rt)
+                .target("≤ 1.3× raw", rt.is_some_and(|x| x <= 1.3)),
+        );
+        for (i, step) in STEPS.iter().enumerate() {
+            let rt = ratio(ours[i].as_secs_f64(), raw[i].as_secs_f64());
+            rows.push(
+                Row::new(format!("4 (detail) N={n} {step}"), ms(ours[i])).baseline(ms(raw[i]), rt),
+            );
+        }
+    }
+
+    let e2e_sizes: &[usize] = ctx.pick(&[10], &[10, 100, 1000]);
+    let relay = Relay::start(&unlimited_flags()?)?;
+    let owner = Daemon::start()?;
+    owner.account(&relay, "owner").await?;
+    for &n in e2e_sizes {
+        match end_to_end(&relay, &owner, n).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::new(
+                format!("4 e2e group of {n}: FAILED"),
+                format!("{e:#}").replace('|', "/"),
+            )),
+        }
+    }
+    Ok(rows)
+}
+
+async fn end_to_end(relay: &Relay, owner: &Daemon, n: usize) -> anyhow::Result<Vec<Row>> {
+    progress!("e2e group of {n}: registering {n} raw members with key packages");
+    let gate = Arc::new(Semaphore::new(32));
+    let tag: u32 = rand::random();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let dev = Device::new(&relay.address(&format!("g{tag:x}-{i}")));
+        let (gate, addr) = (gate.clone(), relay.addr);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await?;
+            let mut c = Client::authed(addr, &dev, true).await?;
+            let r = c
+                .request(Request::PublishKeyPackages {
+                    ciphersuite: u16::from(sottod::mls::DEFAULT_CIPHERSUITE),
+                    key_packages: vec![dev.key_package()?],
+                    last_resort: None,
+                })
+                .await?;
+            anyhow::ensure!(
+                matches!(r, Response::Ok | Response::KeyPackageCount(_)),
+                "publish: {r:?}"
+            );
+            Ok::<_, anyhow::Error>((dev, c))
+        }));
+    }
+    let mut devices = Vec::with_capacity(n);
+    let mut first = None;
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (dev, c) = t.await??;
+        if i == 0 {
+            first = Some((dev.device_ref(), c));
+        }
+        devices.push(dev);
+    }
+    let (first_ref, mut first_conn) = first.context("no members")?;
+    let r = first_conn
+        .request(Request::SubscribeMailbox {
+            device: first_ref,
+            after: 0,
+        })
+        .await?;
+    anyhow::ensure!(matches!(r, Response::Ok), "subscribe: {r:?}");
+    let mut events = owner.client().await?;
+    events.subscribe().await?;
+    let mut c = owner.client().await?;
+    let addresses: Vec<&str> = devices.iter().map(|d| d.address.as_str()).collect();
+
+    progress!("e2e group of {n}: conversation.create on the daemon");
+    let start = Instant::now();
+    let welcome_wait = tokio::spawn(async move {
+        loop {
+            if let Push::Mailbox { entries } = first_conn.push().await? {
+                let at = start.elapsed();
+                let entry = entries.first().context("empty push")?;
+                let payload: MailboxPayload = sotto_protocol::wire::decode(&entry.payload)?;
+                let MailboxPayload::Welcome(env) = payload else {
+                    anyhow::bail!("not a welcome")
+                };
+                return Ok::<_, anyhow::Error>((at, env.welcome));
+            }
+        }
+    });
+    let conv = c
+        .ok(
+            "conversation.create",
+            json!({"members": addresses, "name": format!("bench-{n}")}),
+        )
+        .await?;
+    let id = conv["id"].as_str().context("no id")?.to_owned();
+    let done = events
+        .event_where(|e| {
+            let same = e["conversation"]["id"] == id.as_str();
+            same && (e["type"] == "conversation.change_failed"
+                || (e["type"] == "conversation.changed"
+                    && e["conversation"]["pending"]
+                        .as_array()
+                        .is_some_and(|p| p.is_empty())))
+        })
+        .await?;
+    let all_done = start.elapsed();
+    anyhow::ensure!(
+        done["type"] == "conversation.changed",
+        "the daemon gave up: {}",
+        done["conversation"]
+    );
+    let (welcome_at, welcome) =
+        tokio::time::timeout(Duration::from_secs(120), welcome_wait).await???;
+
+    let t = Instant::now();
+    let dev = devices.first().context("no members")?;
+    let MlsMessageBodyIn::Welcome(w) = MlsMessageIn::tls_deserialize_exact(&welcome)?.extract()
+    else {
+        anyhow::bail!("not a welcome");
+    };
+    StagedWelcome::new_from_welcome(&dev.provider, &sottod::mls::join_config(), w, None)?
+        .into_group(&dev.provider)?;
+    let join = t.elapsed();
+
+    Ok(vec![
+        Row::new(
+            format!("4 e2e group of {n}: create → Welcome pushed to a member"),
+            ms(welcome_at),
+        ),
+        Row::new(
+            format!("4 e2e group of {n}: create → daemon done (claims, commit, Welcomes)"),
+            ms(all_done),
+        )
+        .note_target(if n == 1000 {
+            "reported (absolute)"
+        } else {
+            "—"
+        }),
+        Row::new(
+            format!("4 e2e group of {n}: member joins from the Welcome (raw openmls, in memory)"),
+            ms(join),
+        ),
+    ])
+}

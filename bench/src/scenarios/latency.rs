@@ -1,0 +1,80 @@
+//! 1. End-to-end latency: `message.send` on daemon A → `message.received` on daemon B
+//!    through a local relay, 1 KiB text. Baseline: a relay `Ping` round trip over the same
+//!    loopback WebSocket (an authenticated raw client).
+
+use std::time::Instant;
+
+use serde_json::json;
+use sotto_protocol::relay::{Request, Response};
+
+use super::{Ctx, Pair, padded, received_text};
+use crate::procs::{Relay, unlimited_flags};
+use crate::progress;
+use crate::relay_client::{Client, Device};
+use crate::report::{Row, ratio};
+use crate::stats::{Samples, fmt_us};
+
+const TEXT_BYTES: usize = 1024;
+const WARMUP: usize = 20;
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let n = ctx.pick(100, 1000);
+    let relay = Relay::start(&unlimited_flags()?)?;
+    progress!("two daemons, accounts, a direct conversation");
+    let pair = Pair::start(&relay).await?;
+    let mut a = pair.a.client().await?;
+    let mut b = pair.b.client().await?;
+    b.subscribe().await?;
+
+    progress!("{n} sequential 1 KiB messages A → relay → B (after {WARMUP} warm-up)");
+    let mut e2e = Samples::with_capacity(n);
+    let mut accept = Samples::with_capacity(n);
+    for i in 0..WARMUP + n {
+        let tag = format!("lat-{i:06}");
+        let text = padded(&tag, TEXT_BYTES);
+        let start = Instant::now();
+        a.ok(
+            "message.send",
+            json!({"conversation": pair.bob, "text": text}),
+        )
+        .await?;
+        let accepted = start.elapsed();
+        b.event_where(|e| received_text(e).is_some_and(|t| t.starts_with(&tag)))
+            .await?;
+        if i >= WARMUP {
+            e2e.push(start.elapsed());
+            accept.push(accepted);
+        }
+    }
+
+    progress!("baseline: {n} relay Ping round trips on one WebSocket");
+    let dev = Device::new("pinger@elsewhere.example");
+    let mut c = Client::authed(relay.addr, &dev, false).await?;
+    let mut ping = Samples::with_capacity(n);
+    for i in 0..WARMUP + n {
+        let start = Instant::now();
+        let r = c.request(Request::Ping).await?;
+        anyhow::ensure!(matches!(r, Response::Pong), "ping answered {r:?}");
+        if i >= WARMUP {
+            ping.push(start.elapsed());
+        }
+    }
+
+    let row = |what: &str, ours: f64, base: f64| {
+        Row::new(format!("1 e2e latency {what} (n={n})"), fmt_us(ours))
+            .baseline(format!("{} ws ping", fmt_us(base)), ratio(ours, base))
+    };
+    Ok(vec![
+        row("p50", e2e.p50(), ping.p50()).target("< 2 ms", e2e.p50() < 2000.0),
+        row("p95", e2e.p95(), ping.p95()),
+        row("p99", e2e.p99(), ping.p99()).target("< 10 ms", e2e.p99() < 10_000.0),
+        Row::new(
+            "1 (detail) message.send reply on A, p50 / p99",
+            format!("{} / {}", fmt_us(accept.p50()), fmt_us(accept.p99())),
+        ),
+        Row::new(
+            "1 (detail) direct conversation: create on A → joined on B",
+            fmt_us(pair.create_to_joined.as_secs_f64() * 1e6),
+        ),
+    ])
+}
