@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Relay, SessionBus, busctl_plain, wait_for};
+use crate::support::{Daemon, RawClient, Relay, SessionBus, bin, busctl_plain, wait_for};
 
 const NAME: &str = "org.sotto.Sotto1";
 const PATH: &str = "/org/sotto/Sotto1";
@@ -677,5 +677,116 @@ fn messaging_over_dbus_signals_and_notifies() {
         busctl(alice_bus, "Status", &["a{sv}", "0"]).unwrap()["protocol"],
         1
     );
+
     people[0].0.stop();
+}
+
+/// Asks a daemon this test did not spawn (the bus did) to stop, on drop.
+struct ShutdownOnDrop(std::path::PathBuf);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut c) = RawClient::connect(&self.0) {
+            c.call("daemon.shutdown", json!({}));
+        }
+    }
+}
+
+#[test]
+fn the_bus_starts_sottod_on_the_first_call() {
+    let d = Daemon::new("file");
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../contrib/dbus/org.sotto.Sotto1.service"),
+    )
+    .unwrap();
+    assert!(template.contains("\nName=org.sotto.Sotto1\n"), "{template}");
+    assert!(
+        template.contains("\nSystemdService=sottod.service\n"),
+        "{template}"
+    );
+    // The checked-in file with Exec pointing at the binary under test.
+    let service: Vec<String> = template
+        .lines()
+        .map(|l| match l.starts_with("Exec=") {
+            true => format!("Exec={} --foreground", bin("sottod").display()),
+            false => l.to_owned(),
+        })
+        .collect();
+    let services = d.root.path().join("services");
+    std::fs::create_dir(&services).unwrap();
+    std::fs::write(
+        services.join("org.sotto.Sotto1.service"),
+        service.join("\n") + "\n",
+    )
+    .unwrap();
+    let bus = SessionBus::with_activation(&services, &d.env);
+    assert!(!bus.has_owner(NAME));
+    let _stop = ShutdownOnDrop(d.socket());
+    // The first call starts the daemon, which answers it.
+    let status = busctl(&bus, "Status", &["a{sv}", "0"]).unwrap();
+    assert_eq!(status["protocol"], 1);
+    assert!(bus.has_owner(NAME));
+    // It is the same daemon as on the socket, and it leaves the bus when it stops.
+    assert_eq!(d.client().ok("daemon.status", json!({}))["protocol"], 1);
+    d.client().ok("daemon.shutdown", json!({}));
+    wait_for("the activated daemon to leave the bus", || {
+        (!bus.has_owner(NAME)).then_some(())
+    });
+}
+
+/// The blocks `dbus-monitor` printed for signal `member`, in order.
+fn signal_blocks(text: &str, member: &str) -> Vec<String> {
+    let mut blocks: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("signal ") || line.starts_with("method ") {
+            blocks.push(String::new());
+        }
+        if let Some(b) = blocks.last_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    blocks.retain(|b| b.contains(&format!("member={member}\n")));
+    blocks
+}
+
+#[test]
+fn relay_connection_changes_are_signalled() {
+    let mut relay = Relay::start();
+    let bus = SessionBus::start();
+    let mut d = daemon_on(&bus);
+    let watch = bus.monitor("type='signal',path='/org/sotto/Sotto1'");
+    d.account(&relay, "alice");
+    let url = relay.url.clone();
+    let up = |t: &str| {
+        signal_blocks(t, "ConnectionChanged")
+            .iter()
+            .filter(|b| b.contains(&format!("string \"{url}\"")) && b.contains("boolean true"))
+            .count()
+    };
+    let text = watch.wait_for("ConnectionChanged(url, true)", |t| up(t) == 1);
+    let block = &signal_blocks(&text, "ConnectionChanged")[0];
+    assert!(block.contains("string \"seq\""), "{block}");
+    watch.wait_for("PropertiesChanged Connected = true", |t| {
+        signal_blocks(t, "PropertiesChanged")
+            .iter()
+            .any(|b| b.contains("string \"Connected\"") && b.contains("boolean true"))
+    });
+    // The relay goes away and comes back: down, then up again.
+    relay.restart();
+    let text = watch.wait_for("ConnectionChanged up again", |t| up(t) == 2);
+    assert!(
+        signal_blocks(&text, "ConnectionChanged")
+            .iter()
+            .any(|b| b.contains("boolean false")),
+        "{text}"
+    );
+    assert!(
+        signal_blocks(&text, "PropertiesChanged")
+            .iter()
+            .any(|b| b.contains("string \"Connected\"") && b.contains("boolean false")),
+        "{text}"
+    );
+    d.stop();
 }

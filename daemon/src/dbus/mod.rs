@@ -21,7 +21,7 @@ pub use error::DbusError;
 pub use interface::Sotto1;
 pub use notify::Notifier;
 
-use crate::service::Service;
+use crate::service::{Service, Subscription};
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "org.sotto.Sotto1";
@@ -74,7 +74,15 @@ pub async fn start(service: Arc<Service>) -> Dbus {
         tracing::info!("D-Bus is off (dbus = false)");
         return Dbus::default();
     }
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect(service)).await {
+    // Subscribed before the name appears, so a client that sees it misses no signal.
+    let subscription = match service.subscribe(None).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(cause = %e, "cannot follow events; running without D-Bus");
+            return Dbus::default();
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect(service, subscription)).await {
         Ok(Ok(running)) => Dbus {
             running: Some(running),
         },
@@ -96,16 +104,11 @@ pub async fn start(service: Arc<Service>) -> Dbus {
     }
 }
 
-async fn connect(service: Arc<Service>) -> zbus::Result<Running> {
+async fn connect(service: Arc<Service>, subscription: Subscription) -> zbus::Result<Running> {
     let conn = zbus::connection::Builder::session()?
         .serve_at(OBJECT_PATH, Sotto1::new(service.clone()))?
         .build()
         .await?;
-    // Subscribed before the name appears, so a client that sees it misses no signal.
-    let subscription = service
-        .subscribe(None)
-        .await
-        .map_err(|e| zbus::Error::Failure(e.to_string()))?;
     conn.request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
         .await?;
     let iface = conn

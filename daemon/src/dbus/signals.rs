@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use sotto_protocol::ErrorKind;
 use sotto_protocol::api::{Event, EventPayload};
-use tokio::sync::mpsc;
 use zbus::object_server::InterfaceRef;
 use zbus::zvariant::Value;
 
@@ -12,9 +11,6 @@ use super::convert;
 use super::interface::Sotto1;
 use super::notify::Notifier;
 use crate::service::{Delivery, Service, Subscription};
-
-/// How many events may wait between the subscription and the bus.
-const QUEUE: usize = 64;
 
 /// Emits a signal for every live event from `first` on, resubscribing from the last seq
 /// when the subscription overflows; returns when the daemon stops.
@@ -26,22 +22,27 @@ pub async fn pump(
 ) {
     let mut subscription = first;
     loop {
-        let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
-        let producer = subscription.run(move |d| {
-            let tx = tx.clone();
-            async move { tx.send(d).await.is_ok() }
-        });
-        let consumer = async {
-            let mut closed = None;
-            while let Some(d) = rx.recv().await {
-                match d {
-                    Delivery::Event(e) => emit(&iface, notifier.as_ref(), &e).await,
-                    Delivery::Closed(c) => closed = Some(c),
+        let mut closed = None;
+        let (iface, notifier) = (&iface, notifier.as_ref());
+        // Emitting inside the sink is the backpressure: a bus slower than the events makes
+        // the subscription overflow, and it is resumed from its last seq below.
+        subscription
+            .run(|delivery| {
+                let event = match delivery {
+                    Delivery::Event(e) => Some(e),
+                    Delivery::Closed(c) => {
+                        closed = Some(c);
+                        None
+                    }
+                };
+                async move {
+                    if let Some(e) = event {
+                        emit(iface, notifier, &e).await;
+                    }
+                    true
                 }
-            }
-            closed
-        };
-        let ((), closed) = tokio::join!(producer, consumer);
+            })
+            .await;
         let last = match closed {
             Some(c) if c.reason == "overflow" => c.last_seq,
             _ => return,

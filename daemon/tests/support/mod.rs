@@ -557,6 +557,65 @@ impl SessionBus {
         }
     }
 
+    /// A bus that starts services from `services` (D-Bus activation), giving them `env`
+    /// (the environment of a [`Daemon`]) with this bus as their session bus.
+    pub fn with_activation(services: &Path, env: &[(String, OsString)]) -> SessionBus {
+        let dir = tempfile::Builder::new()
+            .prefix("sotto-bus")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("session.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <servicedir>{}</servicedir>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display(),
+                services.display()
+            ),
+        )
+        .expect("bus config");
+        let mut cmd = Command::new("dbus-daemon");
+        cmd.env_clear();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut bus = cmd
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}", socket.display()),
+            )
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dbus-daemon");
+        let mut first = String::new();
+        BufReader::new(bus.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("bus address");
+        let address = first.trim().to_owned();
+        assert!(address.starts_with("unix:"), "bad bus address {address:?}");
+        SessionBus {
+            dir,
+            address,
+            bus: Some(bus),
+        }
+    }
+
     /// `program` with `DBUS_SESSION_BUS_ADDRESS` pointing at this bus (so `busctl --user`
     /// and `gdbus --session` use it, exactly as a user would type them).
     pub fn command(&self, program: &str) -> Command {
