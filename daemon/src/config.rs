@@ -134,8 +134,25 @@ impl Config {
 
 /// Logs to stderr, filtered by `SOTTO_LOG` (tracing EnvFilter syntax, default `info`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
+    let spec = std::env::var("SOTTO_LOG").unwrap_or_else(|_| "info".to_owned());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Third-party crypto and migration crates stay at warn unless named explicitly: their
+    // debug output is noise at best and key material at worst.
+    for noisy in [
+        "openmls",
+        "openmls_rust_crypto",
+        "hpke_rs",
+        "refinery_core",
+        "tungstenite",
+        "tokio_tungstenite",
+    ] {
+        if !spec.contains(noisy)
+            && let Ok(d) = format!("{noisy}=warn").parse()
+        {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

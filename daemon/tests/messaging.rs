@@ -300,3 +300,224 @@ fn bob_conv(bob: &Daemon, alice: &str) -> String {
         c["result"]["id"].as_str().map(str::to_owned)
     })
 }
+
+fn events_of(d: &Daemon, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut c = d.client();
+    c.ok("events.subscribe", json!({"since": 0}));
+    loop {
+        let n = c.read();
+        let ev = &n["params"]["result"];
+        if ev["type"] == kind && pred(ev) {
+            return ev.clone();
+        }
+    }
+}
+
+#[test]
+fn a_removed_member_sees_nothing_after_its_removal_and_the_rest_go_on() {
+    let relay = Relay::start();
+    let p = people(&relay, &["alice", "bob", "carol"]);
+    let (bob, carol) = (p[1].1.clone(), p[2].1.clone());
+    let conv = p[0]
+        .0
+        .sotto_json(&["conversation", "create", "--name", "team", &bob, &carol])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (d, _) in &p[1..] {
+        d.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    }
+    p[0].0.sotto_ok(&["send", "team", "before removal"]);
+    p[2].0
+        .wait_messages(&conv, "carol reads before removal", |l| l.len() == 1);
+    let after = p[0]
+        .0
+        .sotto_json(&["conversation", "remove", "team", &carol]);
+    assert_eq!(after["members"].as_array().unwrap().len(), 2, "{after}");
+    let removed = events_of(&p[2].0, "conversation.removed", |e| {
+        e["conversation"]["id"] == conv.as_str()
+    });
+    assert_eq!(removed["conversation"]["state"], "removed");
+    p[0].0.sotto_ok(&["send", "team", "secret after removal"]);
+    p[1].0.sotto_ok(&["send", "team", "bob after removal"]);
+    let bob_sees = p[1]
+        .0
+        .wait_messages(&conv, "bob keeps reading", |l| l.len() == 3);
+    assert_eq!(
+        texts(&bob_sees),
+        [
+            "before removal",
+            "secret after removal",
+            "bob after removal"
+        ]
+    );
+    let r = p[2].0.client().call(
+        "message.send",
+        json!({"conversation": conv, "text": "let me in"}),
+    );
+    assert_eq!(r["error"]["data"]["kind"], "invalid_state", "{r}");
+    // Give carol's daemon every chance to (wrongly) receive, then grep all its files.
+    p[0].0
+        .wait_messages(&conv, "alice has all", |l| l.len() == 3);
+    assert_eq!(
+        p[2].0
+            .wait_messages(&conv, "carol's history", |_| true)
+            .len(),
+        1
+    );
+    for f in crate::support::files_under(p[2].0.root.path()) {
+        // Sockets and the like cannot be read; every regular file is searched.
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for needle in ["secret after removal", "bob after removal"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn leave_rename_and_rotate_keys_keep_everyone_in_step() {
+    let relay = Relay::start();
+    let p = people(&relay, &["alice", "bob", "carol"]);
+    let (bob, carol) = (p[1].1.clone(), p[2].1.clone());
+    let conv = p[0]
+        .0
+        .sotto_json(&["conversation", "create", "--name", "club", &bob, &carol])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (d, _) in &p[1..] {
+        d.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    }
+    let out = p[0]
+        .0
+        .sotto(&["--json", "conversation", "rename", "club", "society"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p[0].0
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let renamed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(renamed["name"], "society");
+    p[2].0.wait_conversation("the new name", |c| {
+        c["id"] == conv.as_str() && c["name"] == "society"
+    });
+    let rotated = p[2]
+        .0
+        .sotto_json(&["conversation", "rotate-keys", "society"]);
+    let epoch = rotated["epoch"].as_u64().unwrap();
+    for (d, _) in &p {
+        d.wait_conversation("the rotated epoch", |c| {
+            c["id"] == conv.as_str() && c["epoch"].as_u64() == Some(epoch)
+        });
+    }
+    let out = p[1].0.sotto(&[
+        "--json",
+        "conversation",
+        "leave",
+        "--timeout",
+        "20",
+        "society",
+    ]);
+    let left: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let logs: Vec<String> = p
+        .iter()
+        .map(|(d, _)| {
+            d.log_text()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    assert_eq!(left["state"], "left", "{left}\n{}", logs.join("\n---\n"));
+    for (d, _) in [&p[0], &p[2]] {
+        d.wait_conversation("bob gone", |c| {
+            c["id"] == conv.as_str() && c["members"].as_array().unwrap().len() == 2
+        });
+    }
+    p[2].0.sotto_ok(&["send", "society", "just us two"]);
+    let got = p[0]
+        .0
+        .wait_messages(&conv, "carol's message", |l| l.len() == 1);
+    assert_eq!(texts(&got), ["just us two"]);
+    let a = p[0]
+        .0
+        .client()
+        .ok("conversation.get", json!({"conversation": conv}));
+    let c = p[2]
+        .0
+        .client()
+        .ok("conversation.get", json!({"conversation": conv}));
+    assert_eq!(a["epoch"], c["epoch"]);
+    assert_eq!(a["members"], c["members"]);
+}
+
+#[test]
+fn concurrent_adds_are_all_applied_and_everyone_agrees() {
+    let relay = Relay::start();
+    let p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let conv = p[0]
+        .0
+        .sotto_json(&["conversation", "create", "--name", "grow", &bob])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p[1].0
+        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let mut newcomers = Vec::new();
+    for round in 0..3 {
+        let mut x = Daemon::new("file");
+        let xa = x.account(&relay, &format!("x{round}"));
+        let mut y = Daemon::new("file");
+        let ya = y.account(&relay, &format!("y{round}"));
+        // Both queue an add at the same moment; the relay's epoch rule lets one commit win,
+        // the other is re-applied on top of it.
+        let mut ca = p[0].0.client();
+        let mut cb = p[1].0.client();
+        ca.send(&json!({"jsonrpc":"2.0","id":1,"method":"conversation.add","params":{"conversation": conv, "members": [xa]}}).to_string());
+        cb.send(&json!({"jsonrpc":"2.0","id":1,"method":"conversation.add","params":{"conversation": conv, "members": [ya]}}).to_string());
+        assert!(ca.read()["result"].is_object());
+        assert!(cb.read()["result"].is_object());
+        newcomers.push((x, xa));
+        newcomers.push((y, ya));
+        let want = 2 + newcomers.len();
+        for (d, _) in &p {
+            d.wait_conversation("every add applied", |c| {
+                c["id"] == conv.as_str()
+                    && c["members"].as_array().unwrap().len() == want
+                    && c["pending"].as_array().unwrap().is_empty()
+            });
+        }
+    }
+    let a = p[0]
+        .0
+        .client()
+        .ok("conversation.get", json!({"conversation": conv}));
+    let b = p[1]
+        .0
+        .client()
+        .ok("conversation.get", json!({"conversation": conv}));
+    assert_eq!(a["epoch"], b["epoch"], "no fork");
+    assert_eq!(a["members"], b["members"]);
+    for (d, _) in &newcomers {
+        d.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    }
+    p[0].0.sotto_ok(&["send", "grow", "welcome all"]);
+    for (d, _) in newcomers.iter().chain(p.iter().skip(1)) {
+        let got = d.wait_messages(&conv, "the greeting", |l| {
+            texts(l).contains(&"welcome all".to_owned())
+        });
+        assert!(!got.is_empty());
+    }
+}

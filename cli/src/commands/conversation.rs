@@ -7,7 +7,8 @@ use sotto_protocol::Address;
 use sotto_protocol::api::Conversation;
 use sotto_protocol::methods::{
     ConversationAdd, ConversationCreate, ConversationCreateParams, ConversationGet,
-    ConversationList, ConversationMembersParams, ConversationParams,
+    ConversationLeave, ConversationList, ConversationMembersParams, ConversationParams,
+    ConversationRemove, ConversationRename, ConversationRenameParams, ConversationRotateKeys,
 };
 
 use super::wait::Waiter;
@@ -57,6 +58,42 @@ pub enum ConversationCommand {
         /// Addresses to add
         #[arg(required = true)]
         members: Vec<Address>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Remove members from a group (every device of each address)
+    Remove {
+        /// Id, address or name
+        conversation: String,
+        /// Addresses to remove
+        #[arg(required = true)]
+        members: Vec<Address>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Leave a conversation
+    ///
+    /// Posts a request to be removed; another member's daemon commits it. Waits until
+    /// that happened unless --no-wait.
+    Leave {
+        /// Id, address or name
+        conversation: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Rename a group (an empty NAME removes the name)
+    Rename {
+        /// Id, address or name
+        conversation: String,
+        /// The new name
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Replace this device's key material in the group (post-compromise security)
+    RotateKeys {
+        /// Id, address or name
+        conversation: String,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -173,6 +210,38 @@ pub fn run(ctx: &Ctx, cmd: ConversationCommand) -> anyhow::Result<()> {
                 conversation,
                 members,
             })?;
+            (c, waiter.map(|w| (w, wait.timeout)))
+        }
+        ConversationCommand::Remove {
+            conversation,
+            members,
+            wait,
+        } => {
+            let waiter = (!wait.no_wait).then(|| Waiter::start(ctx)).transpose()?;
+            let c = client.call::<ConversationRemove>(&ConversationMembersParams {
+                conversation,
+                members,
+            })?;
+            (c, waiter.map(|w| (w, wait.timeout)))
+        }
+        ConversationCommand::Leave { conversation, wait } => {
+            let waiter = (!wait.no_wait).then(|| Waiter::start(ctx)).transpose()?;
+            let c = client.call::<ConversationLeave>(&ConversationParams { conversation })?;
+            (c, waiter.map(|w| (w, wait.timeout)))
+        }
+        ConversationCommand::Rename {
+            conversation,
+            name,
+            wait,
+        } => {
+            let waiter = (!wait.no_wait).then(|| Waiter::start(ctx)).transpose()?;
+            let c = client
+                .call::<ConversationRename>(&ConversationRenameParams { conversation, name })?;
+            (c, waiter.map(|w| (w, wait.timeout)))
+        }
+        ConversationCommand::RotateKeys { conversation, wait } => {
+            let waiter = (!wait.no_wait).then(|| Waiter::start(ctx)).transpose()?;
+            let c = client.call::<ConversationRotateKeys>(&ConversationParams { conversation })?;
             (c, waiter.map(|w| (w, wait.timeout)))
         }
     };

@@ -46,6 +46,7 @@ pub async fn run(engine: Arc<Engine>, conv: String, wake: Arc<Notify>) {
         if *shutdown.borrow() {
             return;
         }
+        tracing::trace!(conversation = %conv, "actor step");
         let step = match step(&engine, &conv, &mut subscribed).await {
             Ok(s) => s,
             Err(e) => Step::Retry(e.to_string()),
@@ -187,11 +188,16 @@ async fn step(
     let Some(head) = head else {
         return Ok(Step::Idle);
     };
+    tracing::debug!(conversation = %conv, op = %head.op, prepared = head.mls_message.is_some(), "outbox head");
     if let Some(join_seq) = head.join_seq {
         return send_welcomes(engine, conv, &row.relay, &group_id, &head, join_seq).await;
     }
     if head.mls_message.is_none() {
         return prepare(engine, conv, &head).await;
+    }
+    if head.op == "leave" && head.done_epoch == Some(row.epoch) {
+        // Our Remove proposal is in the log for this epoch; wait for someone to commit it.
+        return Ok(Step::Idle);
     }
     post(engine, conv, &conn, &group_id, &head).await
 }
@@ -245,6 +251,7 @@ async fn catch_up(
         }
         Err(e) => return Ok(CatchUp::Failed(e.to_string())),
     };
+    tracing::trace!(conversation = %conv, after = cursor, entries = entries.len(), ?removed_at, "read the log");
     if entries.is_empty() {
         if removed_at.is_some() {
             return Ok(CatchUp::Finished);
@@ -260,6 +267,7 @@ async fn catch_up(
             })
             .await?;
         if outcome.removed || outcome.broken {
+            tracing::debug!(conversation = %conv, ?outcome, "the conversation is finished");
             return Ok(CatchUp::Finished);
         }
     }
@@ -267,7 +275,7 @@ async fn catch_up(
 }
 
 async fn prepare(engine: &Arc<Engine>, conv: &str, head: &OutboxRow) -> Result<Step, StoreError> {
-    let claims = if head.op == "message" {
+    let claims = if head.op != "create" && head.op != "add" {
         Vec::new()
     } else {
         let payload: MembersPayload =
@@ -286,10 +294,10 @@ async fn prepare(engine: &Arc<Engine>, conv: &str, head: &OutboxRow) -> Result<S
         .store
         .call(move |db| {
             let r = db.write(|tx| {
-                let r = if h.op == "message" {
-                    outbound::prepare_message(tx, &id, &h, &key).map(|()| true)
-                } else {
-                    outbound::prepare_add(tx, &id, &h, &key, &claims)
+                let r = match h.op.as_str() {
+                    "message" => outbound::prepare_message(tx, &id, &h, &key).map(|()| true),
+                    "create" | "add" => outbound::prepare_add(tx, &id, &h, &key, &claims),
+                    _ => outbound::prepare_change(tx, &id, &h, &key),
                 };
                 match r {
                     Ok(v) => Ok(Ok(v)),
@@ -394,14 +402,20 @@ async fn post(
             group_id: group_id.to_vec(),
             message,
             added: head.added.clone(),
-            removed: Vec::new(),
+            removed: head.removed.clone(),
         })
         .await;
     match answer {
         // Accepted: the entry is processed (as our own) when the log is read next.
         Ok(_) => Ok(Step::Again),
-        // Someone else's commit moved the epoch: catching up clears and re-prepares ours.
+        // The epoch moved: our post did not win. Forget it (a commit's pending state too);
+        // catching up applies the winner, then the change or message is prepared again.
         Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::Conflict { .. }) => {
+            let (id, row_id) = (conv.to_owned(), head.id);
+            engine
+                .store
+                .call(move |db| db.write(|tx| inbound::forget_prepared(tx, &id, row_id)))
+                .await?;
             Ok(Step::Again)
         }
         Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::RateLimited { .. }) => {

@@ -111,9 +111,32 @@ fn set_cursor(tx: &Tx<'_>, conv: &str, seq: u64) -> Result<(), StoreError> {
 /// Forgets the prepared bytes of the outbox head so it is prepared again in the new epoch.
 fn reset_prepared(tx: &Tx<'_>, conv: &str) -> Result<(), StoreError> {
     tx.conn().execute(
-        "UPDATE outbox SET post_id = NULL, mls_message = NULL, added = NULL, removed = NULL, welcome = NULL, welcome_to = NULL
+        "UPDATE outbox SET post_id = NULL, mls_message = NULL, added = NULL, removed = NULL, welcome = NULL,
+         welcome_to = NULL, done_epoch = NULL
          WHERE conversation = ?1 AND join_seq IS NULL",
         [conv],
+    )?;
+    Ok(())
+}
+
+/// After the relay refused our post with `conflict`: drops our pending commit (it did not
+/// win) and the prepared bytes of the head, so it is prepared again after catching up.
+pub fn forget_prepared(tx: &mut Tx<'_>, conv: &str, row_id: i64) -> Result<(), StoreError> {
+    let group_id =
+        GroupId::from_slice(&hex::decode(conv).map_err(|e| StoreError::Decode(e.to_string()))?);
+    let provider = Provider::new(tx.conn());
+    if let Some(mut group) =
+        MlsGroup::load(provider.storage(), &group_id).map_err(StoreError::Sqlite)?
+        && group.pending_commit().is_some()
+    {
+        group
+            .clear_pending_commit(provider.storage())
+            .map_err(StoreError::Sqlite)?;
+    }
+    tx.conn().execute(
+        "UPDATE outbox SET post_id = NULL, mls_message = NULL, added = NULL, removed = NULL, welcome = NULL,
+         welcome_to = NULL, done_epoch = NULL WHERE id = ?1 AND join_seq IS NULL",
+        [row_id],
     )?;
     Ok(())
 }
@@ -172,6 +195,14 @@ fn own_entry(
         tracing::warn!(conversation = %conv, seq = entry.seq, "an own entry with an unknown post id; skipped");
         return Ok(());
     };
+    if op == "leave" {
+        // Our Remove proposal is in this epoch's log; someone commits it (or we re-post).
+        tx.conn().execute(
+            "UPDATE outbox SET done_epoch = ?2 WHERE id = ?1",
+            params![row_id, group.epoch().as_u64() as i64],
+        )?;
+        return Ok(());
+    }
     if op == "message" {
         let Some(message_id) = message_id else {
             return Ok(());
@@ -215,6 +246,8 @@ fn own_entry(
         tx.conn()
             .execute("DELETE FROM outbox WHERE id = ?1", [row_id])?;
     }
+    // Anything else prepared belonged to the old epoch.
+    reset_prepared(tx, conv)?;
     tx.conn().execute(
         "UPDATE conversations SET state = 'active' WHERE id = ?1 AND state = 'pending'",
         [conv],
@@ -315,14 +348,24 @@ fn others_entry(
                 .merge_staged_commit(&provider, *staged)
                 .map_err(|e| StoreError::Decode(format!("merging a commit: {e}")))?;
             if removed {
-                tx.conn().execute(
-                    "UPDATE conversations SET state = 'removed' WHERE id = ?1",
+                let leaving: bool = tx.conn().query_row(
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE conversation = ?1 AND op = 'leave')",
                     [conv],
+                    |r| r.get(0),
+                )?;
+                let state = if leaving { "left" } else { "removed" };
+                tx.conn().execute(
+                    "UPDATE conversations SET state = ?2 WHERE id = ?1",
+                    params![conv, state],
                 )?;
                 tx.conn()
                     .execute("DELETE FROM outbox WHERE conversation = ?1", [conv])?;
                 let conversation = api(tx, conv)?;
-                tx.emit(EventPayload::ConversationRemoved { conversation })?;
+                if leaving {
+                    tx.emit(EventPayload::ConversationChanged { conversation })?;
+                } else {
+                    tx.emit(EventPayload::ConversationRemoved { conversation })?;
+                }
                 return Ok(Outcome {
                     removed: true,
                     ..Default::default()
@@ -336,6 +379,13 @@ fn others_entry(
             group
                 .store_pending_proposal(provider.storage(), *p)
                 .map_err(StoreError::Sqlite)?;
+            // Whoever sees a pending proposal commits it (it blocks new messages meanwhile).
+            tx.conn().execute(
+                "INSERT INTO outbox (conversation, op, payload, created_at)
+                 SELECT ?1, 'commit_pending', '{}', ?2
+                 WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE conversation = ?1 AND op = 'commit_pending')",
+                params![conv, crate::service::now_rfc3339()],
+            )?;
             Ok(Outcome::default())
         }
         _ => Ok(Outcome::default()),

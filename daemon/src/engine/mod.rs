@@ -15,7 +15,7 @@ mod outbound;
 
 /// Outbox payload shapes, shared with the service layer that queues them.
 pub mod outbound_payloads {
-    pub use super::outbound::{MembersPayload, MessagePayload};
+    pub use super::outbound::{MembersPayload, MessagePayload, RenamePayload};
 }
 mod welcome;
 

@@ -36,6 +36,17 @@ pub struct OutboxRow {
     pub join_seq: Option<u64>,
     /// The message id for `message` rows.
     pub message_id: Option<String>,
+    /// Principals the commit removes.
+    pub removed: Vec<[u8; 32]>,
+    /// For a `leave` proposal: the epoch in which the relay accepted it.
+    pub done_epoch: Option<u64>,
+}
+
+/// The payload of `rename` rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenamePayload {
+    /// The new name (empty: no name).
+    pub name: String,
 }
 
 /// A Welcome recipient.
@@ -88,8 +99,8 @@ pub struct Claimed {
 pub fn head(conn: &rusqlite::Connection, conv: &str) -> Result<Option<OutboxRow>, StoreError> {
     let row = conn
         .query_row(
-            "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id
-             FROM outbox WHERE conversation = ?1 ORDER BY id LIMIT 1",
+            "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id, removed, done_epoch
+             FROM outbox WHERE conversation = ?1 ORDER BY op = 'commit_pending' DESC, id LIMIT 1",
             [conv],
             |r| {
                 Ok((
@@ -103,6 +114,8 @@ pub fn head(conn: &rusqlite::Connection, conv: &str) -> Result<Option<OutboxRow>
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<i64>>(8)?,
                     r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                    r.get::<_, Option<i64>>(11)?,
                 ))
             },
         )
@@ -118,26 +131,31 @@ pub fn head(conn: &rusqlite::Connection, conv: &str) -> Result<Option<OutboxRow>
         welcome_to,
         join_seq,
         message_id,
+        removed,
+        done_epoch,
     )) = row
     else {
         return Ok(None);
     };
-    let added: Vec<String> = added
-        .and_then(|a| serde_json::from_str(&a).ok())
-        .unwrap_or_default();
+    let keys = |json: Option<String>| -> Vec<[u8; 32]> {
+        json.and_then(|a| serde_json::from_str::<Vec<String>>(&a).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|h| hex::decode(h).ok()?.try_into().ok())
+            .collect()
+    };
     Ok(Some(OutboxRow {
         id,
         op,
         payload,
         post_id: post_id.and_then(|p| p.try_into().ok()),
         mls_message,
-        added: added
-            .iter()
-            .filter_map(|h| hex::decode(h).ok()?.try_into().ok())
-            .collect(),
+        added: keys(added),
+        removed: keys(removed),
+        done_epoch: done_epoch.map(|e| e as u64),
         welcome,
         welcome_to: welcome_to
-            .and_then(|w| serde_json::from_str(&w).ok())
+            .and_then(|w| serde_json::from_str::<Vec<Recipient>>(&w).ok())
             .unwrap_or_default(),
         join_seq: join_seq.map(|j| j as u64),
         message_id,
@@ -294,6 +312,91 @@ pub fn prepare_add(
             welcome,
             serde_json::to_string(&recipients).unwrap_or_default()
         ],
+    )?;
+    Ok(true)
+}
+
+/// Prepares a membership or key change other than adding: `remove`, `rename`,
+/// `rotate_keys`, `commit_pending` (commit proposals others posted) and `leave` (a Remove
+/// proposal of ourselves, re-posted each epoch until someone commits it). Returns false
+/// when there is nothing to do.
+pub fn prepare_change(
+    tx: &mut Tx<'_>,
+    conv: &str,
+    row: &OutboxRow,
+    key: &DeviceKey,
+) -> Result<bool, PrepareError> {
+    let mut group = load_group(tx, conv)?;
+    let provider = Provider::new(tx.conn());
+    let members = mls::members(&group);
+    let invalid = |e: &dyn std::fmt::Display| PrepareError::Invalid(e.to_string());
+    let (message, removed): (MlsMessageOut, Vec<Vec<u8>>) = match row.op.as_str() {
+        "remove" => {
+            let payload: MembersPayload =
+                serde_json::from_str(&row.payload).map_err(|e| invalid(&e))?;
+            let gone: Vec<&mls::MemberInfo> = members
+                .iter()
+                .filter(|m| payload.members.contains(&m.address))
+                .collect();
+            if gone.is_empty() {
+                return Ok(false);
+            }
+            let leaves: Vec<LeafNodeIndex> =
+                gone.iter().map(|m| LeafNodeIndex::new(m.leaf)).collect();
+            let (commit, _, _) = group
+                .remove_members(&provider, key, &leaves)
+                .map_err(|e| invalid(&e))?;
+            (commit, gone.iter().map(|m| m.public_key.clone()).collect())
+        }
+        "rename" => {
+            let payload: RenamePayload =
+                serde_json::from_str(&row.payload).map_err(|e| invalid(&e))?;
+            let name = Some(payload.name.as_str()).filter(|n| !n.is_empty());
+            if mls::group_name(&group).as_deref() == name {
+                return Ok(false);
+            }
+            let (commit, _, _) = group
+                .update_group_context_extensions(&provider, mls::name_extensions(name), key)
+                .map_err(|e| invalid(&e))?;
+            (commit, Vec::new())
+        }
+        "rotate_keys" => {
+            let bundle = group
+                .self_update(&provider, key, LeafNodeParameters::default())
+                .map_err(|e| invalid(&e))?;
+            (bundle.into_commit(), Vec::new())
+        }
+        "commit_pending" => {
+            let pending_removes: Vec<Vec<u8>> = group
+                .pending_proposals()
+                .filter_map(|p| match p.proposal() {
+                    Proposal::Remove(r) => members
+                        .iter()
+                        .find(|m| m.leaf == r.removed().u32())
+                        .map(|m| m.public_key.clone()),
+                    _ => None,
+                })
+                .collect();
+            if group.pending_proposals().next().is_none() {
+                return Ok(false);
+            }
+            let (commit, _, _) = group
+                .commit_to_pending_proposals(&provider, key)
+                .map_err(|e| invalid(&e))?;
+            (commit, pending_removes)
+        }
+        "leave" => {
+            let proposal = group.leave_group(&provider, key).map_err(|e| invalid(&e))?;
+            (proposal, Vec::new())
+        }
+        other => return Err(PrepareError::Invalid(format!("unknown change {other}"))),
+    };
+    let bytes = message.tls_serialize_detached().map_err(|e| invalid(&e))?;
+    let removed: Vec<String> = removed.iter().map(hex::encode).collect();
+    let post_id: [u8; 16] = rand::random();
+    tx.conn().execute(
+        "UPDATE outbox SET post_id = ?2, mls_message = ?3, removed = ?4, done_epoch = NULL WHERE id = ?1",
+        params![row.id, &post_id[..], bytes, serde_json::to_string(&removed).unwrap_or_default()],
     )?;
     Ok(true)
 }

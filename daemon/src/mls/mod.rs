@@ -153,16 +153,22 @@ pub fn join_config() -> MlsGroupJoinConfig {
         .build()
 }
 
-/// The GroupContext extensions carrying `name`.
+/// The GroupContext extensions: the required capabilities (every member must understand
+/// the name extension) and the name, if any.
 pub fn name_extensions(name: Option<&str>) -> Extensions<GroupContext> {
-    match name {
-        Some(n) => Extensions::single(Extension::Unknown(
+    let required = Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
+        &[ExtensionType::Unknown(GROUP_NAME_EXTENSION)],
+        &[],
+        &[],
+    ));
+    let mut list = vec![required];
+    if let Some(n) = name {
+        list.push(Extension::Unknown(
             GROUP_NAME_EXTENSION,
             UnknownExtension(n.as_bytes().to_vec()),
-        ))
-        .unwrap_or_else(|_| Extensions::empty()),
-        None => Extensions::empty(),
+        ));
     }
+    Extensions::from_vec(list).unwrap_or_else(|_| Extensions::empty())
 }
 
 /// The conversation name from the group's context, if set.

@@ -4,11 +4,13 @@
 use openmls::prelude::*;
 use rusqlite::params;
 use sotto_protocol::api::Conversation;
-use sotto_protocol::methods::{ConversationCreateParams, ConversationMembersParams};
+use sotto_protocol::methods::{
+    ConversationCreateParams, ConversationMembersParams, ConversationRenameParams,
+};
 use sotto_protocol::{Address, ErrorKind};
 
 use super::{ApiError, Service};
-use crate::engine::outbound_payloads::MembersPayload;
+use crate::engine::outbound_payloads::{MembersPayload, RenamePayload};
 use crate::mls::{self, Provider};
 use crate::model::{self, ConvRow};
 use crate::store::StoreError;
@@ -273,5 +275,104 @@ impl Service {
             .await?;
         engine.wake(&row.id);
         Ok(conversation)
+    }
+}
+
+impl Service {
+    /// Queues a change `op` with `payload` on the conversation `input`.
+    async fn queue_change(
+        &self,
+        input: &str,
+        op: &'static str,
+        payload: String,
+    ) -> Result<Conversation, ApiError> {
+        self.identity().await?;
+        let engine = self.engine().await?;
+        let row = self.resolve(input).await?;
+        if !matches!(row.state.as_str(), "active" | "pending") {
+            return Err(ApiError::new(
+                ErrorKind::InvalidState,
+                format!("the conversation is {}", row.state),
+            ));
+        }
+        let id = row.id.clone();
+        let conversation = self
+            .store
+            .call(move |db| {
+                db.write(|tx| {
+                    tx.conn().execute(
+                        "INSERT INTO outbox (conversation, op, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![id, op, payload, super::now_rfc3339()],
+                    )?;
+                    let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
+                    model::conversation_api(tx.conn(), &row)
+                })
+            })
+            .await?;
+        engine.wake(&row.id);
+        Ok(conversation)
+    }
+
+    /// `conversation.remove`: queue removing members (every device of each address).
+    pub async fn conversation_remove(
+        &self,
+        p: ConversationMembersParams,
+    ) -> Result<Conversation, ApiError> {
+        let me = self.identity().await?.account.address.to_string();
+        let row = self.resolve(&p.conversation).await?;
+        if row.kind == "direct" {
+            return Err(ApiError::new(
+                ErrorKind::DirectConversation,
+                "members cannot be removed from a direct conversation; leave it instead",
+            ));
+        }
+        let mut members: Vec<String> = p.members.iter().map(Address::to_string).collect();
+        if members.contains(&me) {
+            return Err(ApiError::invalid_params(
+                "to remove yourself, leave the conversation",
+            ));
+        }
+        members.sort();
+        members.dedup();
+        if members.is_empty() {
+            return Err(ApiError::invalid_params("no members to remove"));
+        }
+        let payload = serde_json::to_string(&MembersPayload { members }).unwrap_or_default();
+        self.queue_change(&row.id, "remove", payload).await
+    }
+
+    /// `conversation.leave`: queue our Remove proposal; another member commits it.
+    pub async fn conversation_leave(&self, input: &str) -> Result<Conversation, ApiError> {
+        self.queue_change(input, "leave", "{}".into()).await
+    }
+
+    /// `conversation.rename`: queue a GroupContext update with the new name.
+    pub async fn conversation_rename(
+        &self,
+        p: ConversationRenameParams,
+    ) -> Result<Conversation, ApiError> {
+        if p.name.len() > 256 {
+            return Err(ApiError::new(
+                ErrorKind::TooLong,
+                "a conversation name is at most 256 bytes",
+            ));
+        }
+        let row = self.resolve(&p.conversation).await?;
+        if row.kind == "direct" {
+            return Err(ApiError::new(
+                ErrorKind::DirectConversation,
+                "a direct conversation has no name",
+            ));
+        }
+        let payload = serde_json::to_string(&RenamePayload {
+            name: p.name.trim().to_owned(),
+        })
+        .unwrap_or_default();
+        self.queue_change(&row.id, "rename", payload).await
+    }
+
+    /// `conversation.rotate_keys`: queue a self-update of this device's leaf.
+    pub async fn conversation_rotate_keys(&self, input: &str) -> Result<Conversation, ApiError> {
+        self.queue_change(input, "rotate_keys", "{}".into()).await
     }
 }

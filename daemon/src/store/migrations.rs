@@ -87,6 +87,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         welcome BLOB,
         welcome_to TEXT,
         join_seq INTEGER,
+        done_epoch INTEGER,
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT,
         created_at TEXT NOT NULL

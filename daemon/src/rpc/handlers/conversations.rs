@@ -1,7 +1,8 @@
 //! `conversation.*`.
 
 use sotto_protocol::methods::{
-    ConversationAdd, ConversationCreate, ConversationGet, ConversationList,
+    ConversationAdd, ConversationCreate, ConversationGet, ConversationLeave, ConversationList,
+    ConversationRemove, ConversationRename, ConversationRotateKeys,
 };
 
 use crate::rpc::Registry;
@@ -19,4 +20,16 @@ pub fn register(r: &mut Registry) {
     r.register::<ConversationAdd, _, _>(
         |ctx, p| async move { ctx.service.conversation_add(p).await },
     );
+    r.register::<ConversationRemove, _, _>(|ctx, p| async move {
+        ctx.service.conversation_remove(p).await
+    });
+    r.register::<ConversationLeave, _, _>(|ctx, p| async move {
+        ctx.service.conversation_leave(&p.conversation).await
+    });
+    r.register::<ConversationRename, _, _>(|ctx, p| async move {
+        ctx.service.conversation_rename(p).await
+    });
+    r.register::<ConversationRotateKeys, _, _>(|ctx, p| async move {
+        ctx.service.conversation_rotate_keys(&p.conversation).await
+    });
 }
