@@ -8,6 +8,7 @@ mod cli;
 mod dbus;
 mod framing;
 mod identity;
+mod lost_ack;
 mod messaging;
 mod socket;
 mod systemd;

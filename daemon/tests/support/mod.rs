@@ -746,10 +746,16 @@ pub struct Relay {
     pub host: String,
     /// The canonical URL.
     pub url: String,
+    extra: Vec<String>,
 }
 
 impl Relay {
     pub fn start() -> Relay {
+        Relay::start_with(&[])
+    }
+
+    /// A relay with extra flags (e.g. `--public-url`).
+    pub fn start_with(extra: &[&str]) -> Relay {
         let dir = tempfile::Builder::new()
             .prefix("sotto-relay-test")
             .tempdir()
@@ -759,6 +765,7 @@ impl Relay {
             child: None,
             host: String::new(),
             url: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         relay.spawn("127.0.0.1:0");
         relay
@@ -773,6 +780,7 @@ impl Relay {
         let mut child = Command::new(bin("sotto-relay"))
             .args(["--listen", listen, "--data-dir"])
             .arg(self.dir.path().join("data"))
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)

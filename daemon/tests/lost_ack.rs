@@ -1,0 +1,278 @@
+//! A lost acknowledgement: a TCP proxy between the daemons and the relay forwards the
+//! daemon's post to the relay, then drops the relay's answer and cuts the connection. The
+//! daemon must retry the same bytes under the same post id, recognise its own entry in
+//! the log, and end on the group's epoch (no fork) with the message delivered once.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use sotto_protocol::relay::{ClientFrame, Request, content_type};
+
+use crate::support::{Daemon, Relay, wait_for};
+
+/// What the proxy drops next: nothing, the answer to the next commit, or to the next
+/// application message.
+const PASS: u8 = 0;
+const DROP_COMMIT_ACK: u8 = 1;
+const DROP_MESSAGE_ACK: u8 = 2;
+
+struct Proxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    dropped: Arc<Mutex<u32>>,
+}
+
+/// Forwards one connection. Client→relay bytes are parsed as WebSocket frames after the
+/// HTTP upgrade; when a post matching the armed mode goes up, the relay's next frame (its
+/// answer) is swallowed and both sides are cut.
+fn pipe(mut client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, dropped: Arc<Mutex<u32>>) {
+    let cut = Arc::new(AtomicU8::new(0));
+    let mut server_r = server.try_clone().unwrap();
+    let mut client_w = client.try_clone().unwrap();
+    let cut2 = cut.clone();
+    let dropped2 = dropped.clone();
+    // relay → client
+    std::thread::spawn(move || {
+        let mut upgraded = false;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = match server_r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !upgraded {
+                head.extend_from_slice(&buf[..n]);
+                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    upgraded = true;
+                    let _ = client_w.write_all(&head);
+                    let _ = end;
+                    head.clear();
+                }
+                continue;
+            }
+            if cut2.load(Ordering::SeqCst) == 1 {
+                // Swallow whatever the relay says next, then cut both sides.
+                *dropped2.lock().unwrap() += 1;
+                let _ = client_w.shutdown(Shutdown::Both);
+                let _ = server_r.shutdown(Shutdown::Both);
+                return;
+            }
+            if client_w.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = client_w.shutdown(Shutdown::Both);
+    });
+    // client → relay
+    let mut server_w = server;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut upgraded = false;
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if server_w.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        if !upgraded {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                upgraded = true;
+                pending.drain(..end + 4);
+            } else {
+                continue;
+            }
+        }
+        while let Some((payload, used)) = ws_frame(&pending) {
+            pending.drain(..used);
+            let armed = mode.load(Ordering::SeqCst);
+            if armed == PASS {
+                continue;
+            }
+            if let Ok(ClientFrame {
+                request: Request::PostGroup { message, .. },
+                ..
+            }) = sotto_protocol::wire::decode::<ClientFrame>(&payload)
+            {
+                // The content type is read from the MLS framing, as the relay does.
+                let is_commit = mls_content_type(&message) == Some(content_type::COMMIT);
+                let wanted = (armed == DROP_COMMIT_ACK && is_commit)
+                    || (armed == DROP_MESSAGE_ACK && !is_commit);
+                if wanted {
+                    mode.store(PASS, Ordering::SeqCst);
+                    cut.store(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    let _ = server_w.shutdown(Shutdown::Both);
+}
+
+/// One complete masked client frame at the start of `buf`: (unmasked payload, bytes used).
+fn ws_frame(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let masked = buf[1] & 0x80 != 0;
+    let mut len = u64::from(buf[1] & 0x7f);
+    let mut pos = 2;
+    if len == 126 {
+        len = u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?));
+        pos = 4;
+    } else if len == 127 {
+        len = u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?);
+        pos = 10;
+    }
+    let mask: [u8; 4] = if masked {
+        let m = buf.get(pos..pos + 4)?.try_into().ok()?;
+        pos += 4;
+        m
+    } else {
+        [0; 4]
+    };
+    let end = pos + usize::try_from(len).ok()?;
+    let data = buf.get(pos..end)?;
+    let payload = data
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect();
+    Some((payload, end))
+}
+
+/// The content type of a TLS-serialized MlsMessage, read with openmls.
+fn mls_content_type(bytes: &[u8]) -> Option<u8> {
+    use openmls::prelude::tls_codec::Deserialize as _;
+    use openmls::prelude::*;
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes).ok()?;
+    let proto = msg.try_into_protocol_message().ok()?;
+    Some(match proto.content_type() {
+        ContentType::Application => content_type::APPLICATION,
+        ContentType::Proposal => content_type::PROPOSAL,
+        ContentType::Commit => content_type::COMMIT,
+    })
+}
+
+fn epoch_of(d: &Daemon, conv: &str) -> u64 {
+    d.client()
+        .ok("conversation.get", json!({"conversation": conv}))["epoch"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_lost_ack_for_a_commit_or_a_message_forks_nothing_and_duplicates_nothing() {
+    // The relay announces the proxy's address as its public URL: daemons connect through it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let relay = Relay::start_with(&[
+        "--public-url",
+        &format!("ws://127.0.0.1:{proxy_port}/sotto/v1"),
+    ]);
+    let proxy = Proxy::start_on(proxy_port, relay.host.clone());
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let mut alice = Daemon::new("file");
+    alice.start();
+    alice
+        .client()
+        .ok("account.create", json!({"name": "alice", "relay": host}));
+    let mut bob = Daemon::new("file");
+    bob.start();
+    bob.client()
+        .ok("account.create", json!({"name": "bob", "relay": host}));
+    let mut carol = Daemon::new("file");
+    carol.start();
+    let carol_a = carol
+        .client()
+        .ok("account.create", json!({"name": "carol", "relay": host}))["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The answer to the group's first commit is lost.
+    proxy.mode.store(DROP_COMMIT_ACK, Ordering::SeqCst);
+    let conv = alice.sotto_json(&[
+        "conversation",
+        "create",
+        "--name",
+        "ack",
+        &format!("bob@{host}"),
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        *proxy.dropped.lock().unwrap(),
+        1,
+        "the commit's answer was dropped"
+    );
+    bob.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    // And the answer to an add's commit.
+    proxy.mode.store(DROP_COMMIT_ACK, Ordering::SeqCst);
+    alice.sotto_json(&["conversation", "add", "ack", &carol_a]);
+    assert_eq!(*proxy.dropped.lock().unwrap(), 2);
+    carol.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let e = epoch_of(&alice, &conv);
+    wait_for("bob on alice's epoch", || {
+        (epoch_of(&bob, &conv) == e).then_some(())
+    });
+    assert_eq!(epoch_of(&carol, &conv), e, "no fork");
+
+    // The answer to a message is lost.
+    proxy.mode.store(DROP_MESSAGE_ACK, Ordering::SeqCst);
+    let sent = alice.sotto_json(&["send", "ack", "exactly once"]);
+    assert_eq!(sent["state"], "sent", "{sent}");
+    assert_eq!(*proxy.dropped.lock().unwrap(), 3);
+    for d in [&bob, &carol] {
+        let got = d.wait_messages(&conv, "the message", |l| !l.is_empty());
+        assert_eq!(
+            got.iter()
+                .map(|m| m["text"].clone())
+                .collect::<Vec<Value>>(),
+            [json!("exactly once")]
+        );
+    }
+    // Later traffic still flows and everyone agrees.
+    bob.sotto_ok(&["send", "ack", "after"]);
+    let all = carol.wait_messages(&conv, "two messages", |l| l.len() == 2);
+    assert_eq!(all[1]["text"], "after");
+    assert_eq!(
+        alice
+            .wait_messages(&conv, "alice's history", |l| l.len() == 2)
+            .len(),
+        2,
+        "no duplicate on alice's side"
+    );
+    assert_eq!(epoch_of(&alice, &conv), epoch_of(&bob, &conv));
+}
+
+impl Proxy {
+    fn start_on(port: u16, upstream: String) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let dropped = Arc::new(Mutex::new(0));
+        let (m, d) = (mode.clone(), dropped.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (m, d) = (m.clone(), d.clone());
+                std::thread::spawn(move || pipe(client, server, m, d));
+            }
+        });
+        Proxy {
+            port,
+            mode,
+            dropped,
+        }
+    }
+}
