@@ -678,6 +678,33 @@ fn messaging_over_dbus_signals_and_notifies() {
         1
     );
 
+    // Membership and name changes, queued over D-Bus, reach the others.
+    let renamed = gdbus(alice_bus, "RenameConversation", &[&id, "quartet", "{}"]).unwrap();
+    assert!(renamed.contains(&format!("'id': <'{id}'>")), "{renamed}");
+    bob_d.wait_conversation("the new name", |c| c["name"] == "quartet");
+    bob_watch.wait_for("ConversationChanged with the new name", |t| {
+        signal_blocks(t, "ConversationChanged")
+            .iter()
+            .any(|b| b.contains("string \"quartet\""))
+    });
+    busctl(
+        alice_bus,
+        "RemoveMembers",
+        &["sasa{sv}", &id, "1", &carol, "0"],
+    )
+    .unwrap();
+    bob_d.wait_conversation("carol removed", |c| {
+        c["id"] == id.as_str() && c["members"].as_array().is_some_and(|m| m.len() == 2)
+    });
+    // Leaving returns once queued (the outcome arrives as ConversationChanged).
+    let leaving = busctl(bob_bus, "LeaveConversation", &["sa{sv}", &id, "0"]).unwrap();
+    assert!(
+        leaving["state"] == "left"
+            || leaving["pending"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|c| c["op"] == "leave")),
+        "{leaving}"
+    );
     people[0].0.stop();
 }
 
@@ -789,4 +816,48 @@ fn relay_connection_changes_are_signalled() {
         "{text}"
     );
     d.stop();
+}
+
+/// A burst of messages with a one-event subscription queue: whether or not the signal pump
+/// falls behind (it then resumes from its last seq), every message is signalled once, in
+/// order.
+#[test]
+fn a_burst_is_signalled_once_in_order_with_a_tiny_queue() {
+    let relay = Relay::start();
+    let bus = SessionBus::start();
+    let mut alice = Daemon::new("file");
+    let alice_address = alice.account(&relay, "alice");
+    let mut bob = Daemon::new("file")
+        .with_bus(&bus.address)
+        .config("subscription_queue = 1\n");
+    let bob_address = bob.account(&relay, "bob");
+    let watch = bus.monitor("type='signal',interface='org.sotto.Sotto1',member='MessageReceived'");
+    let conv = alice.client().ok(
+        "conversation.create",
+        json!({"members": [bob_address], "name": "burst"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut c = alice.client();
+    let texts: Vec<String> = (0..20).map(|i| format!("burst {i:02}")).collect();
+    for t in &texts {
+        c.ok("message.send", json!({"conversation": conv, "text": t}));
+    }
+    let text = watch.wait_for("20 MessageReceived signals", |t| {
+        signal_blocks(t, "MessageReceived").len() >= 20
+    });
+    let blocks = signal_blocks(&text, "MessageReceived");
+    assert_eq!(blocks.len(), 20, "{text}");
+    for (block, t) in blocks.iter().zip(&texts) {
+        assert!(
+            block.contains(&format!("string \"{t}\"")),
+            "{t} out of order:\n{text}"
+        );
+        assert!(
+            block.contains(&format!("string \"{alice_address}\"")),
+            "{block}"
+        );
+    }
+    bob.stop();
 }

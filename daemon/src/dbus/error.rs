@@ -67,7 +67,7 @@ impl std::fmt::Display for DbusError {
 impl std::error::Error for DbusError {}
 
 /// Shortens `s` to at most `max` bytes at a character boundary, marking the cut with `…`.
-pub fn truncate(mut s: String, max: usize) -> String {
+fn truncate(mut s: String, max: usize) -> String {
     if s.len() <= max {
         return s;
     }

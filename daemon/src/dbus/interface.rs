@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde_json::json;
 use sotto_protocol::methods::{
     AccountInfo, ContactAdd, ContactList, ConversationAdd, ConversationCreate, ConversationGet,
-    ConversationList, DaemonStatus, MessageList, MessageSend,
+    ConversationLeave, ConversationList, ConversationRemove, ConversationRename, DaemonStatus,
+    MessageList, MessageSend,
 };
 use zbus::object_server::SignalEmitter;
 
@@ -89,6 +90,48 @@ impl Sotto1 {
         let p = decode::<ConversationAdd>(args, options)?;
         Ok(convert::conversation(
             &self.service.conversation_add(p).await?,
+        ))
+    }
+
+    /// `conversation.remove`: queue removing `members`.
+    #[zbus(out_args("conversation"))]
+    async fn remove_members(
+        &self,
+        conversation: String,
+        members: Vec<String>,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let args = json!({"conversation": conversation, "members": members});
+        let p = decode::<ConversationRemove>(args, options)?;
+        Ok(convert::conversation(
+            &self.service.conversation_remove(p).await?,
+        ))
+    }
+
+    /// `conversation.leave`: queue leaving the conversation.
+    #[zbus(out_args("conversation"))]
+    async fn leave_conversation(
+        &self,
+        conversation: String,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let p = decode::<ConversationLeave>(json!({"conversation": conversation}), options)?;
+        let c = self.service.conversation_leave(&p.conversation).await?;
+        Ok(convert::conversation(&c))
+    }
+
+    /// `conversation.rename`: queue renaming the conversation.
+    #[zbus(out_args("conversation"))]
+    async fn rename_conversation(
+        &self,
+        conversation: String,
+        name: String,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let args = json!({"conversation": conversation, "name": name});
+        let p = decode::<ConversationRename>(args, options)?;
+        Ok(convert::conversation(
+            &self.service.conversation_rename(p).await?,
         ))
     }
 

@@ -48,11 +48,6 @@ struct Running {
 }
 
 impl Dbus {
-    /// Whether the adapter is serving on the bus.
-    pub fn is_active(&self) -> bool {
-        self.running.is_some()
-    }
-
     /// Stops emitting signals and leaves the bus (releasing the name).
     pub async fn stop(self) {
         if let Some(r) = self.running {
