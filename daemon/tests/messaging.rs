@@ -521,3 +521,113 @@ fn concurrent_adds_are_all_applied_and_everyone_agrees() {
         assert!(!got.is_empty());
     }
 }
+
+#[test]
+fn a_changed_identity_key_is_reported_and_blocks_sending_to_a_verified_contact() {
+    let mut relay = Relay::start();
+    let mut alice = Daemon::new("file");
+    let mut bob = Daemon::new("file");
+    alice.account(&relay, "alice");
+    let b = bob.account(&relay, "bob");
+    let conv = alice.sotto_json(&["conversation", "create", &b])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let number = alice
+        .client()
+        .ok("contact.safety_number", json!({"address": b}))["safety_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.sotto_ok(&["contact", "verify", &b, &number]);
+    let old_fp = alice.client().ok("contact.list", json!({}))[0]["fingerprint"].clone();
+    // Bob reinstalls: a new device key under the same name (the relay was reset too).
+    bob.stop();
+    relay.reset();
+    let mut bob2 = Daemon::new("file");
+    bob2.account(&relay, "bob");
+    let new_fp = bob2.client().ok("account.info", json!({}))["fingerprint"].clone();
+    assert_ne!(old_fp, new_fp);
+    // Alice looks bob up again and learns of the change.
+    wait_for("alice to see bob's new key", || {
+        let r = alice.client().call("contact.add", json!({"address": b}));
+        r.get("result").map(|_| ())
+    });
+    let changed = events_of(&alice, "contact.identity_changed", |e| {
+        e["address"] == b.as_str()
+    });
+    assert_eq!(changed["old_fingerprint"], old_fp);
+    assert_eq!(changed["new_fingerprint"], new_fp);
+    // Verified before: sending is blocked until the new key is verified or trusted.
+    let r = alice.client().call(
+        "message.send",
+        json!({"conversation": conv, "text": "are you you?"}),
+    );
+    assert_eq!(r["error"]["data"]["kind"], "identity_untrusted", "{r}");
+    let out = alice.sotto(&["send", &conv, "are you you?"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("contact verify"),
+        "the error says what to do"
+    );
+    let r = alice
+        .client()
+        .call("contact.trust", json!({"address": b, "fingerprint": "00"}));
+    assert_eq!(r["error"]["data"]["kind"], "invalid_params");
+    let trusted = alice.client().ok(
+        "contact.trust",
+        json!({"address": b, "fingerprint": new_fp}),
+    );
+    assert_eq!(trusted["fingerprint"], new_fp);
+    assert_eq!(trusted["verified"], false, "trusting is not verifying");
+    let sent = alice.client().ok(
+        "message.send",
+        json!({"conversation": conv, "text": "trusted now"}),
+    );
+    assert_eq!(sent["state"], "queued");
+}
+
+#[test]
+fn simultaneous_direct_conversations_settle_on_one() {
+    let relay = Relay::start();
+    let p = people(&relay, &["alice", "bob"]);
+    let (a, b) = (p[0].1.clone(), p[1].1.clone());
+    let mut ca = p[0].0.client();
+    let mut cb = p[1].0.client();
+    ca.send(
+        &json!({"jsonrpc":"2.0","id":1,"method":"conversation.create","params":{"members":[b]}})
+            .to_string(),
+    );
+    cb.send(
+        &json!({"jsonrpc":"2.0","id":1,"method":"conversation.create","params":{"members":[a]}})
+            .to_string(),
+    );
+    let x = ca.read()["result"]["id"].as_str().unwrap().to_owned();
+    let y = cb.read()["result"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(x, y, "each side created its own");
+    let keep = x.clone().min(y.clone());
+    for (d, _) in &p {
+        wait_for("one direct conversation left", || {
+            let list = d.client().ok("conversation.list", json!({}));
+            let active: Vec<&Value> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["state"] == "active" || c["state"] == "pending")
+                .collect();
+            (active.len() == 1
+                && active[0]["id"] == keep.as_str()
+                && active[0]["state"] == "active")
+                .then_some(())
+        });
+    }
+    p[0].0.sotto_ok(&["send", &b, "one thread"]);
+    let got = p[1]
+        .0
+        .wait_messages(&a, "the message in the kept conversation", |l| {
+            !l.is_empty()
+        });
+    assert_eq!(texts(&got), ["one thread"]);
+    assert_eq!(got[0]["conversation"], keep.as_str());
+}

@@ -441,3 +441,41 @@ fn receive_message(
     }
     Ok(())
 }
+
+/// Two direct conversations with the same peer (both sides created one at once): both
+/// sides keep the one with the lowest id. The others are left locally: their queued
+/// messages move to the kept conversation and nothing more is posted to them.
+pub fn settle_direct_duplicates(tx: &mut Tx<'_>, peer: &str) -> Result<(), StoreError> {
+    let ids: Vec<String> = {
+        let mut stmt = tx.conn().prepare(
+            "SELECT id FROM conversations WHERE kind = 'direct' AND peer = ?1 AND state IN ('active', 'pending') ORDER BY id",
+        )?;
+        let rows = stmt.query_map([peer], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let Some((keep, losers)) = ids.split_first() else {
+        return Ok(());
+    };
+    for loser in losers {
+        tracing::info!(kept = %keep, left = %loser, peer, "two direct conversations with one peer; keeping the lowest id");
+        tx.conn().execute(
+            "UPDATE outbox SET conversation = ?2, post_id = NULL, mls_message = NULL, added = NULL, removed = NULL,
+             welcome = NULL, welcome_to = NULL, done_epoch = NULL
+             WHERE conversation = ?1 AND op = 'message'",
+            params![loser, keep],
+        )?;
+        tx.conn().execute(
+            "UPDATE messages SET conversation = ?2 WHERE conversation = ?1 AND state = 'queued'",
+            params![loser, keep],
+        )?;
+        tx.conn()
+            .execute("DELETE FROM outbox WHERE conversation = ?1", [loser])?;
+        tx.conn().execute(
+            "UPDATE conversations SET state = 'left' WHERE id = ?1",
+            [loser],
+        )?;
+        let conversation = api(tx, loser)?;
+        tx.emit(EventPayload::ConversationChanged { conversation })?;
+    }
+    Ok(())
+}

@@ -209,6 +209,9 @@ fn join(
         params![conv_id, epoch as i64],
     )?;
     let conversation = refresh_conversation(tx, &conv_id, &group)?;
+    if direct {
+        super::inbound::settle_direct_duplicates(tx, &others[0].address)?;
+    }
     tracing::info!(conversation = %conv_id, from = %entry.sender_address, "joined a conversation");
     tx.emit(EventPayload::ConversationJoined { conversation })?;
     Ok(Some(conv_id))

@@ -807,6 +807,18 @@ impl Relay {
         self.spawn(&host);
     }
 
+    /// Stops the relay, deletes its data (as a reinstall would) and starts it again on the
+    /// same port.
+    pub fn reset(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        let host = self.host.clone();
+        self.spawn(&host);
+    }
+
     /// Every file of the relay's data.
     pub fn files(&self) -> Vec<PathBuf> {
         files_under(&self.dir.path().join("data"))
