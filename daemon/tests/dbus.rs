@@ -705,6 +705,14 @@ fn messaging_over_dbus_signals_and_notifies() {
                 .is_some_and(|p| p.iter().any(|c| c["op"] == "leave")),
         "{leaving}"
     );
+    bob_d.wait_conversation("bob left", |c| {
+        c["id"] == id.as_str() && c["state"] == "left"
+    });
+    bob_watch.wait_for("ConversationChanged for leaving", |t| {
+        signal_blocks(t, "ConversationChanged")
+            .iter()
+            .any(|b| b.contains("string \"left\""))
+    });
     people[0].0.stop();
 }
 
