@@ -103,33 +103,31 @@ async fn step(
         .call(move |db| outbound::head(db.conn(), &id))
         .await?;
     // A new group is created at the relay before anything else happens to it.
-    if row.state == "pending" {
-        if let Some(h) = &head
-            && h.op == "create"
-            && h.mls_message.is_none()
-            && h.join_seq.is_none()
+    if row.state == "pending"
+        && let Some(h) = &head
+        && h.op == "create"
+        && h.mls_message.is_none()
+        && h.join_seq.is_none()
+    {
+        match conn
+            .request(Request::CreateGroup {
+                group_id: group_id.clone(),
+            })
+            .await
         {
-            match conn
-                .request(Request::CreateGroup {
-                    group_id: group_id.clone(),
-                })
-                .await
-            {
-                Ok(_) => {}
-                Err(RelayCallError::Refused(e))
-                    if matches!(e.kind, RelayErrorKind::GroupExists) => {}
-                Err(RelayCallError::Refused(e)) => {
-                    fail_change(
-                        engine,
-                        conv,
-                        h,
-                        &format!("the relay refused to create the group: {e}"),
-                    )
-                    .await?;
-                    return Ok(Step::Again);
-                }
-                Err(e) => return Ok(Step::Retry(e.to_string())),
+            Ok(_) => {}
+            Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::GroupExists) => {}
+            Err(RelayCallError::Refused(e)) => {
+                fail_change(
+                    engine,
+                    conv,
+                    h,
+                    &format!("the relay refused to create the group: {e}"),
+                )
+                .await?;
+                return Ok(Step::Again);
             }
+            Err(e) => return Ok(Step::Retry(e.to_string())),
         }
     }
     if row.state == "active"
