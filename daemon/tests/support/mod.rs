@@ -675,6 +675,18 @@ impl SessionBus {
         m
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to the bus daemon: a stopped bus reads nothing,
+    /// so its clients' sends back up.
+    pub fn signal(&self, signal: &str) {
+        let bus = self.bus.as_ref().expect("bus running");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(bus.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
     /// Kills the bus (the daemon loses its connection).
     pub fn kill(&mut self) {
         if let Some(mut bus) = self.bus.take() {
