@@ -107,4 +107,17 @@ async fn refuse(mut stream: UnixStream, reason: String) {
     .unwrap_or_default();
     let _ = stream.write_all(format!("{line}\n").as_bytes()).await;
     let _ = stream.shutdown().await;
+    // Drain what the peer already sent (briefly, bounded) so its write does not fail
+    // before it has read the refusal.
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+            total += n;
+            if n == 0 || total > 64 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
