@@ -72,9 +72,45 @@ fn describe(event: &Event) -> String {
         } => {
             format!("{address} has a new identity key {new_fingerprint}")
         }
+        EventPayload::ConversationJoined { conversation } => {
+            format!("joined {}", title(conversation))
+        }
+        EventPayload::ConversationChanged { conversation } => {
+            format!(
+                "{} changed: {:?}, epoch {}, {} members",
+                title(conversation),
+                conversation.state,
+                conversation.epoch,
+                conversation.members.len()
+            )
+        }
+        EventPayload::ConversationChangeFailed { conversation } => {
+            format!("a change to {} failed", title(conversation))
+        }
+        EventPayload::ConversationRemoved { conversation } => {
+            format!("you were removed from {}", title(conversation))
+        }
+        EventPayload::ConversationBroken { conversation } => {
+            format!("{} is broken (see docs/operations.md)", title(conversation))
+        }
         EventPayload::RelayConnected { url } => format!("connected to {url}"),
         EventPayload::RelayDisconnected { url } => format!("disconnected from {url}"),
         other => other.type_name().to_owned(),
     };
     format!("#{:<6} {}", event.seq, what)
+}
+
+fn title(c: &sotto_protocol::api::Conversation) -> String {
+    match &c.name {
+        Some(n) => format!("{n} ({})", c.id),
+        None => format!(
+            "{} ({})",
+            c.members
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.id
+        ),
+    }
 }
