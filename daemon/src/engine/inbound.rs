@@ -109,11 +109,15 @@ fn set_cursor(tx: &Tx<'_>, conv: &str, seq: u64) -> Result<(), StoreError> {
 }
 
 /// Forgets the prepared bytes of the outbox head so it is prepared again in the new epoch.
+/// The assignments that forget a row's prepared post (it is prepared again later).
+const FORGET_PREPARED: &str = "post_id = NULL, mls_message = NULL, added = NULL, removed = NULL, \
+     welcome = NULL, welcome_to = NULL, done_epoch = NULL";
+
 fn reset_prepared(tx: &Tx<'_>, conv: &str) -> Result<(), StoreError> {
     tx.conn().execute(
-        "UPDATE outbox SET post_id = NULL, mls_message = NULL, added = NULL, removed = NULL, welcome = NULL,
-         welcome_to = NULL, done_epoch = NULL
-         WHERE conversation = ?1 AND join_seq IS NULL",
+        &format!(
+            "UPDATE outbox SET {FORGET_PREPARED} WHERE conversation = ?1 AND join_seq IS NULL"
+        ),
         [conv],
     )?;
     Ok(())
@@ -134,8 +138,7 @@ pub fn forget_prepared(tx: &mut Tx<'_>, conv: &str, row_id: i64) -> Result<(), S
             .map_err(StoreError::Sqlite)?;
     }
     tx.conn().execute(
-        "UPDATE outbox SET post_id = NULL, mls_message = NULL, added = NULL, removed = NULL, welcome = NULL,
-         welcome_to = NULL, done_epoch = NULL WHERE id = ?1 AND join_seq IS NULL",
+        &format!("UPDATE outbox SET {FORGET_PREPARED} WHERE id = ?1 AND join_seq IS NULL"),
         [row_id],
     )?;
     Ok(())
@@ -459,9 +462,7 @@ pub fn settle_direct_duplicates(tx: &mut Tx<'_>, peer: &str) -> Result<(), Store
     for loser in losers {
         tracing::info!(kept = %keep, left = %loser, peer, "two direct conversations with one peer; keeping the lowest id");
         tx.conn().execute(
-            "UPDATE outbox SET conversation = ?2, post_id = NULL, mls_message = NULL, added = NULL, removed = NULL,
-             welcome = NULL, welcome_to = NULL, done_epoch = NULL
-             WHERE conversation = ?1 AND op = 'message'",
+            &format!("UPDATE outbox SET conversation = ?2, {FORGET_PREPARED} WHERE conversation = ?1 AND op = 'message'"),
             params![loser, keep],
         )?;
         tx.conn().execute(

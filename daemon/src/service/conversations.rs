@@ -15,6 +15,22 @@ use crate::mls::{self, Provider};
 use crate::model::{self, ConvRow};
 use crate::store::StoreError;
 
+/// The distinct addresses of `members` other than `me`, sorted; an error saying `what`
+/// when none is left.
+fn others(members: &[Address], me: &str, what: &str) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = members
+        .iter()
+        .map(Address::to_string)
+        .filter(|m| m != me)
+        .collect();
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(ApiError::invalid_params(what.to_owned()));
+    }
+    Ok(out)
+}
+
 fn looks_like_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -120,19 +136,11 @@ impl Service {
         let identity = self.identity().await?;
         let engine = self.engine().await?;
         let me = identity.account.address.to_string();
-        let mut members: Vec<String> = p
-            .members
-            .iter()
-            .map(Address::to_string)
-            .filter(|m| *m != me)
-            .collect();
-        members.sort();
-        members.dedup();
-        if members.is_empty() {
-            return Err(ApiError::invalid_params(
-                "a conversation needs at least one other member",
-            ));
-        }
+        let members = others(
+            &p.members,
+            &me,
+            "a conversation needs at least one other member",
+        )?;
         let suite = match &p.ciphersuite {
             Some(s) => mls::parse_ciphersuite(s).ok_or_else(|| {
                 ApiError::invalid_params(format!(
@@ -233,7 +241,6 @@ impl Service {
         p: ConversationMembersParams,
     ) -> Result<Conversation, ApiError> {
         let me = self.identity().await?.account.address.to_string();
-        let engine = self.engine().await?;
         let row = self.resolve(&p.conversation).await?;
         if row.kind == "direct" {
             return Err(ApiError::new(
@@ -247,34 +254,9 @@ impl Service {
                 format!("the conversation is {}", row.state),
             ));
         }
-        let mut members: Vec<String> = p
-            .members
-            .iter()
-            .map(Address::to_string)
-            .filter(|m| *m != me)
-            .collect();
-        members.sort();
-        members.dedup();
-        if members.is_empty() {
-            return Err(ApiError::invalid_params("no members to add"));
-        }
-        let id = row.id.clone();
-        let conversation = self
-            .store
-            .call(move |db| {
-                db.write(|tx| {
-                    let payload = serde_json::to_string(&MembersPayload { members }).unwrap_or_default();
-                    tx.conn().execute(
-                        "INSERT INTO outbox (conversation, op, payload, created_at) VALUES (?1, 'add', ?2, ?3)",
-                        params![id, payload, super::now_rfc3339()],
-                    )?;
-                    let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
-                    model::conversation_api(tx.conn(), &row)
-                })
-            })
-            .await?;
-        engine.wake(&row.id);
-        Ok(conversation)
+        let members = others(&p.members, &me, "no members to add")?;
+        let payload = serde_json::to_string(&MembersPayload { members }).unwrap_or_default();
+        self.queue_change(&row.id, "add", payload).await
     }
 }
 
@@ -326,17 +308,12 @@ impl Service {
                 "members cannot be removed from a direct conversation; leave it instead",
             ));
         }
-        let mut members: Vec<String> = p.members.iter().map(Address::to_string).collect();
-        if members.contains(&me) {
+        if p.members.iter().any(|m| m.to_string() == me) {
             return Err(ApiError::invalid_params(
                 "to remove yourself, leave the conversation",
             ));
         }
-        members.sort();
-        members.dedup();
-        if members.is_empty() {
-            return Err(ApiError::invalid_params("no members to remove"));
-        }
+        let members = others(&p.members, &me, "no members to remove")?;
         let payload = serde_json::to_string(&MembersPayload { members }).unwrap_or_default();
         self.queue_change(&row.id, "remove", payload).await
     }
