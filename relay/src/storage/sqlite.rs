@@ -149,6 +149,11 @@ impl SqliteStore {
     }
 }
 
+/// Runs a parameterless statement from the statement cache.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, notify: &broadcast::Sender<Change>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -158,27 +163,27 @@ fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, notify: &broadcast::
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
             tracing::error!(cause = %e, "cannot begin write transaction");
             continue; // dropping the jobs fails their callers with `Closed`
         }
         let mut outs = Vec::with_capacity(batch.len());
         for job in batch {
-            let sp = conn.execute_batch("SAVEPOINT job").is_ok();
+            let sp = run(conn, "SAVEPOINT job").is_ok();
             let out = job(conn);
             if sp {
                 let end = if out.keep {
-                    "RELEASE job"
+                    run(conn, "RELEASE job")
                 } else {
-                    "ROLLBACK TO job; RELEASE job"
+                    run(conn, "ROLLBACK TO job").and_then(|()| run(conn, "RELEASE job"))
                 };
-                if let Err(e) = conn.execute_batch(end) {
+                if let Err(e) = end {
                     tracing::error!(cause = %e, "savepoint end failed");
                 }
             }
             outs.push(out);
         }
-        let committed = match conn.execute_batch("COMMIT") {
+        let committed = match run(conn, "COMMIT") {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(cause = %e, "batch commit failed");
