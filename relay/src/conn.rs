@@ -73,6 +73,7 @@ enum Event {
 }
 
 /// Serves one upgraded connection until it closes.
+#[tracing::instrument(name = "conn", skip_all, fields(%ip))]
 pub(crate) async fn serve<S: Store>(
     shared: Arc<Shared<S>>,
     ws: WebSocketStream<Box<dyn Io>>,

@@ -43,6 +43,17 @@ impl Relay {
         }
     }
 
+    /// The relay's resident memory in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().map_or(0, Child::id);
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn database(&self) -> PathBuf {
         self.dir.path().join("relay.sqlite3")
     }

@@ -69,3 +69,33 @@ async fn durable_mailbox_posts_per_second() {
         n as f64 / secs
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run with --ignored --nocapture"]
+async fn memory_per_idle_connection() {
+    let n: usize = std::env::var("CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let relay = Relay::start_with(&["--connections-per-ip", "1000000"]);
+    // Warm up the runtime and the store with a few connections first.
+    let mut warm = Vec::new();
+    for i in 0..10 {
+        let dev = Device::new(&relay.address(&format!("warm{i}")));
+        warm.push(Client::registered(relay.addr, &dev).await);
+    }
+    let before = relay.rss_kib();
+    let mut idle = Vec::with_capacity(n);
+    for i in 0..n {
+        let dev = Device::new(&format!("idle{i}@elsewhere.example"));
+        let mut c = Client::authenticated(relay.addr, &dev).await;
+        c.ping_ok().await;
+        idle.push(c);
+    }
+    let after = relay.rss_kib();
+    println!(
+        "{n} idle authenticated connections: {} KiB more RSS = {:.1} KiB each",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / n as f64
+    );
+}
