@@ -404,12 +404,12 @@ impl<S: Store> Conn<S> {
 
     pub async fn send(&mut self, frame: &ServerFrame) -> Result<(), Gone> {
         let bytes = codec::encode(frame);
+        // Counted before the write so a peer that saw the frame also sees the count.
+        Metrics::inc(&self.shared.metrics.frames_out);
         self.ws
             .send(Message::binary(bytes))
             .await
-            .map_err(|_| Gone)?;
-        Metrics::inc(&self.shared.metrics.frames_out);
-        Ok(())
+            .map_err(|_| Gone)
     }
 
     /// Sends a connection-level error and closes.

@@ -218,7 +218,12 @@ fn systemd_unit_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_unauthenticated_connections_time_out() {
     use tokio::io::AsyncReadExt;
-    let relay = Relay::start_with(&["--handshake-timeout-ms", "300", "--auth-timeout-ms", "1500"]);
+    let relay = Relay::start_with(&[
+        "--handshake-timeout-ms",
+        "1000",
+        "--auth-timeout-ms",
+        "3000",
+    ]);
     // A TCP connection that never sends a request head is dropped.
     let mut tcp = tokio::net::TcpStream::connect(relay.addr)
         .await
