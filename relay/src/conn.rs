@@ -406,10 +406,7 @@ impl<S: Store> Conn<S> {
         let bytes = codec::encode(frame);
         // Counted before the write so a peer that saw the frame also sees the count.
         Metrics::inc(&self.shared.metrics.frames_out);
-        self.ws
-            .send(Message::binary(bytes))
-            .await
-            .map_err(|_| Gone)
+        self.ws.send(Message::binary(bytes)).await.map_err(|_| Gone)
     }
 
     /// Sends a connection-level error and closes.
