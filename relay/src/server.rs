@@ -4,6 +4,7 @@ use std::future::Future;
 use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openmls_rust_crypto::RustCrypto;
@@ -24,6 +25,9 @@ use crate::metrics::Metrics;
 use crate::net::canonical;
 use crate::storage::{SqliteStore, Store};
 use crate::{Error, conn, unix_now};
+
+/// How long shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A byte stream: TCP or TLS over TCP.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -107,8 +111,17 @@ pub async fn run_with_store<S: Store>(
         }
     }
     tracing::info!("relay shutting down");
+    drop(listener);
     let _ = stop_tx.send(true);
     retention.abort();
+    // Give connections a moment to send their close frames; every acknowledged write is
+    // already durable, so nothing is lost if some do not make it.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while shared.metrics.connections_open.load(Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     fan_out.abort();
     Ok(())
 }

@@ -45,7 +45,7 @@ impl Relay {
 
     /// The relay's resident memory in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.as_ref().map_or(0, Child::id);
+        let pid = self.pid();
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
             .lines()
@@ -69,6 +69,26 @@ impl Relay {
             .trim_start_matches("wss://")
             .trim_end_matches("/sotto/v1")
             .to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the process to exit (after a signal) and returns its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("relay did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, no goodbye.

@@ -245,3 +245,19 @@ async fn silent_and_unauthenticated_connections_time_out() {
     assert!(relay.metric("sotto_relay_rejections_total{reason=\"handshake_timeout\"}") >= 1);
     assert!(relay.metric("sotto_relay_rejections_total{reason=\"auth_timeout\"}") >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_connections_and_exits_cleanly() {
+    let mut relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &relay.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let close = a.closed().await.expect("close frame");
+    assert_eq!(close.reason.as_str(), "relay shutting down");
+    let code = relay.wait();
+    assert_eq!(code, Some(0));
+}
