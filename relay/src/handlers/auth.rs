@@ -74,7 +74,9 @@ impl<S: Store> Conn<S> {
             if outcome == RegisterOutcome::NameTaken {
                 return Err(err(
                     RelayErrorKind::NameTaken,
-                    format!("{address} is registered to another key"),
+                    format!(
+                        "{address} is registered to another key, or this key to another address"
+                    ),
                 ));
             }
             tracing::info!(%address, %device_id, "registered");

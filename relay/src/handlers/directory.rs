@@ -19,6 +19,8 @@ use crate::unix_now;
 
 /// Most key packages in one publish request.
 const MAX_BATCH: usize = 256;
+/// Most unclaimed single-use packages a device may keep per ciphersuite.
+const MAX_POOL: u32 = 1000;
 /// Most recipients of one mailbox post.
 const MAX_RECIPIENTS: usize = 256;
 
@@ -103,6 +105,21 @@ impl<S: Store> Ctx<S> {
             return Err(err(
                 RelayErrorKind::BadRequest,
                 format!("at most {MAX_BATCH} key packages per request"),
+            ));
+        }
+        let have = self
+            .shared
+            .store
+            .count_key_packages(me.key, ciphersuite, unix_now())
+            .await
+            .map_err(internal)?;
+        if have.available.saturating_add(pool.len() as u32) > MAX_POOL {
+            return Err(err(
+                RelayErrorKind::BadRequest,
+                format!(
+                    "at most {MAX_POOL} unclaimed key packages per device and ciphersuite ({} stored)",
+                    have.available
+                ),
             ));
         }
         let identity = credential_identity(&me.address, &me.device_id);
