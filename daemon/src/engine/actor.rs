@@ -256,18 +256,27 @@ async fn catch_up(
         }
         return Ok(CatchUp::UpToDate);
     }
-    for entry in entries {
-        let (id, address, key) = (conv.to_owned(), engine.address.clone(), engine.key.clone());
-        let outcome = engine
-            .store
-            .call(move |db| {
-                db.write(|tx| inbound::process(tx, &id, &address, &key.public_key(), &entry))
+    // The whole page in one transaction: one fsync for a burst, and still all-or-nothing
+    // (a crash re-reads the page from the unchanged cursor).
+    let (id, address, key) = (conv.to_owned(), engine.address.clone(), engine.key.clone());
+    let outcome = engine
+        .store
+        .call(move |db| {
+            db.write(|tx| {
+                let mut last = inbound::Outcome::default();
+                for entry in &entries {
+                    last = inbound::process(tx, &id, &address, &key.public_key(), entry)?;
+                    if last.removed || last.broken {
+                        break;
+                    }
+                }
+                Ok(last)
             })
-            .await?;
-        if outcome.removed || outcome.broken {
-            tracing::debug!(conversation = %conv, ?outcome, "the conversation is finished");
-            return Ok(CatchUp::Finished);
-        }
+        })
+        .await?;
+    if outcome.removed || outcome.broken {
+        tracing::debug!(conversation = %conv, ?outcome, "the conversation is finished");
+        return Ok(CatchUp::Finished);
     }
     Ok(CatchUp::Progress)
 }
