@@ -103,3 +103,99 @@ async fn acked_posts_survive_kill_9() {
         .expect("journal mode");
     assert_eq!(mode, "wal");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_group_entries_survive_kill_9_in_order() {
+    use crate::mls;
+    const WINDOW: usize = 16;
+    const BEFORE_KILL: usize = 160;
+    let mut relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let mut g = mls::new_group(&alice);
+    let group_id = mls::gid(&g);
+    let r = a
+        .request(Request::CreateGroup {
+            group_id: group_id.clone(),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Group(_))), "{r:?}");
+    // seq -> post id of every acknowledged post.
+    let mut acked: std::collections::BTreeMap<u64, [u8; 16]> = Default::default();
+    loop {
+        let mut sent = std::collections::HashMap::new();
+        let mut order = Vec::new();
+        for _ in 0..WINDOW {
+            let pid = crate::client::post_id();
+            let message = mls::app_message(&mut g, &alice, b"x");
+            let id = a
+                .send(Request::PostGroup {
+                    post_id: pid,
+                    group_id: group_id.clone(),
+                    message,
+                    added: vec![],
+                    removed: vec![],
+                })
+                .await;
+            sent.insert(id, pid);
+            order.push(id);
+        }
+        let killing = acked.len() >= BEFORE_KILL;
+        if killing {
+            relay.kill9();
+        }
+        for id in order {
+            let frame = if killing {
+                match a.recv().await {
+                    Incoming::Frame(f) => f,
+                    Incoming::Closed(_) => break,
+                }
+            } else {
+                sotto_protocol::relay::ServerFrame::Response {
+                    id,
+                    result: a.response(id).await,
+                }
+            };
+            match frame {
+                sotto_protocol::relay::ServerFrame::Response {
+                    id,
+                    result: Ok(Response::Accepted { seq, .. }),
+                } => {
+                    acked.insert(seq, sent[&id]);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if killing {
+            break;
+        }
+    }
+    relay.restart();
+    let mut a = Client::authenticated(relay.addr, &alice).await;
+    let mut stored = Vec::new();
+    loop {
+        let r = a
+            .request(Request::ReadGroup {
+                group_id: group_id.clone(),
+                after: stored.len() as u64,
+                limit: 256,
+            })
+            .await;
+        let Ok(Response::GroupEntries { entries, .. }) = r else {
+            panic!("read: {r:?}")
+        };
+        if entries.is_empty() {
+            break;
+        }
+        stored.extend(entries);
+    }
+    for (i, e) in stored.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "seqs have no holes");
+    }
+    for (seq, pid) in &acked {
+        let e = stored
+            .get(*seq as usize - 1)
+            .unwrap_or_else(|| panic!("acked seq {seq} lost after kill -9"));
+        assert_eq!(&e.post_id, pid, "seq {seq} holds the acknowledged post");
+    }
+}
