@@ -65,6 +65,50 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// CPU time (user + system) `pid` has used so far, in seconds (USER_HZ is 100 on Linux).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Cores used by `pids` between two readings taken `wall` apart.
+#[derive(Debug, Clone)]
+pub struct CpuMeter {
+    pids: Vec<(String, u32, f64)>,
+    start: std::time::Instant,
+}
+
+impl CpuMeter {
+    pub fn start(pids: &[(&str, u32)]) -> CpuMeter {
+        CpuMeter {
+            pids: pids
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), *p, cpu_seconds(*p)))
+                .collect(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// "name 0.42, other 0.10 cores" since `start`.
+    pub fn report(&self) -> String {
+        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
+        let parts: Vec<String> = self
+            .pids
+            .iter()
+            .map(|(n, p, c0)| format!("{n} {:.2}", (cpu_seconds(*p) - c0) / wall))
+            .collect();
+        format!("{} cores", parts.join(", "))
+    }
+}
+
 /// Reads the first stdout line of `child` within `timeout`.
 pub fn first_line(child: &mut Child, timeout: Duration) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("child stdout")?;
@@ -198,8 +242,13 @@ impl Daemon {
         let log = std::fs::File::create(p.join("sottod.log"))?;
         let socket = p.join("run/sotto/sottod.sock");
         let start = Instant::now();
-        let mut child = Command::new(bin("sottod")?)
-            .env_clear()
+        let mut cmd = Command::new(bin("sottod")?);
+        cmd.env_clear();
+        // The daemon's debug switch (ptrace, perf, core dumps), passed through for profiling.
+        if let Some(v) = std::env::var_os(sottod::hardening::DEBUG_ENV) {
+            cmd.env(sottod::hardening::DEBUG_ENV, v);
+        }
+        let mut child = cmd
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", p.join("home"))
             .env("XDG_RUNTIME_DIR", p.join("run"))
@@ -240,6 +289,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The daemon's log so far (SOTTO_LOG=warn).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("sottod.log")).unwrap_or_default()
     }
 
     pub async fn client(&self) -> anyhow::Result<RpcClient> {

@@ -8,7 +8,7 @@ use serde_json::json;
 use sotto_protocol::relay::{Request, Response};
 
 use super::{Ctx, Pair, padded, received_text};
-use crate::procs::{Relay, unlimited_flags};
+use crate::procs::{CpuMeter, Relay, unlimited_flags};
 use crate::progress;
 use crate::relay_client::{Client, Device};
 use crate::report::{Row, ratio};
@@ -27,6 +27,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     b.subscribe().await?;
 
     progress!("{n} sequential 1 KiB messages A → relay → B (after {WARMUP} warm-up)");
+    let cpu = CpuMeter::start(&[
+        ("A", pair.a.pid()),
+        ("relay", relay.pid()),
+        ("B", pair.b.pid()),
+    ]);
     let mut e2e = Samples::with_capacity(n);
     let mut accept = Samples::with_capacity(n);
     for i in 0..WARMUP + n {
@@ -47,6 +52,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         }
     }
 
+    let cpu = cpu.report();
     progress!("baseline: {n} relay Ping round trips on one WebSocket");
     let dev = Device::new("pinger@elsewhere.example");
     let mut c = Client::authed(relay.addr, &dev, false).await?;
@@ -60,6 +66,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         }
     }
 
+    progress!(
+        "the disk's durable-commit floor: 200 one-row SQLite transactions (WAL, synchronous=FULL)"
+    );
+    let (_, commit) =
+        tokio::task::spawn_blocking(|| super::throughput::sqlite_commits(200, 1)).await??;
+
     let row = |what: &str, ours: f64, base: f64| {
         Row::new(format!("1 e2e latency {what} (n={n})"), fmt_us(ours))
             .baseline(format!("{} ws ping", fmt_us(base)), ratio(ours, base))
@@ -71,6 +83,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         Row::new(
             "1 (detail) message.send reply on A, p50 / p99",
             format!("{} / {}", fmt_us(accept.p50()), fmt_us(accept.p99())),
+        ),
+        Row::new("1 (detail) CPU during the messages (2 cores in all)", cpu),
+        Row::new(
+            "1 (detail) one durable SQLite commit on this disk, p50 / p99",
+            format!("{} / {}", fmt_us(commit.p50()), fmt_us(commit.p99())),
         ),
         Row::new(
             "1 (detail) direct conversation: create on A → joined on B",

@@ -5,7 +5,8 @@
 //!     group config and `DeviceKey` signer. Baseline: raw openmls with
 //!     openmls_sqlite_storage (the same JSON codec), the group kept in memory, default
 //!     config, the same transaction boundaries. Both databases: WAL, synchronous=FULL,
-//!     secure_delete=ON (the daemon's pragmas), on the same disk.
+//!     secure_delete=ON (the daemon's pragmas), on the same disk; a second pass with
+//!     synchronous=OFF shows the CPU cost alone (fsyncs dominate otherwise).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,11 +37,24 @@ pub const STEPS: [&str; 5] = [
 
 pub type Steps = [Duration; 5];
 
-/// A database with the daemon's pragmas and openmls's tables.
-fn open_db(path: &Path) -> anyhow::Result<Connection> {
+/// The `synchronous` setting of both databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// The daemon's setting: every commit waits for fsync.
+    Full,
+    /// No fsync: isolates the CPU cost of the two ways.
+    Off,
+}
+
+/// A database with the daemon's pragmas (but `sync`) and openmls's tables.
+fn open_db(path: &Path, sync: Sync) -> anyhow::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let level = match sync {
+        Sync::Full => "FULL",
+        Sync::Off => "OFF",
+    };
+    conn.pragma_update(None, "synchronous", level)?;
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     smls::run_migrations(&mut conn).map_err(anyhow::Error::msg)?;
@@ -85,9 +99,9 @@ fn protocol_message(bytes: &[u8]) -> anyhow::Result<ProtocolMessage> {
 }
 
 /// The daemon's way (see the module comment).
-pub fn ours(dir: &Path, others: &[Vec<u8>]) -> anyhow::Result<Steps> {
-    let mut creator = open_db(&dir.join("ours-creator.db"))?;
-    let mut joiner = open_db(&dir.join("ours-joiner.db"))?;
+pub fn ours(dir: &Path, others: &[Vec<u8>], sync: Sync) -> anyhow::Result<Steps> {
+    let mut creator = open_db(&dir.join("ours-creator.db"), sync)?;
+    let mut joiner = open_db(&dir.join("ours-joiner.db"), sync)?;
     let (ckey, jkey) = (DeviceKey::generate(), DeviceKey::generate());
     let ccred = smls::credential("owner@bench.invalid", "d1", &ckey.public_key());
     let jcred = smls::credential("joiner@bench.invalid", "d1", &jkey.public_key());
@@ -235,9 +249,9 @@ fn raw_signer() -> (SignatureKeyPair, CredentialWithKey) {
 }
 
 /// Raw openmls (see the module comment).
-pub fn raw(dir: &Path, others: &[Vec<u8>]) -> anyhow::Result<Steps> {
-    let mut creator = open_db(&dir.join("raw-creator.db"))?;
-    let mut joiner = open_db(&dir.join("raw-joiner.db"))?;
+pub fn raw(dir: &Path, others: &[Vec<u8>], sync: Sync) -> anyhow::Result<Steps> {
+    let mut creator = open_db(&dir.join("raw-creator.db"), sync)?;
+    let mut joiner = open_db(&dir.join("raw-joiner.db"), sync)?;
     let (csign, ccred) = raw_signer();
     let (jsign, jcred) = raw_signer();
     let joiner_kp = in_tx(&mut joiner, |c| {

@@ -14,7 +14,7 @@ use serde_json::json;
 use sotto_protocol::relay::{Push, Request, Response};
 
 use super::{Ctx, Pair, app_messages, padded, received_text};
-use crate::procs::{Relay, unlimited_flags};
+use crate::procs::{CpuMeter, Relay, unlimited_flags};
 use crate::progress;
 use crate::relay_client::{Client, Device, post_id};
 use crate::report::{Row, ratio};
@@ -35,6 +35,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let mut b = pair.b.client().await?;
     b.subscribe().await?;
     progress!("{SENDERS} senders on A for {secs} s, B receiving");
+    let cpu = CpuMeter::start(&[
+        ("A", pair.a.pid()),
+        ("relay", relay.pid()),
+        ("B", pair.b.pid()),
+    ]);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let mut senders = Vec::new();
@@ -92,6 +97,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             }
         }
     }
+    let cpu = cpu.report();
     let sent = total_sent.unwrap_or(0);
     let lost = sent.saturating_sub(seen.len());
     let send_rate = sent as f64 / secs as f64;
@@ -116,6 +122,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             "6 sustained message.send accepted/s on A",
             fmt_rate(send_rate, "msg"),
         ),
+        Row::new("6 (detail) CPU during the run (2 cores in all)", cpu),
     ])
 }
 

@@ -12,7 +12,7 @@ use sotto_protocol::relay::{Request, Response, ServerFrame};
 use tokio::sync::Semaphore;
 
 use super::{Ctx, app_messages};
-use crate::procs::{Relay, relay_supports, unlimited_flags};
+use crate::procs::{CpuMeter, Relay, relay_supports, unlimited_flags};
 use crate::progress;
 use crate::relay_client::{Client, Device, post_id};
 use crate::report::{Row, ratio};
@@ -117,6 +117,12 @@ fn relay_durability(relay: &Relay) -> String {
 
 /// Raw SQLite: `n` inserts, `per_txn` per transaction; returns inserts per second.
 pub fn sqlite_inserts(n: usize, per_txn: usize) -> anyhow::Result<f64> {
+    sqlite_commits(n, per_txn).map(|(rate, _)| rate)
+}
+
+/// Raw SQLite: `n` inserts, `per_txn` per transaction; returns inserts per second and the
+/// latency of each transaction (BEGIN to COMMIT returned).
+pub fn sqlite_commits(n: usize, per_txn: usize) -> anyhow::Result<(f64, Samples)> {
     let dir = tempfile::Builder::new()
         .prefix("sotto-bench-sql")
         .tempdir()?;
@@ -130,9 +136,11 @@ pub fn sqlite_inserts(n: usize, per_txn: usize) -> anyhow::Result<f64> {
     let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
     anyhow::ensure!(sync == 2, "synchronous is {sync}, not FULL");
     let message = vec![7u8; PAYLOAD];
+    let mut commits = Samples::with_capacity(n / per_txn.max(1) + 1);
     let start = Instant::now();
     let mut i = 0;
     while i < n {
+        let t = Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE")?;
         {
             let mut stmt = conn.prepare_cached(
@@ -152,8 +160,9 @@ pub fn sqlite_inserts(n: usize, per_txn: usize) -> anyhow::Result<f64> {
             }
         }
         conn.execute_batch("COMMIT")?;
+        commits.push(t.elapsed());
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok((n as f64 / start.elapsed().as_secs_f64(), commits))
 }
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
@@ -171,6 +180,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     progress!(
         "{k} clients × {m} posts of {PAYLOAD} B, {WINDOW} in flight each ({mix}); relay synchronous={durability}"
     );
+    let cpu = CpuMeter::start(&[
+        ("relay", relay.pid()),
+        ("bench clients", std::process::id()),
+    ]);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..k {
@@ -188,6 +201,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         acks.extend(t.await??);
     }
     let ours = (k * m) as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu.report();
 
     let single_n = ctx.pick(300, 2_000);
     progress!(
@@ -217,6 +231,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             format!("{} raw sqlite, 1/txn", fmt_rate(single, "ins")),
             ratio(ours, single),
         ),
+        Row::new("2 (detail) CPU during the run (2 cores in all)", cpu),
         Row::new(
             "2 relay ack latency p50 / p99",
             format!("{} / {}", fmt_us(acks.p50()), fmt_us(acks.p99())),
