@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mls;
 pub mod net;
+mod push;
 mod server;
 pub mod storage;
 

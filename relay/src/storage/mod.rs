@@ -12,6 +12,7 @@ mod schema;
 mod sql_directory;
 mod sql_groups;
 mod sqlite;
+mod sqlite_store;
 
 use std::future::Future;
 

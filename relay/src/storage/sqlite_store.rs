@@ -1,0 +1,443 @@
+//! [`Store`] for [`SqliteStore`]: each operation is one closure on the writer thread
+//! (writes) or on a reader connection (reads), running the SQL in `sql_directory` and
+//! `sql_groups`.
+
+use std::future::Future;
+
+use sotto_protocol::relay::{
+    ClaimedKeyPackage, GroupState, KeyPackageCount, MailboxEntry, Principal,
+};
+use tokio::sync::broadcast;
+
+use super::sqlite::SqliteStore;
+use super::{
+    AppendOutcome, Change, CreateOutcome, MailboxOutcome, NewGroupEntry, NewKeyPackage,
+    NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError, sql_directory as dir,
+    sql_groups as grp,
+};
+
+impl Store for SqliteStore {
+    async fn register(
+        &self,
+        name: String,
+        device_id: String,
+        key: Principal,
+        now: u64,
+    ) -> Result<RegisterOutcome, StoreError> {
+        self.write("register", move |c, _| {
+            dir::register(c, &name, &device_id, &key, now)
+        })
+        .await
+    }
+
+    async fn device_key(
+        &self,
+        name: String,
+        device_id: String,
+    ) -> Result<Option<Principal>, StoreError> {
+        self.read("device key", move |c| dir::device_key(c, &name, &device_id))
+            .await
+    }
+
+    async fn devices(&self, name: String) -> Result<Vec<(String, Principal)>, StoreError> {
+        self.read("devices", move |c| dir::devices(c, &name)).await
+    }
+
+    async fn publish_key_packages(
+        &self,
+        device: Principal,
+        ciphersuite: u16,
+        pool: Vec<NewKeyPackage>,
+        last_resort: Option<NewKeyPackage>,
+        now: u64,
+    ) -> Result<KeyPackageCount, StoreError> {
+        self.write("publish key packages", move |c, _| {
+            dir::publish(c, &device, ciphersuite, &pool, last_resort.as_ref())?;
+            dir::count(c, &device, ciphersuite, now)
+        })
+        .await
+    }
+
+    async fn count_key_packages(
+        &self,
+        device: Principal,
+        ciphersuite: u16,
+        now: u64,
+    ) -> Result<KeyPackageCount, StoreError> {
+        self.read("count key packages", move |c| {
+            dir::count(c, &device, ciphersuite, now)
+        })
+        .await
+    }
+
+    async fn claim_key_package(
+        &self,
+        device: Principal,
+        ciphersuite: u16,
+        now: u64,
+    ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
+        self.write("claim key package", move |c, _| {
+            dir::claim(c, &device, ciphersuite, now)
+        })
+        .await
+    }
+
+    fn post_mailbox(
+        &self,
+        post: NewMailboxPost,
+    ) -> impl Future<Output = Result<MailboxOutcome, StoreError>> + Send + use<> {
+        self.write("post mailbox", move |c, changes| {
+            dir::post_mailbox(c, &post, changes)
+        })
+    }
+
+    async fn read_mailbox(
+        &self,
+        device: Principal,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<MailboxEntry>, StoreError> {
+        self.read("read mailbox", move |c| {
+            dir::read_mailbox(c, &device, after, limit)
+        })
+        .await
+    }
+
+    async fn ack_mailbox(&self, device: Principal, up_to: u64) -> Result<(), StoreError> {
+        self.write("ack mailbox", move |c, _| {
+            dir::ack_mailbox(c, &device, up_to)
+        })
+        .await
+    }
+
+    async fn create_group(
+        &self,
+        group_id: Vec<u8>,
+        creator: Principal,
+        now: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.write("create group", move |c, _| {
+            grp::create(c, &group_id, &creator, now)
+        })
+        .await
+    }
+
+    fn append_group(
+        &self,
+        entry: NewGroupEntry,
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send + use<> {
+        self.write("append group entry", move |c, changes| {
+            grp::append(c, &entry, changes)
+        })
+    }
+
+    async fn read_group(
+        &self,
+        group_id: Vec<u8>,
+        reader: Principal,
+        after: u64,
+        limit: u32,
+    ) -> Result<ReadOutcome, StoreError> {
+        self.read("read group", move |c| {
+            grp::read(c, &group_id, &reader, after, limit)
+        })
+        .await
+    }
+
+    async fn ack_group(
+        &self,
+        group_id: Vec<u8>,
+        member: Principal,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.write("ack group", move |c, _| {
+            grp::ack(c, &group_id, &member, seq)
+        })
+        .await
+    }
+
+    async fn group_state(&self, group_id: Vec<u8>) -> Result<Option<GroupState>, StoreError> {
+        self.read("group state", move |c| grp::state(c, &group_id))
+            .await
+    }
+
+    async fn prune(&self, now: u64, max_age_secs: u64) -> Result<u64, StoreError> {
+        self.write("prune", move |c, _| {
+            let cutoff = now.saturating_sub(max_age_secs);
+            Ok(grp::prune(c, cutoff)? + dir::prune(c, now, cutoff)?)
+        })
+        .await
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn durability(&self) -> &str {
+        self.durability
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sotto_protocol::relay::content_type;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("t.sqlite3")).expect("open");
+        (dir, store)
+    }
+
+    fn kp(byte: u8, not_after: u64) -> NewKeyPackage {
+        NewKeyPackage {
+            data: vec![byte],
+            not_before: 0,
+            not_after,
+        }
+    }
+
+    fn entry(group: &[u8], sender: u8, epoch: u64, ct: u8, post: u8) -> NewGroupEntry {
+        NewGroupEntry {
+            group_id: group.to_vec(),
+            sender: [sender; 32],
+            post_id: [post; 16],
+            epoch,
+            content_type: ct,
+            message: vec![post],
+            added: vec![],
+            removed: vec![],
+            now: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn durability_is_full() {
+        let (_d, s) = store();
+        assert_eq!(s.durability(), "full");
+    }
+
+    #[tokio::test]
+    async fn claims_skip_expired_and_fall_back_to_last_resort() {
+        let (_d, s) = store();
+        let dev = [1u8; 32];
+        let count = s
+            .publish_key_packages(dev, 1, vec![kp(1, 50), kp(2, 500)], Some(kp(9, 500)), 10)
+            .await
+            .expect("publish");
+        assert_eq!((count.available, count.last_resort), (2, true));
+        // At t=100 the first package has expired: it is never handed out.
+        let c = s.claim_key_package(dev, 1, 100).await.expect("claim");
+        assert_eq!(
+            c.map(|c| (c.key_package, c.last_resort)),
+            Some((vec![2], false))
+        );
+        let c = s.claim_key_package(dev, 1, 100).await.expect("claim");
+        assert_eq!(
+            c.map(|c| (c.key_package, c.last_resort)),
+            Some((vec![9], true))
+        );
+        // Past the last-resort lifetime too: nothing.
+        assert_eq!(s.claim_key_package(dev, 1, 600).await.expect("claim"), None);
+        assert_eq!(s.claim_key_package(dev, 2, 100).await.expect("claim"), None);
+    }
+
+    #[tokio::test]
+    async fn epoch_rule_and_idempotency() {
+        let (_d, s) = store();
+        let g = b"g".to_vec();
+        assert!(matches!(
+            s.create_group(g.clone(), [1; 32], 0).await.expect("create"),
+            CreateOutcome::Ok(_)
+        ));
+        assert_eq!(
+            s.create_group(g.clone(), [2; 32], 0).await.expect("create"),
+            CreateOutcome::Exists
+        );
+        let commit = content_type::COMMIT;
+        let app = content_type::APPLICATION;
+        let r = s
+            .append_group(entry(&g, 1, 1, commit, 1))
+            .await
+            .expect("append");
+        assert_eq!(
+            r,
+            AppendOutcome::Conflict {
+                current_epoch: 0,
+                head_seq: 0
+            }
+        );
+        let r = s
+            .append_group(entry(&g, 1, 0, app, 2))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::Accepted { seq: 1, epoch: 0 });
+        let r = s
+            .append_group(entry(&g, 1, 0, commit, 3))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::Accepted { seq: 2, epoch: 1 });
+        // A second commit for epoch 0 loses; its retry under the first post id does not.
+        let r = s
+            .append_group(entry(&g, 1, 0, commit, 4))
+            .await
+            .expect("append");
+        assert_eq!(
+            r,
+            AppendOutcome::Conflict {
+                current_epoch: 1,
+                head_seq: 2
+            }
+        );
+        let r = s
+            .append_group(entry(&g, 1, 0, commit, 3))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::Accepted { seq: 2, epoch: 1 });
+        let r = s
+            .append_group(entry(&g, 2, 1, app, 5))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::NotMember);
+        let r = s
+            .append_group(entry(b"nope", 1, 0, app, 6))
+            .await
+            .expect("append");
+        assert_eq!(r, AppendOutcome::UnknownGroup);
+    }
+
+    #[tokio::test]
+    async fn access_list_deltas_bound_reads() {
+        let (_d, s) = store();
+        let g = b"g".to_vec();
+        let (alice, bob) = ([1u8; 32], [2u8; 32]);
+        s.create_group(g.clone(), alice, 0).await.expect("create");
+        let mut add = entry(&g, 1, 0, content_type::COMMIT, 1);
+        add.added = vec![bob];
+        assert_eq!(
+            s.append_group(add).await.expect("add"),
+            AppendOutcome::Accepted { seq: 1, epoch: 1 }
+        );
+        s.append_group(entry(&g, 2, 1, content_type::APPLICATION, 2))
+            .await
+            .expect("bob posts");
+        let mut remove = entry(&g, 1, 1, content_type::COMMIT, 3);
+        remove.removed = vec![bob];
+        s.append_group(remove).await.expect("remove");
+        s.append_group(entry(&g, 1, 2, content_type::APPLICATION, 4))
+            .await
+            .expect("after");
+        let read = s.read_group(g.clone(), bob, 0, 100).await.expect("read");
+        let ReadOutcome::Entries {
+            entries,
+            removed_at,
+            head_seq,
+        } = read
+        else {
+            panic!("entries")
+        };
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!((removed_at, head_seq), (Some(3), 4));
+        assert_eq!(
+            s.append_group(entry(&g, 2, 2, content_type::APPLICATION, 5))
+                .await
+                .expect("append"),
+            AppendOutcome::NotMember
+        );
+        assert_eq!(
+            s.read_group(g.clone(), [3; 32], 0, 10).await.expect("read"),
+            ReadOutcome::NotMember
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_waits_for_the_slowest_member() {
+        let (_d, s) = store();
+        let g = b"g".to_vec();
+        let (alice, bob) = ([1u8; 32], [2u8; 32]);
+        s.create_group(g.clone(), alice, 0).await.expect("create");
+        let mut add = entry(&g, 1, 0, content_type::COMMIT, 1);
+        add.added = vec![bob];
+        s.append_group(add).await.expect("add");
+        for i in 2..6u8 {
+            s.append_group(entry(&g, 1, 1, content_type::APPLICATION, i))
+                .await
+                .expect("post");
+        }
+        s.ack_group(g.clone(), alice, 5).await.expect("ack");
+        s.ack_group(g.clone(), bob, 3).await.expect("ack");
+        s.prune(1000, 10_000).await.expect("prune");
+        assert_eq!(
+            s.read_group(g.clone(), alice, 0, 10).await.expect("read"),
+            ReadOutcome::Gap { oldest_seq: 4 }
+        );
+        let ReadOutcome::Entries { entries, .. } =
+            s.read_group(g.clone(), bob, 3, 10).await.expect("read")
+        else {
+            panic!("entries")
+        };
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        // Past the maximum age everything goes, read or not.
+        s.prune(1000 + 20_000, 10_000).await.expect("prune");
+        assert_eq!(
+            s.read_group(g.clone(), bob, 3, 10).await.expect("read"),
+            ReadOutcome::Gap { oldest_seq: 6 }
+        );
+    }
+
+    #[tokio::test]
+    async fn mailbox_payloads_are_shared_and_changes_follow_commit() {
+        let (_d, s) = store();
+        let mut changes = s.changes();
+        let (bob, carol) = ([2u8; 32], [3u8; 32]);
+        let post = NewMailboxPost {
+            sender: [1; 32],
+            sender_address: "alice@x".into(),
+            post_id: [7; 16],
+            recipients: vec![("bob".into(), "d".into()), ("carol".into(), "d".into())],
+            payload: b"welcome".to_vec(),
+            now: 5,
+        };
+        for (name, key) in [("bob", bob), ("carol", carol)] {
+            s.register(name.into(), "d".into(), key, 1)
+                .await
+                .expect("register");
+        }
+        let mut unknown = post.clone();
+        unknown.recipients.push(("dave".into(), "d".into()));
+        assert_eq!(
+            s.post_mailbox(unknown).await.expect("post"),
+            MailboxOutcome::UnknownRecipient(2)
+        );
+        let MailboxOutcome::Posted(seqs) = s.post_mailbox(post.clone()).await.expect("post") else {
+            panic!("posted")
+        };
+        assert_eq!(seqs.len(), 2);
+        assert_eq!(
+            s.post_mailbox(post).await.expect("repost"),
+            MailboxOutcome::Posted(seqs.clone())
+        );
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(Change::Mailbox { device: bob })
+        );
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(Change::Mailbox { device: carol })
+        );
+        assert!(changes.try_recv().is_err(), "the repeat notified nothing");
+        let got = s.read_mailbox(bob, 0, 10).await.expect("read");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload, b"welcome");
+        s.ack_mailbox(bob, seqs[0]).await.expect("ack");
+        assert!(s.read_mailbox(bob, 0, 10).await.expect("read").is_empty());
+        assert_eq!(s.read_mailbox(carol, 0, 10).await.expect("read").len(), 1);
+    }
+}
