@@ -52,6 +52,9 @@ pub struct Limits {
     pub mailbox_posts_per_min: f64,
     /// Concurrent connections per client IP.
     pub connections_per_ip: usize,
+    /// Connections still in their TLS/HTTP handshake, relay-wide; past this, new TCP
+    /// connections are dropped at once (slow-handshake floods).
+    pub max_handshakes: usize,
     /// Time allowed from TCP accept to the end of the WebSocket upgrade.
     pub handshake_timeout: Duration,
     /// Time allowed to authenticate after the upgrade.
@@ -78,6 +81,7 @@ impl Default for Limits {
             claims_per_min_per_target: 120.0,
             mailbox_posts_per_min: 600.0,
             connections_per_ip: 64,
+            max_handshakes: 1024,
             handshake_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),

@@ -11,7 +11,7 @@ use openmls_rust_crypto::RustCrypto;
 use sotto_protocol::relay::{MIN_WIRE_VERSION, Principal, WIRE_VERSION, WS_PATH};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -45,6 +45,8 @@ pub(crate) struct Shared<S> {
     pub mailbox_posts: RateMap<Principal>,
     pub crypto: RustCrypto,
     pub hub: Arc<Hub>,
+    /// Permits for connections in their handshake.
+    pub handshakes: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -89,6 +91,7 @@ pub async fn run_with_store<S: Store>(
         per_ip: Arc::new(ConnectionsPerIp::default()),
         crypto: RustCrypto::default(),
         hub,
+        handshakes: Arc::new(Semaphore::new(limits.max_handshakes.max(1))),
         shutdown: stop_rx,
     });
     let retention = tokio::spawn(retention_loop(Arc::clone(&shared)));
@@ -197,6 +200,10 @@ async fn handle_socket<S: Store>(
     tcp: TcpStream,
     peer: SocketAddr,
 ) {
+    let Ok(permit) = Arc::clone(&shared.handshakes).try_acquire_owned() else {
+        shared.metrics.reject("handshake_capacity");
+        return;
+    };
     let _ = tcp.set_nodelay(true);
     let timeout = shared.config.limits.handshake_timeout;
     let opened = tokio::time::timeout(timeout, async {
@@ -224,6 +231,7 @@ async fn handle_socket<S: Store>(
         }
     };
     let result = route(&shared, &mut stream, &head, peer).await;
+    drop(permit);
     match result {
         Ok(Some(slot)) => {
             let ws = WebSocketStream::from_partially_read(
