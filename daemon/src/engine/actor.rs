@@ -41,13 +41,14 @@ enum Step {
 pub async fn run(engine: Arc<Engine>, conv: String, wake: Arc<Notify>) {
     let mut shutdown = engine.shutdown.clone();
     let mut subscribed: Option<Arc<RelayConn>> = None;
+    let mut accepted: Option<[u8; 16]> = None;
     let mut backoff = RETRY_MIN;
     loop {
         if *shutdown.borrow() {
             return;
         }
         tracing::trace!(conversation = %conv, "actor step");
-        let step = match step(&engine, &conv, &mut subscribed).await {
+        let step = match step(&engine, &conv, &mut subscribed, &mut accepted).await {
             Ok(s) => s,
             Err(e) => Step::Retry(e.to_string()),
         };
@@ -80,6 +81,7 @@ async fn step(
     engine: &Arc<Engine>,
     conv: &str,
     subscribed: &mut Option<Arc<RelayConn>>,
+    accepted: &mut Option<[u8; 16]>,
 ) -> Result<Step, StoreError> {
     let id = conv.to_owned();
     let Some(row) = engine
@@ -129,6 +131,19 @@ async fn step(
             }
             Err(e) => return Ok(Step::Retry(e.to_string())),
         }
+    }
+    // A freshly prepared post goes out before reading the log: if the epoch moved meanwhile
+    // the relay answers `conflict` and it is prepared again after catching up. Once
+    // accepted, the log is read to process it as our own entry.
+    if row.state == "active"
+        && let Some(h) = &head
+        && h.mls_message.is_some()
+        && h.join_seq.is_none()
+        && h.done_epoch.is_none()
+        && h.post_id.is_some()
+        && h.post_id != *accepted
+    {
+        return post(engine, conv, &conn, &group_id, h, accepted).await;
     }
     if row.state == "active"
         || head
@@ -197,7 +212,7 @@ async fn step(
         // Our Remove proposal is in the log for this epoch; wait for someone to commit it.
         return Ok(Step::Idle);
     }
-    post(engine, conv, &conn, &group_id, &head).await
+    post(engine, conv, &conn, &group_id, &head, accepted).await
 }
 
 enum CatchUp {
@@ -399,6 +414,7 @@ async fn post(
     conn: &RelayConn,
     group_id: &[u8],
     head: &OutboxRow,
+    accepted: &mut Option<[u8; 16]>,
 ) -> Result<Step, StoreError> {
     let (Some(post_id), Some(message)) = (head.post_id, head.mls_message.clone()) else {
         return Ok(Step::Again);
@@ -414,7 +430,10 @@ async fn post(
         .await;
     match answer {
         // Accepted: the entry is processed (as our own) when the log is read next.
-        Ok(_) => Ok(Step::Again),
+        Ok(_) => {
+            *accepted = Some(post_id);
+            Ok(Step::Again)
+        }
         // The epoch moved: our post did not win. Forget it (a commit's pending state too);
         // catching up applies the winner, then the change or message is prepared again.
         Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::Conflict { .. }) => {

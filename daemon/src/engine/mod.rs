@@ -182,3 +182,35 @@ pub fn check_key(
         }],
     )
 }
+
+/// Encrypts a just-queued message right away when it is alone in its conversation's outbox
+/// (so the actor only has to post it). Anything that stops it — pending proposals, a group
+/// that is not operational — leaves the row for the actor, which handles those cases.
+pub fn prepare_if_alone(
+    tx: &mut crate::store::Tx<'_>,
+    conv: &str,
+    key: &DeviceKey,
+) -> Result<(), crate::store::StoreError> {
+    let queued: i64 = tx.conn().query_row(
+        "SELECT COUNT(*) FROM outbox WHERE conversation = ?1",
+        [conv],
+        |r| r.get(0),
+    )?;
+    if queued != 1 {
+        return Ok(());
+    }
+    let Some(head) = outbound::head(tx.conn(), conv)? else {
+        return Ok(());
+    };
+    if head.op != "message" || head.mls_message.is_some() {
+        return Ok(());
+    }
+    match outbound::prepare_message(tx, conv, &head, key) {
+        Ok(()) => Ok(()),
+        Err(outbound::PrepareError::Store(e)) => Err(e),
+        Err(outbound::PrepareError::Invalid(why)) => {
+            tracing::debug!(conversation = %conv, %why, "left for the actor");
+            Ok(())
+        }
+    }
+}

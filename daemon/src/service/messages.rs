@@ -50,6 +50,8 @@ impl Service {
             ));
         }
         let conv = row.id.clone();
+        let active = row.state == "active";
+        let sign_key = identity.key.clone();
         let me = identity.account.address.to_string();
         let params_json = serde_json::to_string(&(&conv, &p.text, &reply_to)).unwrap_or_default();
         let idem = p.idempotency_key.clone();
@@ -111,6 +113,9 @@ impl Service {
                         "INSERT INTO outbox (conversation, op, payload, message_id, created_at) VALUES (?1, 'message', ?2, ?3, ?4)",
                         params![conv, payload, id, super::now_rfc3339()],
                     )?;
+                    if active {
+                        crate::engine::prepare_if_alone(tx, &conv, &sign_key)?;
+                    }
                     if let Some(key) = &idem {
                         tx.conn().execute(
                             "INSERT INTO idempotency (key, params, message_id, conversation, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
