@@ -33,6 +33,9 @@ pub const WS_PATH: &str = "/sotto/v1";
 /// The length in bytes of the per-connection authentication nonce.
 pub const NONCE_LEN: usize = 32;
 
+/// The most recipients one `PostMailbox` may name; senders split larger sets.
+pub const MAX_MAILBOX_RECIPIENTS: usize = 256;
+
 /// The length in bytes of a client-chosen post id.
 pub const POST_ID_LEN: usize = 16;
 

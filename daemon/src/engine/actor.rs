@@ -7,7 +7,8 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use sotto_protocol::api::{EventPayload, MessageState};
 use sotto_protocol::relay::{
-    DeviceRef, MailboxPayload, RelayErrorKind, Request, Response, WelcomeEnvelope,
+    DeviceRef, MAX_MAILBOX_RECIPIENTS, MailboxPayload, RelayErrorKind, Request, Response,
+    WelcomeEnvelope,
 };
 use sotto_protocol::{Address, RelayUrl, wire};
 use tokio::sync::Notify;
@@ -493,30 +494,35 @@ async fn send_welcomes(
             Ok(c) => c,
             Err(e) => return Ok(Step::Retry(e.to_string())),
         };
-        let derived: [u8; 16] = Sha256::new()
-            .chain_update(post_id)
-            .chain_update(url.as_bytes())
-            .finalize()[..16]
-            .try_into()
-            .unwrap_or(post_id);
-        match conn
-            .request(Request::PostMailbox {
-                post_id: derived,
-                recipients,
-                payload: payload.clone(),
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(RelayCallError::Refused(e))
-                if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
+        // One post per chunk of recipients (the relay's limit), each with its own post id
+        // derived from the commit's, so retries stay idempotent.
+        for (chunk_no, chunk) in recipients.chunks(MAX_MAILBOX_RECIPIENTS).enumerate() {
+            let derived: [u8; 16] = Sha256::new()
+                .chain_update(post_id)
+                .chain_update(url.as_bytes())
+                .chain_update((chunk_no as u64).to_be_bytes())
+                .finalize()[..16]
+                .try_into()
+                .unwrap_or(post_id);
+            match conn
+                .request(Request::PostMailbox {
+                    post_id: derived,
+                    recipients: chunk.to_vec(),
+                    payload: payload.clone(),
+                })
+                .await
             {
-                return Ok(Step::Retry(e.to_string()));
+                Ok(_) => {}
+                Err(RelayCallError::Refused(e))
+                    if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
+                {
+                    return Ok(Step::Retry(e.to_string()));
+                }
+                Err(RelayCallError::Refused(e)) => {
+                    tracing::warn!(conversation = %conv, relay = %url, cause = %e, "a Welcome was refused; those members cannot join");
+                }
+                Err(e) => return Ok(Step::Retry(e.to_string())),
             }
-            Err(RelayCallError::Refused(e)) => {
-                tracing::warn!(conversation = %conv, relay = %url, cause = %e, "a Welcome was refused; those members cannot join");
-            }
-            Err(e) => return Ok(Step::Retry(e.to_string())),
         }
     }
     finish_noop(engine, conv, head).await?;

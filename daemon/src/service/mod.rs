@@ -90,7 +90,7 @@ impl Service {
             .await
             .as_ref()
             .map(|i| i.account.clone());
-        let last_event_seq = self.store.call(|db| db.last_event_seq()).await?;
+        let last_event_seq = self.store.last_event_seq();
         let relays = match self.engine.read().await.as_ref() {
             Some(engine) => engine.relays().status(),
             None => account

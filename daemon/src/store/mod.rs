@@ -70,6 +70,7 @@ type Job = Box<dyn FnOnce(&mut Db) + Send>;
 #[derive(Debug, Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
+    last_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the writer thread owns: the connection and the live event channel.
@@ -78,6 +79,7 @@ pub struct Db {
     conn: Connection,
     events: broadcast::Sender<Event>,
     event_retention: u64,
+    last_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A write transaction that can emit events.
@@ -100,16 +102,25 @@ impl Store {
             conn,
             events,
             event_retention,
+            last_seq: Default::default(),
         };
         migrations::apply(&mut db.conn).map_err(|e| classify(path, e))?;
         migrations::check_version(&db.conn)?;
         crate::mls::run_migrations(&mut db.conn).map_err(StoreError::Decode)?;
+        db.last_seq
+            .store(db.last_event_seq()?, std::sync::atomic::Ordering::Relaxed);
+        let last_seq = db.last_seq.clone();
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sottod-db".into())
             .spawn(move || writer_loop(db, rx))
             .map_err(|e| StoreError::Decode(format!("cannot start the database thread: {e}")))?;
-        Ok(Store { jobs })
+        Ok(Store { jobs, last_seq })
+    }
+
+    /// The newest committed event's seq, without a trip to the writer thread.
+    pub fn last_event_seq(&self) -> u64 {
+        self.last_seq.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` on the writer thread and returns its result.
@@ -212,6 +223,10 @@ impl Db {
         let value = f(&mut tx)?;
         let Tx { tx, emitted, .. } = tx;
         tx.commit()?;
+        if let Some(last) = emitted.last() {
+            self.last_seq
+                .fetch_max(last.seq, std::sync::atomic::Ordering::Relaxed);
+        }
         for event in emitted {
             // No receiver is fine: events are persisted and replayable.
             let _ = self.events.send(event);

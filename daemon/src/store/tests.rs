@@ -44,6 +44,11 @@ async fn events_are_persisted_broadcast_after_commit_and_pruned() {
         .await
         .unwrap();
     assert_eq!(last, 5);
+    assert_eq!(
+        store.last_event_seq(),
+        5,
+        "the in-memory copy follows commits, not rollbacks"
+    );
     assert_eq!(pruned, 2);
     let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [3, 4, 5]);

@@ -22,7 +22,7 @@ const MAX_BATCH: usize = 256;
 /// Most unclaimed single-use packages a device may keep per ciphersuite.
 const MAX_POOL: u32 = 1000;
 /// Most recipients of one mailbox post.
-const MAX_RECIPIENTS: usize = 256;
+const MAX_RECIPIENTS: usize = sotto_protocol::relay::MAX_MAILBOX_RECIPIENTS;
 
 fn unknown_recipient(recipients: &[DeviceRef], i: usize) -> RelayError {
     let (address, device_id) = recipients
