@@ -173,3 +173,21 @@ fn an_unknown_key_store_name_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key store \"vault\""));
 }
+
+#[test]
+fn keyutils_keeps_the_key_in_the_kernel_across_sessions() {
+    let relay = Relay::start();
+    // A fresh session keyring for each run of the daemon, as separate logins would have.
+    let mut d = Daemon::new("keyutils").wrapped(&["keyctl", "session", "-"]);
+    d.start();
+    let account = create(&d, &relay, "kay");
+    assert_eq!(account["key_store"], "keyutils");
+    assert!(!d.data_dir().join("keys").exists(), "no key file on disk");
+    d.stop();
+    // The store links the key into the user's persistent keyring too, so a new session
+    // finds it.
+    d.start();
+    let again = d.client().ok("account.info", json!({}));
+    assert_eq!(again["fingerprint"], account["fingerprint"]);
+    d.stop();
+}

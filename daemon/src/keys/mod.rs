@@ -69,7 +69,7 @@ pub enum KeyError {
     },
 }
 
-const HINT: &str = "choose another store with key_store = \"secret-service\" | \"keyutils\" | \"file\" in config.toml or SOTTO_KEY_STORE (keyutils keys last until logout; file keeps the key in clear in the data directory)";
+const HINT: &str = "choose another store with key_store = \"secret-service\" | \"keyutils\" | \"file\" in config.toml or SOTTO_KEY_STORE (keyutils keeps the key in kernel memory until reboot; file keeps it in clear in the data directory)";
 
 /// An open key store.
 #[derive(Clone)]
