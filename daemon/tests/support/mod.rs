@@ -352,6 +352,24 @@ impl RawClient {
     }
 }
 
+/// Starts a private `dbus-daemon --session` listening in `dir`; returns it and its address.
+fn spawn_bus(dir: &Path) -> (Child, String) {
+    let mut bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+        .arg(format!("--address=unix:path={}", dir.join("bus").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dbus-daemon");
+    let mut first = String::new();
+    BufReader::new(bus.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("bus address");
+    let address = first.trim().to_owned();
+    assert!(address.starts_with("unix:"), "bad bus address {address:?}");
+    (bus, address)
+}
+
 /// A private session bus with gnome-keyring's Secret Service, unlocked with a test password.
 pub struct SecretService {
     dir: TempDir,
@@ -378,22 +396,7 @@ impl SecretService {
         for d in ["home", "run"] {
             std::fs::create_dir(dir.path().join(d)).expect("mkdir");
         }
-        let mut bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
-            .arg(format!(
-                "--address=unix:path={}",
-                dir.path().join("bus").display()
-            ))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn dbus-daemon");
-        let mut first = String::new();
-        BufReader::new(bus.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("bus address");
-        let address = first.trim().to_owned();
-        assert!(address.starts_with("unix:"), "bad bus address {address:?}");
+        let (bus, address) = spawn_bus(dir.path());
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--foreground", "--unlock", "--components=secrets"])
             .env_clear()
@@ -534,22 +537,7 @@ impl SessionBus {
             .prefix("sotto-bus")
             .tempdir()
             .expect("tempdir");
-        let mut bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
-            .arg(format!(
-                "--address=unix:path={}",
-                dir.path().join("bus").display()
-            ))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn dbus-daemon");
-        let mut first = String::new();
-        BufReader::new(bus.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("bus address");
-        let address = first.trim().to_owned();
-        assert!(address.starts_with("unix:"), "bad bus address {address:?}");
+        let (bus, address) = spawn_bus(dir.path());
         SessionBus {
             dir,
             address,
