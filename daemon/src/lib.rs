@@ -7,6 +7,7 @@
 //! [`run`] is the whole daemon given a bound listener: `main.rs` binds or inherits the
 //! socket, tests start it on a temp socket.
 
+pub mod clock;
 pub mod config;
 pub mod dbus;
 pub mod engine;

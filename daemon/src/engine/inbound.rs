@@ -34,7 +34,7 @@ pub fn check_member_keys(
                 tx.conn().execute(
                     "INSERT INTO contacts (address, alias, device_id, identity_key, verified, created_at)
                      VALUES (?1, NULL, ?2, ?3, 0, ?4)",
-                    params![m.address, m.device_id, m.public_key, crate::service::now_rfc3339()],
+                    params![m.address, m.device_id, m.public_key, crate::clock::now_rfc3339()],
                 )?;
             }
             Some((contact, _, key)) if key != m.public_key => {
@@ -387,7 +387,7 @@ fn others_entry(
                 "INSERT INTO outbox (conversation, op, payload, created_at)
                  SELECT ?1, 'commit_pending', '{}', ?2
                  WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE conversation = ?1 AND op = 'commit_pending')",
-                params![conv, crate::service::now_rfc3339()],
+                params![conv, crate::clock::now_rfc3339()],
             )?;
             Ok(Outcome::default())
         }
@@ -414,13 +414,8 @@ fn receive_message(
         return Ok(());
     }
     let id = hex::encode(envelope.id);
-    let sent_at = time::OffsetDateTime::from_unix_timestamp(envelope.sent_at)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(crate::service::now_rfc3339);
+    let sent_at =
+        crate::clock::rfc3339_from_unix(envelope.sent_at).unwrap_or_else(crate::clock::now_rfc3339);
     let inserted = tx.conn().execute(
         "INSERT OR IGNORE INTO messages (id, conversation, sender, kind, text, reply_to, sent_at, received_at, state, position)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9)",
@@ -432,7 +427,7 @@ fn receive_message(
             envelope.body,
             envelope.reply_to.map(hex::encode),
             sent_at,
-            crate::service::now_rfc3339(),
+            crate::clock::now_rfc3339(),
             seq as i64
         ],
     )?;

@@ -277,7 +277,7 @@ pub fn prepare_add(
             None => {
                 tx.conn().execute(
                     "INSERT INTO contacts (address, alias, device_id, identity_key, verified, created_at) VALUES (?1, NULL, ?2, ?3, 0, ?4)",
-                    params![c.address, c.device_id, &c.identity_key[..], crate::service::now_rfc3339()],
+                    params![c.address, c.device_id, &c.identity_key[..], crate::clock::now_rfc3339()],
                 )?;
             }
         }

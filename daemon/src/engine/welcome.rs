@@ -201,7 +201,7 @@ fn join(
             epoch as i64,
             env.join_seq.saturating_sub(1) as i64,
             direct.then(|| others[0].address.clone()),
-            crate::service::now_rfc3339(),
+            crate::clock::now_rfc3339(),
         ],
     )?;
     tx.conn().execute(

@@ -168,7 +168,7 @@ impl Service {
                             row_account.relay,
                             row_account.key_store.as_str(),
                             &public_key[..],
-                            super::now_rfc3339()
+                            crate::clock::now_rfc3339()
                         ],
                     )?;
                     let mut batches = Vec::new();

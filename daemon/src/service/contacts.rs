@@ -110,7 +110,7 @@ impl Service {
                         None => {
                             tx.conn().execute(
                                 "INSERT INTO contacts (address, alias, device_id, identity_key, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                                params![a, alias, device.device_id, &device.identity_key[..], super::now_rfc3339()],
+                                params![a, alias, device.device_id, &device.identity_key[..], crate::clock::now_rfc3339()],
                             )?;
                         }
                         Some(_) => {

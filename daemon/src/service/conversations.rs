@@ -217,14 +217,14 @@ impl Service {
                             home,
                             u16::from(suite),
                             direct.then(|| members_c[0].clone()),
-                            super::now_rfc3339()
+                            crate::clock::now_rfc3339()
                         ],
                     )?;
                     model::set_members(tx.conn(), &id, &mls::members(&group))?;
                     let payload = serde_json::to_string(&MembersPayload { members: members_c.clone() }).unwrap_or_default();
                     tx.conn().execute(
                         "INSERT INTO outbox (conversation, op, payload, created_at) VALUES (?1, 'create', ?2, ?3)",
-                        params![id, payload, super::now_rfc3339()],
+                        params![id, payload, crate::clock::now_rfc3339()],
                     )?;
                     let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
                     model::conversation_api(tx.conn(), &row)
@@ -284,7 +284,7 @@ impl Service {
                 db.write(|tx| {
                     tx.conn().execute(
                         "INSERT INTO outbox (conversation, op, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
-                        params![id, op, payload, super::now_rfc3339()],
+                        params![id, op, payload, crate::clock::now_rfc3339()],
                     )?;
                     let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
                     model::conversation_api(tx.conn(), &row)

@@ -96,11 +96,11 @@ impl Service {
                     }
                     let id_bytes: [u8; 16] = rand::random();
                     let id = hex::encode(id_bytes);
-                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    let now = crate::clock::now_unix();
                     tx.conn().execute(
                         "INSERT INTO messages (id, conversation, sender, kind, text, reply_to, sent_at, state)
                          VALUES (?1, ?2, ?3, 'text', ?4, ?5, ?6, 'queued')",
-                        params![id, conv, me, text, reply_to, super::now_rfc3339()],
+                        params![id, conv, me, text, reply_to, crate::clock::now_rfc3339()],
                     )?;
                     let payload = serde_json::to_string(&MessagePayload {
                         id: id.clone(),
@@ -111,7 +111,7 @@ impl Service {
                     .unwrap_or_default();
                     tx.conn().execute(
                         "INSERT INTO outbox (conversation, op, payload, message_id, created_at) VALUES (?1, 'message', ?2, ?3, ?4)",
-                        params![conv, payload, id, super::now_rfc3339()],
+                        params![conv, payload, id, crate::clock::now_rfc3339()],
                     )?;
                     if active {
                         crate::engine::prepare_if_alone(tx, &conv, &sign_key)?;
@@ -119,7 +119,7 @@ impl Service {
                     if let Some(key) = &idem {
                         tx.conn().execute(
                             "INSERT INTO idempotency (key, params, message_id, conversation, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                            params![key, params_json, id, conv, super::now_rfc3339()],
+                            params![key, params_json, id, conv, crate::clock::now_rfc3339()],
                         )?;
                     }
                     let message = model::message(tx.conn(), &conv, &me, &id)?

@@ -21,6 +21,7 @@ use crate::keys::DeviceKey;
 use crate::store::Store;
 use crate::{StartError, keys};
 
+pub use crate::clock::now_rfc3339;
 pub use error::ApiError;
 pub use events::{Delivery, Subscription};
 
@@ -160,13 +161,4 @@ impl Service {
     ) -> Result<keys::KeyStore, ApiError> {
         Ok(keys::KeyStore::open(kind, self.config.data_dir.clone()).await?)
     }
-}
-
-/// Now as an RFC 3339 UTC string with second precision.
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }

@@ -17,7 +17,7 @@ pub(super) fn append(
     let json = serde_json::to_string(&payload).map_err(|e| StoreError::Decode(e.to_string()))?;
     conn.execute(
         "INSERT INTO events (type, payload, created_at) VALUES (?1, ?2, ?3)",
-        params![payload.type_name(), json, crate::service::now_rfc3339()],
+        params![payload.type_name(), json, crate::clock::now_rfc3339()],
     )?;
     let seq =
         u64::try_from(conn.last_insert_rowid()).map_err(|e| StoreError::Decode(e.to_string()))?;

@@ -136,7 +136,7 @@ pub fn apply(conn: &mut Connection) -> Result<(), rusqlite::Error> {
         tx.execute_batch(sql)?;
         tx.execute(
             "INSERT INTO sotto_migrations (version, applied_at) VALUES (?1, ?2)",
-            rusqlite::params![version, crate::service::now_rfc3339()],
+            rusqlite::params![version, crate::clock::now_rfc3339()],
         )?;
         tx.commit()?;
         tracing::info!(version, "applied database migration");
