@@ -2,7 +2,8 @@
 # Installs the system packages the tests and the demo use, when any is missing.
 # Debian/Ubuntu: dbus (private session buses), gnome-keyring + libsecret-tools (a real
 # Secret Service), systemd (systemd-analyze, systemd-socket-activate), socat and
-# util-linux (a raw client run as another user), keyutils.
+# util-linux (a raw client run as another user), keyutils; libssl-dev (the libcrypto that
+# rusqlite's bundled SQLCipher links against, headers and the .so link).
 set -euo pipefail
 
 need=()
@@ -20,6 +21,7 @@ have socat || need+=(socat)
 have setpriv || need+=(util-linux)
 have prlimit || need+=(util-linux)
 have keyctl || need+=(keyutils)
+[ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

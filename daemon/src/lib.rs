@@ -39,6 +39,9 @@ pub enum StartError {
     /// The account's key could not be loaded from its key store.
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    /// The database's key could not be found or created.
+    #[error(transparent)]
+    DatabaseKey(#[from] keys::DatabaseKeyError),
 }
 
 /// Runs the daemon on `listener` until `shutdown` resolves or a client calls

@@ -88,13 +88,17 @@ fn file_store_round_trip_with_a_0600_key_file() {
     let account = create(&d, &relay, "filer");
     assert_eq!(account["key_store"], "file");
     d.stop();
+    // Two entries: the device key and the database key.
     let keys: Vec<_> = files_under(&d.data_dir().join("keys"));
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    let key_file = &keys[0];
-    assert_eq!(
-        std::fs::metadata(key_file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let key_file = device_key_file(&d, &account);
+    assert!(keys.contains(&key_file), "{keys:?}");
+    for k in &keys {
+        assert_eq!(
+            std::fs::metadata(k).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
     assert_eq!(
         std::fs::metadata(d.data_dir().join("keys"))
             .unwrap()
@@ -103,7 +107,7 @@ fn file_store_round_trip_with_a_0600_key_file() {
             & 0o777,
         0o700
     );
-    let secret = std::fs::read(key_file).unwrap();
+    let secret = std::fs::read(&key_file).unwrap();
     assert_eq!(secret.len(), 32);
     d.start();
     assert_eq!(
@@ -111,20 +115,24 @@ fn file_store_round_trip_with_a_0600_key_file() {
         account["fingerprint"]
     );
     d.stop();
-    assert_secret_absent(d.root.path(), &secret, std::slice::from_ref(key_file));
+    assert_secret_absent(d.root.path(), &secret, std::slice::from_ref(&key_file));
+}
+
+/// The file store's file of the device key of `account`.
+fn device_key_file(d: &Daemon, account: &Value) -> std::path::PathBuf {
+    d.data_dir()
+        .join("keys")
+        .join(format!("{}.key", hex::encode(user_of(account))))
 }
 
 #[test]
-fn an_unavailable_secret_service_is_named_with_the_alternatives_and_nothing_changes() {
-    let mut d = Daemon::new("secret-service"); // its bus address points nowhere
-    d.start();
-    let mut c = d.client();
-    let r = c.call(
-        "account.create",
-        json!({"name": "nobus", "relay": "127.0.0.1:7777"}),
-    );
-    assert_eq!(r["error"]["data"]["kind"], "key_store_unavailable", "{r}");
-    let msg = r["error"]["message"].as_str().unwrap();
+fn an_unavailable_secret_service_is_named_with_the_alternatives_and_nothing_is_created() {
+    // Its bus address points nowhere: the database key cannot be stored, so the daemon
+    // refuses to start rather than keep a database in clear.
+    let d = Daemon::new("secret-service");
+    let out = d.command().stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
     assert!(
         msg.contains("secret-service key store is unavailable"),
         "{msg}"
@@ -133,17 +141,14 @@ fn an_unavailable_secret_service_is_named_with_the_alternatives_and_nothing_chan
         msg.contains("keyutils") && msg.contains("file") && msg.contains("SOTTO_KEY_STORE"),
         "{msg}"
     );
-    assert_eq!(
-        c.ok("daemon.status", json!({}))["account"],
-        Value::Null,
-        "no account, no silent fallback"
-    );
+    let left: Vec<_> = files_under(&d.data_dir())
+        .into_iter()
+        .filter(|p| !p.ends_with("sottod.lock"))
+        .collect();
     assert!(
-        files_under(&d.data_dir())
-            .iter()
-            .all(|f| !f.to_string_lossy().contains("keys/"))
+        left.is_empty(),
+        "no database, no key file, no silent fallback: {left:?}"
     );
-    d.stop();
 }
 
 #[test]
@@ -151,11 +156,9 @@ fn a_missing_key_stops_the_start_with_a_clear_error() {
     let relay = Relay::start();
     let mut d = Daemon::new("file");
     d.start();
-    create(&d, &relay, "lost");
+    let account = create(&d, &relay, "lost");
     d.stop();
-    for f in files_under(&d.data_dir().join("keys")) {
-        std::fs::remove_file(f).unwrap();
-    }
+    std::fs::remove_file(device_key_file(&d, &account)).unwrap();
     let out = d.command().stdin(Stdio::null()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod at_rest;
 mod cli;
 mod dbus;
 mod framing;

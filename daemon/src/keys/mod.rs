@@ -5,6 +5,7 @@
 //! another; there is never a silent fallback. The Secret Service and keyutils calls block,
 //! so they run on the blocking pool.
 
+pub mod database;
 mod device_key;
 mod file;
 mod worker;
@@ -16,6 +17,7 @@ use keyring_core::{CredentialStore, Error as KrError};
 use sotto_protocol::api::KeyStoreKind;
 use zeroize::Zeroizing;
 
+pub use database::{DB_KEY_LEN, DatabaseKeyError, DbKey, KEY_REF_FILE, database_key};
 pub use device_key::{DeviceKey, SEED_LEN, fingerprint};
 pub use worker::KeyringWorker;
 
@@ -136,45 +138,58 @@ impl KeyStore {
     /// Stores `key` under `user`.
     pub async fn save(&self, user: &str, key: &DeviceKey) -> Result<(), KeyError> {
         let seed = key.seed();
+        self.save_secret(user, &seed[..]).await
+    }
+
+    /// Loads the key stored under `user`.
+    pub async fn load(&self, user: &str) -> Result<DeviceKey, KeyError> {
+        let secret = self.load_secret(user).await?;
+        DeviceKey::from_seed(&secret).ok_or_else(|| KeyError::Invalid {
+            store: self.kind(),
+            user: user.to_owned(),
+            reason: format!("expected {SEED_LEN} bytes, found {}", secret.len()),
+        })
+    }
+
+    /// Stores the raw `secret` under `user` (the device seed, the database key).
+    pub async fn save_secret(&self, user: &str, secret: &[u8]) -> Result<(), KeyError> {
         let kind = self.kind();
         match self {
             KeyStore::File(f) => f
-                .save(user, &seed[..])
+                .save(user, secret)
                 .map_err(|e| io_failed(kind, "store", user, &e)),
             KeyStore::Keyring { worker, .. } => {
                 let u = user.to_owned();
+                let secret = Zeroizing::new(secret.to_vec());
                 worker
-                    .run(move |store| store.build(SERVICE, &u, None)?.set_secret(&seed[..]))
+                    .run(move |store| store.build(SERVICE, &u, None)?.set_secret(&secret))
                     .await
                     .map_err(|e| classify(kind, "store", user, &e))
             }
         }
     }
 
-    /// Loads the key stored under `user`.
-    pub async fn load(&self, user: &str) -> Result<DeviceKey, KeyError> {
+    /// Loads the raw secret stored under `user`.
+    pub async fn load_secret(&self, user: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let kind = self.kind();
-        let secret: Zeroizing<Vec<u8>> = match self {
+        match self {
             KeyStore::File(f) => f
                 .load(user)
                 .map_err(|e| io_failed(kind, "read", user, &e))?
                 .ok_or_else(|| KeyError::Missing {
                     store: kind,
                     user: user.to_owned(),
-                })?,
+                }),
             KeyStore::Keyring { worker, .. } => {
                 let u = user.to_owned();
                 let got = worker
                     .run(move |store| store.build(SERVICE, &u, None)?.get_secret())
                     .await;
-                Zeroizing::new(got.map_err(|e| classify(kind, "read", user, &e))?)
+                Ok(Zeroizing::new(
+                    got.map_err(|e| classify(kind, "read", user, &e))?,
+                ))
             }
-        };
-        DeviceKey::from_seed(&secret).ok_or_else(|| KeyError::Invalid {
-            store: kind,
-            user: user.to_owned(),
-            reason: format!("expected {SEED_LEN} bytes, found {}", secret.len()),
-        })
+        }
     }
 
     /// Deletes the key stored under `user` (cleanup after a failed create).

@@ -174,7 +174,13 @@ mod tests {
     async fn replay_then_live_without_gaps_or_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, _) = broadcast::channel(64);
-        let store = Store::open(&dir.path().join("db"), tx.clone(), 1000).unwrap();
+        let store = Store::open(
+            &dir.path().join("db"),
+            &crate::keys::DbKey::generate(),
+            tx.clone(),
+            1000,
+        )
+        .unwrap();
         for n in 1..=3 {
             emit(&store, n).await;
         }
@@ -209,7 +215,13 @@ mod tests {
     async fn a_slow_subscriber_is_closed_with_overflow() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, _) = broadcast::channel(2);
-        let store = Store::open(&dir.path().join("db"), tx.clone(), 1000).unwrap();
+        let store = Store::open(
+            &dir.path().join("db"),
+            &crate::keys::DbKey::generate(),
+            tx.clone(),
+            1000,
+        )
+        .unwrap();
         let (_stop, shutdown) = watch::channel(false);
         let sub = Subscription {
             store: store.clone(),
@@ -237,7 +249,13 @@ mod tests {
     async fn shutdown_closes_the_subscription() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, _) = broadcast::channel(8);
-        let store = Store::open(&dir.path().join("db"), tx.clone(), 1000).unwrap();
+        let store = Store::open(
+            &dir.path().join("db"),
+            &crate::keys::DbKey::generate(),
+            tx.clone(),
+            1000,
+        )
+        .unwrap();
         let (stop, shutdown) = watch::channel(false);
         let sub = Subscription {
             store,

@@ -52,11 +52,9 @@ impl Service {
         crate::paths::ensure_private_dir(&config.data_dir)
             .map_err(|e| StartError::Store(crate::store::StoreError::Decode(format!("{e:#}"))))?;
         let (events, _) = broadcast::channel(config.subscription_queue);
-        let store = Store::open(
-            &config.data_dir.join("sotto.db"),
-            events.clone(),
-            config.event_retention,
-        )?;
+        let db_path = config.data_dir.join("sotto.db");
+        let db_key = keys::database_key(config.key_store, &config.data_dir, &db_path).await?;
+        let store = Store::open(&db_path, &db_key, events.clone(), config.event_retention)?;
         let identity = account::load_identity(&store, &config).await?;
         if let Some(id) = &identity {
             tracing::info!(address = %id.account.address, key_store = %id.account.key_store, "identity loaded");

@@ -6,6 +6,7 @@
 //! subscribers only after COMMIT. Later MLS code borrows the same connection inside its
 //! own transaction, so an MLS state change and the rows it implies commit together.
 
+pub mod cipher;
 mod events;
 mod migrations;
 
@@ -16,6 +17,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use sotto_protocol::api::{Event, EventPayload};
 use tokio::sync::{broadcast, oneshot};
+
+use crate::keys::DbKey;
 
 pub use events::EventPage;
 
@@ -36,9 +39,9 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
-    /// The file is not a database or is damaged.
+    /// The file is not a database or is damaged, or the key from the key store is not its key.
     #[error(
-        "the database {path} is damaged ({detail}); move it aside to start fresh, or restore a backup"
+        "the database {path} cannot be read with the key from the key store ({detail}): the file is damaged, or the key store entry named in sotto.db.keyref is not this database's key; it has been left untouched: restore the right key or a backup"
     )]
     Corrupt {
         /// The database file.
@@ -91,13 +94,16 @@ pub struct Tx<'a> {
 }
 
 impl Store {
-    /// Opens (creating if needed) `path`, applies pragmas and migrations, starts the writer.
+    /// Opens (creating if needed) `path` encrypted under `key` (migrating a plain database
+    /// first), applies pragmas and migrations, starts the writer.
     pub fn open(
         path: &Path,
+        key: &DbKey,
         events: broadcast::Sender<Event>,
         event_retention: u64,
     ) -> Result<Store, StoreError> {
-        let conn = open_connection(path)?;
+        cipher::migrate_if_plain(path, key)?;
+        let conn = open_connection(path, key)?;
         let mut db = Db {
             conn,
             events,
@@ -156,7 +162,7 @@ fn writer_loop(mut db: Db, rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path, key: &DbKey) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -168,7 +174,12 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         source,
     })?;
     let setup = || -> rusqlite::Result<()> {
+        // The key first: every page, the WAL's included, is read and written through it.
+        cipher::key(&conn, key)?;
+        // A wrong key and a damaged file both fail here with NotADatabase.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;

@@ -13,7 +13,13 @@ fn relay_event(n: u32) -> EventPayload {
 async fn events_are_persisted_broadcast_after_commit_and_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = broadcast::channel(16);
-    let store = Store::open(&dir.path().join("db.sqlite"), tx, 3).unwrap();
+    let store = Store::open(
+        &dir.path().join("db.sqlite"),
+        &crate::keys::DbKey::generate(),
+        tx,
+        3,
+    )
+    .unwrap();
     for n in 1..=5 {
         let ev = store
             .call(move |db| db.write(|tx| tx.emit(relay_event(n))))
@@ -58,7 +64,13 @@ async fn events_are_persisted_broadcast_after_commit_and_pruned() {
 async fn pragmas_are_durable_and_secure() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = broadcast::channel(1);
-    let store = Store::open(&dir.path().join("db.sqlite"), tx, 10).unwrap();
+    let store = Store::open(
+        &dir.path().join("db.sqlite"),
+        &crate::keys::DbKey::generate(),
+        tx,
+        10,
+    )
+    .unwrap();
     let (sync, secure, journal): (i64, i64, String) = store
         .call(|db| {
             let c = db.conn();
@@ -82,7 +94,7 @@ fn a_corrupt_file_is_reported_and_left_alone() {
     let garbage = vec![0x5au8; 8192];
     std::fs::write(&path, &garbage).unwrap();
     let (tx, _rx) = broadcast::channel(1);
-    let err = Store::open(&path, tx, 10).unwrap_err();
+    let err = Store::open(&path, &crate::keys::DbKey::generate(), tx, 10).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("damaged"), "{err}");
     assert_eq!(
