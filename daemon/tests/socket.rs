@@ -214,10 +214,12 @@ fn socket_activation_uses_the_inherited_socket_and_leaves_it_to_systemd() {
     )
     .unwrap();
     let mut cmd = Command::new("systemd-socket-activate");
-    cmd.arg("-l")
-        .arg(&sock)
-        .arg(bin("sottod"))
-        .arg("--foreground");
+    cmd.arg("-l").arg(&sock);
+    // systemd-socket-activate passes the command only the variables named with -E.
+    for (k, _) in &d.env {
+        cmd.arg("-E").arg(k);
+    }
+    cmd.arg(bin("sottod")).arg("--foreground");
     cmd.env_clear();
     for (k, v) in &d.env {
         cmd.env(k, v);
