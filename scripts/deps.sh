@@ -3,7 +3,9 @@
 # Debian/Ubuntu: dbus (private session buses), gnome-keyring + libsecret-tools (a real
 # Secret Service), systemd (systemd-analyze, systemd-socket-activate), socat and
 # util-linux (a raw client run as another user), keyutils; libssl-dev (the libcrypto that
-# rusqlite's bundled SQLCipher links against, headers and the .so link).
+# rusqlite's bundled SQLCipher links against, headers and the .so link); neovim, emacs-nox and
+# elpa-package-lint, python3-venv for the editor plugins' and the Python client's tests;
+# zsh, fish, groff-base and man-db for the shell completions and man pages.
 set -euo pipefail
 
 need=()
@@ -22,6 +24,19 @@ have setpriv || need+=(util-linux)
 have prlimit || need+=(util-linux)
 have keyctl || need+=(keyutils)
 [ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
+# The thin clients' tests (daemon/tests/clients/): Neovim, Emacs with package-lint, and
+# Python's venv module (pytest is installed into a venv under target/ from PyPI).
+have nvim || need+=(neovim)
+have emacs || need+=(emacs-nox)
+[ -d /usr/share/emacs/site-lisp/elpa-src ] && ls /usr/share/emacs/site-lisp/elpa-src 2>/dev/null | grep -q '^package-lint-' || need+=(elpa-package-lint)
+have python3 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# The shell completions and man pages: real bash, zsh and fish load them; groff and man-db
+# render the pages.
+have zsh || need+=(zsh)
+have fish || need+=(fish)
+have groff || need+=(groff-base)
+have man || need+=(man-db)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -56,6 +56,18 @@ enum Command {
     Send(commands::send::SendArgs),
     /// Show a conversation's history, oldest first
     Messages(commands::messages::MessagesArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    ///
+    /// bash: `sotto completions bash > ~/.local/share/bash-completion/completions/sotto`;
+    /// zsh: into a directory of your `$fpath` as `_sotto`; fish:
+    /// `sotto completions fish > ~/.config/fish/completions/sotto.fish`.
+    Completions(commands::completions::CompletionsArgs),
+    /// Write the man pages (without --dir: print sotto(1))
+    ///
+    /// sotto(1), one page per subcommand (sotto-send(1), sotto-contact-add(1), ...) and the
+    /// protocol pages sotto-jsonrpc(7) and sotto-dbus(7). sottod(8) and sotto-relay(8)
+    /// come from `sottod --man` and `sotto-relay --man`.
+    Man(commands::man::ManArgs),
 }
 
 /// What every command gets.
@@ -83,6 +95,9 @@ fn main() -> ExitCode {
         Command::Conversation(cmd) => commands::conversation::run(&ctx, cmd),
         Command::Send(args) => commands::send::run(&ctx, args),
         Command::Messages(args) => commands::messages::run(&ctx, args),
+        // These two never talk to the daemon.
+        Command::Completions(args) => commands::completions::run(args),
+        Command::Man(args) => commands::man::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

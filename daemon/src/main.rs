@@ -23,10 +23,57 @@ struct Args {
     /// Run in the foreground (the default; accepted for compatibility with unit files)
     #[arg(long)]
     foreground: bool,
+    /// Print the sottod(8) man page and exit
+    #[arg(long, hide = true, exclusive = true)]
+    man: bool,
+}
+
+/// What sottod(8) adds to the page generated from the flags.
+const MAN_EXTRA: &str = r#".SH ENVIRONMENT
+.TP
+\fBSOTTO_SOCKET\fR
+The socket path, like \fB\-\-socket\fR.
+.TP
+\fBXDG_RUNTIME_DIR\fR, \fBXDG_DATA_HOME\fR, \fBXDG_CONFIG_HOME\fR
+Where the socket (\fI$XDG_RUNTIME_DIR/sotto/sottod.sock\fR, else
+\fI/tmp/sotto\-$UID/sottod.sock\fR), the data (\fI$XDG_DATA_HOME/sotto\fR) and the
+configuration (\fI$XDG_CONFIG_HOME/sotto/config.toml\fR) live.
+.TP
+\fBSOTTO_LOG\fR
+The log filter (tracing EnvFilter syntax), default \fBinfo\fR; logs go to standard error.
+.TP
+\fBSOTTO_KEY_STORE\fR
+\fBsecret\-service\fR (the default), \fBkeyutils\fR or \fBfile\fR.
+.TP
+\fBLISTEN_FDS\fR
+systemd socket activation: the socket is taken from systemd instead of bound.
+.SH "SEE ALSO"
+sotto(1), sotto\-relay(8), sotto\-jsonrpc(7), sotto\-dbus(7)
+"#;
+
+fn print_man() -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .section("8")
+        .manual("Sotto Manual")
+        .render(&mut out)?;
+    out.extend_from_slice(MAN_EXTRA.as_bytes());
+    std::io::stdout().write_all(&out)
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.man {
+        return match print_man() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sottod: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     sottod::config::init_tracing();
     match real_main(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

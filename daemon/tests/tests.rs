@@ -6,6 +6,7 @@ mod support;
 
 mod at_rest;
 mod cli;
+mod clients;
 mod dbus;
 mod framing;
 mod identity;

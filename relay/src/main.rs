@@ -85,8 +85,45 @@ fn database_path(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(dir.join("relay.sqlite3"))
 }
 
+/// What sotto-relay(8) adds to the page generated from the flags.
+const MAN_EXTRA: &str = r#".SH ENDPOINTS
+.TP
+\fB/sotto/v1\fR
+The WebSocket endpoint of the relay protocol.
+.TP
+\fBGET /healthz\fR, \fBGET /metrics\fR
+Health (200 when the database answers) and Prometheus metrics, on the same listener.
+.SH ENVIRONMENT
+.TP
+\fBSOTTO_LOG\fR
+The log filter (tracing EnvFilter syntax), default \fBinfo\fR; logs go to standard error.
+.TP
+\fBSTATE_DIRECTORY\fR
+The default of \fB\-\-data\-dir\fR (set by systemd's StateDirectory=).
+.SH "SEE ALSO"
+sottod(8), sotto(1), sotto\-jsonrpc(7)
+"#;
+
+/// `sotto-relay --man` (hidden): prints sotto-relay(8), generated from the flags.
+fn print_man() -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .section("8")
+        .manual("Sotto Manual")
+        .render(&mut out)?;
+    out.extend_from_slice(MAN_EXTRA.as_bytes());
+    std::io::stdout().write_all(&out)?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before parsing: --listen is required for everything else.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--man") && std::env::args_os().len() == 2 {
+        return print_man();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -1,9 +1,11 @@
 //! One file per subcommand.
 
 pub mod account;
+pub mod completions;
 pub mod contact;
 pub mod conversation;
 pub mod listen;
+pub mod man;
 pub mod messages;
 pub mod send;
 pub mod status;
