@@ -16,11 +16,8 @@ pub fn register(
     now: u64,
 ) -> rusqlite::Result<RegisterOutcome> {
     let existing: Option<(String, String)> = c
-        .query_row(
-            "SELECT name, device_id FROM devices WHERE key = ?1",
-            params![key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT name, device_id FROM devices WHERE key = ?1")?
+        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if let Some((n, d)) = existing {
         return Ok(if n == name && d == device_id {
@@ -30,11 +27,8 @@ pub fn register(
         });
     }
     let taken: Option<i64> = c
-        .query_row(
-            "SELECT 1 FROM devices WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT 1 FROM devices WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
         .optional()?;
     if taken.is_some() {
         return Ok(RegisterOutcome::NameTaken);
@@ -174,12 +168,13 @@ pub fn post_mailbox(
     changes: &mut Vec<Change>,
 ) -> rusqlite::Result<MailboxOutcome> {
     let prior: Option<Vec<u8>> = c
-        .query_row(
+        .prepare_cached(
             "SELECT result FROM posts WHERE principal = ?1 AND kind = ?2 AND scope = x''
              AND post_id = ?3",
-            params![post.sender, POST_KIND_MAILBOX, post.post_id],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![post.sender, POST_KIND_MAILBOX, post.post_id], |r| {
+            r.get(0)
+        })
         .optional()?;
     if let Some(prior) = prior {
         return Ok(MailboxOutcome::Posted(decode_seqs(&prior)));

@@ -83,9 +83,11 @@ pub fn append(
     changes: &mut Vec<Change>,
 ) -> rusqlite::Result<AppendOutcome> {
     let prior: Option<Vec<u8>> = c
-        .query_row(
+        .prepare_cached(
             "SELECT result FROM posts WHERE principal = ?1 AND kind = ?2 AND scope = ?3
              AND post_id = ?4",
+        )?
+        .query_row(
             params![e.sender, POST_KIND_GROUP, e.group_id, e.post_id],
             |r| r.get(0),
         )

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
@@ -16,15 +17,62 @@ use super::{Change, StoreError, schema};
 /// The most writes folded into one transaction.
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 2;
+/// How often, at most, the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> JobOut + Send>;
-
-struct JobOut {
-    keep: bool,
-    changes: Vec<Change>,
-    done: Done,
+/// One queued write: run (possibly twice, see [`writer_loop`]) inside the batch
+/// transaction, then answered after COMMIT.
+trait WriteJob: Send {
+    /// Runs the job on the writer's connection; `true` when it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: with the job's own result if the batch committed (its changes
+    /// go to `notify` first), else with the commit failure.
+    fn finish(self: Box<Self>, committed: Result<(), &str>, notify: &broadcast::Sender<Change>);
 }
+
+struct Pending<T, F> {
+    f: F,
+    context: &'static str,
+    result: Option<rusqlite::Result<T>>,
+    changes: Vec<Change>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Pending<T, F>
+where
+    T: Send,
+    F: Fn(&Connection, &mut Vec<Change>) -> rusqlite::Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        self.changes.clear();
+        let result = (self.f)(conn, &mut self.changes);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), &str>, notify: &broadcast::Sender<Change>) {
+        let answer = match (self.result, committed) {
+            (Some(Err(source)), _) => Err(StoreError::Sqlite {
+                context: self.context,
+                source,
+            }),
+            (Some(Ok(value)), Ok(())) => {
+                for change in self.changes {
+                    let _ = notify.send(change);
+                }
+                Ok(value)
+            }
+            (_, Err(message)) => Err(StoreError::Commit {
+                message: message.to_owned(),
+            }),
+            (None, Ok(())) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+type Job = Box<dyn WriteJob>;
 
 /// SQLite-backed storage.
 #[derive(Debug)]
@@ -48,10 +96,27 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StoreError::Commit {
+            message: format!("cannot start thread {name}: {e}"),
+        })
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let writer_conn = open(path)?;
+        // Checkpoints run on their own thread (`checkpointer_loop`), never in a commit.
+        writer_conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         schema::migrate(&writer_conn).map_err(|source| StoreError::Open {
             path: path.to_owned(),
             source,
@@ -67,12 +132,14 @@ impl SqliteStore {
         let (changes, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel::<Job>();
         let notify = changes.clone();
-        std::thread::Builder::new()
-            .name("sotto-relay-writer".into())
-            .spawn(move || writer_loop(&writer_conn, &rx, &notify))
-            .map_err(|e| StoreError::Commit {
-                message: format!("cannot start writer thread: {e}"),
-            })?;
+        let checkpoint_conn = open(path)?;
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        spawn("sotto-relay-checkpoint", move || {
+            checkpointer_loop(&checkpoint_conn, &woken);
+        })?;
+        spawn("sotto-relay-writer", move || {
+            writer_loop(&writer_conn, &rx, &notify, &wake);
+        })?;
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(readers),
@@ -83,7 +150,8 @@ impl SqliteStore {
     }
 
     /// Queues a write now (its place in the commit order is fixed by this call) and
-    /// returns a future that resolves after COMMIT.
+    /// returns a future that resolves after COMMIT. `f` may run twice (the first run
+    /// rolled back) when another write of its batch failed half-way.
     pub(super) fn write<T, F>(
         &self,
         context: &'static str,
@@ -91,31 +159,15 @@ impl SqliteStore {
     ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut Vec<Change>) -> rusqlite::Result<T> + Send + 'static,
+        F: Fn(&Connection, &mut Vec<Change>) -> rusqlite::Result<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
-        let job: Job = Box::new(move |conn| {
-            let mut changes = Vec::new();
-            match f(conn, &mut changes) {
-                Ok(value) => JobOut {
-                    keep: true,
-                    changes,
-                    done: Box::new(move |committed| {
-                        let _ = tx.send(
-                            committed
-                                .map(|()| value)
-                                .map_err(|message| StoreError::Commit { message }),
-                        );
-                    }),
-                },
-                Err(source) => JobOut {
-                    keep: false,
-                    changes: Vec::new(),
-                    done: Box::new(move |_| {
-                        let _ = tx.send(Err(StoreError::Sqlite { context, source }));
-                    }),
-                },
-            }
+        let (reply, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(Pending {
+            f,
+            context,
+            result: None,
+            changes: Vec::new(),
+            reply,
         });
         let queued = self.writer.send(job).is_ok();
         async move {
@@ -147,7 +199,47 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, notify: &broadcast::Sender<Change>) {
+/// Runs the batch's jobs in the open transaction, each in its own savepoint.
+fn run_with_savepoints(conn: &Connection, batch: &mut [Job]) {
+    for job in batch {
+        let sp = run(conn, "SAVEPOINT job").is_ok();
+        let ok = job.run(conn);
+        if sp {
+            let end = if ok {
+                run(conn, "RELEASE job")
+            } else {
+                run(conn, "ROLLBACK TO job").and_then(|()| run(conn, "RELEASE job"))
+            };
+            if let Err(e) = end {
+                tracing::error!(cause = %e, "savepoint end failed");
+            }
+        }
+    }
+}
+
+/// Runs the batch's jobs in the open transaction without savepoints; `false` when a job
+/// failed after changing rows (the transaction then holds half a job).
+fn run_optimistic(conn: &Connection, batch: &mut [Job]) -> bool {
+    for job in batch {
+        let before = conn.total_changes();
+        if !job.run(conn) && conn.total_changes() != before {
+            return false;
+        }
+    }
+    true
+}
+
+/// The writer: takes every queued write (up to [`MAX_BATCH`]) into one IMMEDIATE
+/// transaction. Jobs run without savepoints (no sub-journal, no extra statements); a job
+/// that fails without having changed a row needs no undo. Only when a job fails half-way
+/// is the batch rolled back and run again with a savepoint per job, so the other writes
+/// still commit and the failed one leaves nothing behind.
+fn writer_loop(
+    conn: &Connection,
+    rx: &mpsc::Receiver<Job>,
+    notify: &broadcast::Sender<Change>,
+    checkpoint: &mpsc::SyncSender<()>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -160,37 +252,42 @@ fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, notify: &broadcast::
             tracing::error!(cause = %e, "cannot begin write transaction");
             continue; // dropping the jobs fails their callers with `Closed`
         }
-        let mut outs = Vec::with_capacity(batch.len());
-        for job in batch {
-            let sp = run(conn, "SAVEPOINT job").is_ok();
-            let out = job(conn);
-            if sp {
-                let end = if out.keep {
-                    run(conn, "RELEASE job")
-                } else {
-                    run(conn, "ROLLBACK TO job").and_then(|()| run(conn, "RELEASE job"))
-                };
-                if let Err(e) = end {
-                    tracing::error!(cause = %e, "savepoint end failed");
-                }
+        let mut committed = Ok(());
+        if !run_optimistic(conn, &mut batch) {
+            tracing::warn!("a write failed half-way; running its batch again with savepoints");
+            committed = run(conn, "ROLLBACK").and_then(|()| run(conn, "BEGIN IMMEDIATE"));
+            if committed.is_ok() {
+                run_with_savepoints(conn, &mut batch);
             }
-            outs.push(out);
         }
-        let committed = match run(conn, "COMMIT") {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::error!(cause = %e, "batch commit failed");
+        let committed = committed.and_then(|()| run(conn, "COMMIT")).map_err(|e| {
+            tracing::error!(cause = %e, "batch commit failed");
+            if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
-                Err(e.to_string())
             }
-        };
-        for out in outs {
-            if committed.is_ok() && out.keep {
-                for change in out.changes {
-                    let _ = notify.send(change);
-                }
-            }
-            (out.done)(committed.clone());
+            e.to_string()
+        });
+        let _ = checkpoint.try_send(());
+        for job in batch {
+            job.finish(
+                committed.as_ref().map(|_| ()).map_err(String::as_str),
+                notify,
+            );
+        }
+    }
+}
+
+/// The checkpointer: copies the WAL back into the database on its own connection, so the
+/// writer's commits never pay for it (the writer runs with `wal_autocheckpoint = 0`).
+/// PASSIVE never blocks the writer or the readers; the WAL restarts from its beginning at
+/// the first write after a complete checkpoint. Stops when the writer does.
+fn checkpointer_loop(conn: &Connection, wake: &mpsc::Receiver<()>) {
+    while wake.recv().is_ok() {
+        // At most one checkpoint per period: the commits of the next period coalesce.
+        std::thread::sleep(CHECKPOINT_EVERY);
+        while wake.try_recv().is_ok() {}
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(cause = %e, "WAL checkpoint failed");
         }
     }
 }

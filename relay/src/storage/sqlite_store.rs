@@ -440,4 +440,68 @@ mod tests {
         assert!(s.read_mailbox(bob, 0, 10).await.expect("read").is_empty());
         assert_eq!(s.read_mailbox(carol, 0, 10).await.expect("read").len(), 1);
     }
+
+    #[tokio::test]
+    async fn a_write_failing_half_way_leaves_nothing_and_its_batch_still_commits() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let (_d, s) = store();
+        // Hold the writer inside a batch so the next two writes queue up for the next one.
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        let (started, writer_busy) = std::sync::mpsc::channel();
+        let hold = s.write("hold", move |_, _| {
+            let _ = started.send(());
+            while !r.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            Ok(())
+        });
+        writer_busy.recv().expect("the writer runs the holding job");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let n = runs.clone();
+        let good = s.write("good", move |c, _| {
+            n.fetch_add(1, Ordering::Relaxed);
+            dir::register(c, "bob", "d", &[2; 32], 1)
+        });
+        let bad = s.write("bad", |c, _| {
+            dir::register(c, "carol", "d", &[3; 32], 1)?;
+            c.execute("INSERT INTO no_such_table VALUES (1)", [])
+        });
+        release.store(true, Ordering::Release);
+        hold.await.expect("hold");
+        assert_eq!(good.await.expect("good"), RegisterOutcome::Registered);
+        assert!(matches!(
+            bad.await,
+            Err(StoreError::Sqlite { context: "bad", .. })
+        ));
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            2,
+            "the batch ran again with savepoints"
+        );
+        assert_eq!(
+            s.device_key("bob".into(), "d".into()).await.expect("read"),
+            Some([2; 32])
+        );
+        assert_eq!(
+            s.device_key("carol".into(), "d".into())
+                .await
+                .expect("read"),
+            None,
+            "the failed write left nothing behind"
+        );
+        // A write that fails before changing anything needs no second run.
+        let n = runs.clone();
+        let good = s.write("good", move |c, _| {
+            n.fetch_add(1, Ordering::Relaxed);
+            dir::register(c, "dave", "d", &[4; 32], 1)
+        });
+        let bad = s.write("bad", |c, _| {
+            c.execute("INSERT INTO no_such_table VALUES (1)", [])
+        });
+        assert_eq!(good.await.expect("good"), RegisterOutcome::Registered);
+        assert!(bad.await.is_err());
+        assert_eq!(runs.load(Ordering::Relaxed), 3);
+    }
 }
