@@ -631,3 +631,94 @@ fn simultaneous_direct_conversations_settle_on_one() {
     assert_eq!(texts(&got), ["one thread"]);
     assert_eq!(got[0]["conversation"], keep.as_str());
 }
+
+/// Sends `n` `message.send` lines on one connection without waiting (a writer thread, so
+/// the daemon's replies never block our writes); returns the connection to read replies.
+fn pipeline_sends(d: &Daemon, to: &str, n: usize, tag: &str) -> crate::support::RawClient {
+    let c = d.client();
+    let mut w = c.stream.try_clone().expect("clone");
+    let (to, tag) = (to.to_owned(), tag.to_owned());
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        for i in 0..n {
+            let line = json!({"jsonrpc": "2.0", "id": i, "method": "message.send",
+                "params": {"conversation": to, "text": format!("{tag}{i:04}")}});
+            // After the kill the socket is gone: the remaining lines are simply not sent.
+            if writeln!(w, "{line}").is_err() {
+                return;
+            }
+        }
+    });
+    c
+}
+
+#[test]
+fn kill_9_of_the_sender_mid_pipeline_loses_no_acknowledged_message_and_doubles_none() {
+    const N: usize = 1000;
+    const KILL_AFTER: usize = 300;
+    let relay = Relay::start();
+    let mut p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p[1].0
+        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let mut c = pipeline_sends(&p[0].0, &bob, N, "p");
+    // Answers come in request order; each means the message is durable on alice.
+    let mut acked = 0usize;
+    while acked < KILL_AFTER {
+        let r = c.read();
+        assert_eq!(r["id"], json!(acked), "answers in request order: {r}");
+        assert!(r.get("result").is_some(), "message.send failed: {r}");
+        acked += 1;
+    }
+    p[0].0.signal_and_wait("KILL");
+    drop(c);
+    p[0].0.start();
+    // Whatever alice stored (a prefix of the pipeline, at least every answered one) goes
+    // out exactly once and in order.
+    let mine = p[0].0.wait_messages(&conv, "alice's stored messages all sent", |l| {
+        l.len() >= acked && l.iter().all(|m| m["state"] == "sent")
+    });
+    let stored = mine.len();
+    let expected: Vec<String> = (0..stored).map(|i| format!("p{i:04}")).collect();
+    assert_eq!(texts(&mine), expected, "alice stored a prefix, in order");
+    let got = p[1]
+        .0
+        .wait_messages(&conv, "bob received them all", |l| l.len() >= stored);
+    assert_eq!(texts(&got), expected, "bob: every stored message once, in order");
+}
+
+#[test]
+fn kill_9_of_the_receiver_mid_burst_loses_nothing_and_doubles_nothing() {
+    const N: usize = 400;
+    let relay = Relay::start();
+    let mut p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p[1].0
+        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    // The burst waits at the relay while bob is down, then arrives in a few pushes.
+    p[1].0.stop();
+    let mut c = pipeline_sends(&p[0].0, &bob, N, "r");
+    for i in 0..N {
+        let r = c.read();
+        assert_eq!(r["id"], json!(i));
+    }
+    p[0].0.wait_messages(&conv, "all sent", |l| {
+        l.len() == N && l.iter().all(|m| m["state"] == "sent")
+    });
+    p[1].0.start();
+    p[1].0
+        .wait_messages(&conv, "the burst to start arriving", |l| !l.is_empty());
+    p[1].0.signal_and_wait("KILL");
+    p[1].0.start();
+    let got = p[1].0.wait_messages(&conv, "the whole burst", |l| l.len() >= N);
+    let expected: Vec<String> = (0..N).map(|i| format!("r{i:04}")).collect();
+    assert_eq!(texts(&got), expected);
+}

@@ -2,8 +2,14 @@
 //! one thing at a time, so an incoming commit and an outgoing change never interleave.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::inbound;
+use super::outbound::{self, Claimed, MembersPayload, OutboxRow, PrepareError};
+use super::{Engine, Inbox};
+use crate::model;
+use crate::relay::{RelayCallError, RelayConn};
+use crate::store::StoreError;
 use sha2::{Digest as _, Sha256};
 use sotto_protocol::api::{EventPayload, MessageState};
 use sotto_protocol::relay::{
@@ -11,19 +17,18 @@ use sotto_protocol::relay::{
     WelcomeEnvelope,
 };
 use sotto_protocol::{Address, RelayUrl, wire};
-use tokio::sync::Notify;
-
-use super::Engine;
-use super::inbound;
-use super::outbound::{self, Claimed, MembersPayload, OutboxRow, PrepareError};
-use crate::model;
-use crate::relay::{RelayCallError, RelayConn};
-use crate::store::StoreError;
 
 /// How many log entries one read asks for.
 const READ_BATCH: u32 = 256;
 /// The idle wait between checks when nothing wakes the actor.
 const IDLE: Duration = Duration::from_secs(30);
+/// How long an acknowledgement to the relay may wait to be folded with later ones.
+const ACK_DELAY: Duration = Duration::from_secs(1);
+/// Acknowledge at once when this many processed entries are unacknowledged.
+const ACK_EVERY: u64 = 128;
+/// How long an accepted post waits for its own entry to be pushed before the actor reads
+/// the log itself.
+const OWN_ENTRY_WAIT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -38,18 +43,34 @@ enum Step {
     Done,
 }
 
+/// What the actor remembers between steps.
+#[derive(Default)]
+struct State {
+    /// The connection our log subscription lives on: while it is the current one, the
+    /// relay pushes every entry after our cursor, in order.
+    subscribed: Option<Arc<RelayConn>>,
+    /// The post id the relay last accepted from us (its entry is still to be processed).
+    accepted: Option<[u8; 16]>,
+    /// Read the log instead of trusting the pushes (after an idle period or a wait for
+    /// our own entry that ran out): a safety net, never needed on a healthy connection.
+    verify: bool,
+    /// When to verify if no push came.
+    verify_at: Option<Instant>,
+    /// When the pending acknowledgement is due.
+    ack_due: Option<Instant>,
+}
+
 /// Runs the actor of conversation `conv` until it is finished or the daemon stops.
-pub async fn run(engine: Arc<Engine>, conv: String, wake: Arc<Notify>) {
+pub async fn run(engine: Arc<Engine>, conv: String, inbox: Arc<Inbox>) {
     let mut shutdown = engine.shutdown.clone();
-    let mut subscribed: Option<Arc<RelayConn>> = None;
-    let mut accepted: Option<[u8; 16]> = None;
+    let mut state = State::default();
     let mut backoff = RETRY_MIN;
     loop {
         if *shutdown.borrow() {
             return;
         }
         tracing::trace!(conversation = %conv, "actor step");
-        let step = match step(&engine, &conv, &mut subscribed, &mut accepted).await {
+        let step = match step(&engine, &conv, &mut state, &inbox).await {
             Ok(s) => s,
             Err(e) => Step::Retry(e.to_string()),
         };
@@ -67,12 +88,26 @@ pub async fn run(engine: Arc<Engine>, conv: String, wake: Arc<Notify>) {
                 tracing::debug!(conversation = %conv, cause = %why, "will retry");
                 let d = backoff;
                 backoff = (backoff * 2).min(RETRY_MAX);
+                state.verify = true;
                 d
             }
         };
+        let now = Instant::now();
+        let deadline = [state.ack_due, state.verify_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now));
+        let timed = deadline.is_some_and(|d| d < wait);
         tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep(wait) => {}
+            () = inbox.notify.notified() => {}
+            () = tokio::time::sleep(deadline.filter(|_| timed).unwrap_or(wait)) => {
+                let now = Instant::now();
+                if !timed || state.verify_at.is_some_and(|t| t <= now) {
+                    state.verify = true;
+                    state.verify_at = None;
+                }
+            }
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
@@ -81,8 +116,8 @@ pub async fn run(engine: Arc<Engine>, conv: String, wake: Arc<Notify>) {
 async fn step(
     engine: &Arc<Engine>,
     conv: &str,
-    subscribed: &mut Option<Arc<RelayConn>>,
-    accepted: &mut Option<[u8; 16]>,
+    state: &mut State,
+    inbox: &Inbox,
 ) -> Result<Step, StoreError> {
     let id = conv.to_owned();
     let Some(row) = engine
@@ -142,9 +177,9 @@ async fn step(
         && h.join_seq.is_none()
         && h.done_epoch.is_none()
         && h.post_id.is_some()
-        && h.post_id != *accepted
+        && h.post_id != state.accepted
     {
-        return post(engine, conv, &conn, &group_id, h, accepted).await;
+        return post(engine, conv, &conn, &group_id, h, &mut state.accepted).await;
     }
     if row.state == "active"
         || head
@@ -152,7 +187,12 @@ async fn step(
             .is_some_and(|h| h.mls_message.is_some() || h.join_seq.is_some())
         || row.cursor > 0
     {
-        if !subscribed.as_ref().is_some_and(|s| Arc::ptr_eq(s, &conn)) {
+        if !state
+            .subscribed
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &conn))
+        {
+            state.subscribed = None;
             match conn
                 .request(Request::SubscribeGroup {
                     group_id: group_id.clone(),
@@ -160,42 +200,56 @@ async fn step(
                 })
                 .await
             {
-                Ok(_) => *subscribed = Some(conn.clone()),
+                Ok(_) => state.subscribed = Some(conn.clone()),
                 Err(RelayCallError::Refused(e))
                     if matches!(e.kind, RelayErrorKind::UnknownGroup) && row.state == "pending" => {
                 }
                 Err(e) => return Ok(Step::Retry(e.to_string())),
             }
         }
-        // 1. Catch up with the log.
-        match catch_up(engine, conv, &conn, &group_id, row.cursor).await? {
+        // 1. Catch up with the log: from the pushes while the subscription is live, else
+        // (and as a periodic safety net) by reading it.
+        let trusted = state.subscribed.is_some() && !std::mem::take(&mut state.verify);
+        match catch_up(engine, conv, &conn, &group_id, row.cursor, inbox, trusted).await? {
             CatchUp::Finished => return Ok(Step::Done),
-            CatchUp::Progress => return Ok(Step::Again),
+            CatchUp::Progress => {
+                state.verify_at = None;
+                return Ok(Step::Again);
+            }
             CatchUp::UpToDate => {}
             CatchUp::Failed(why) => return Ok(Step::Retry(why)),
         }
+        // Acknowledgements are folded: one per ACK_EVERY entries or ACK_DELAY.
         if row.cursor > row.acked {
-            let cursor = row.cursor;
-            if conn
-                .request(Request::AckGroup {
-                    group_id: group_id.clone(),
-                    seq: cursor,
-                })
-                .await
-                .is_ok()
-            {
-                let id = conv.to_owned();
-                engine
-                    .store
-                    .call(move |db| {
-                        db.conn().execute(
-                            "UPDATE conversations SET acked = ?2 WHERE id = ?1",
-                            rusqlite::params![id, cursor as i64],
-                        )?;
-                        Ok(())
+            let now = Instant::now();
+            let due = *state.ack_due.get_or_insert(now + ACK_DELAY);
+            if row.cursor - row.acked >= ACK_EVERY || now >= due {
+                let cursor = row.cursor;
+                if conn
+                    .request(Request::AckGroup {
+                        group_id: group_id.clone(),
+                        seq: cursor,
                     })
-                    .await?;
+                    .await
+                    .is_ok()
+                {
+                    state.ack_due = None;
+                    let id = conv.to_owned();
+                    engine
+                        .store
+                        .call(move |db| {
+                            db.conn()
+                                .prepare_cached(
+                                    "UPDATE conversations SET acked = ?2 WHERE id = ?1",
+                                )?
+                                .execute(rusqlite::params![id, cursor as i64])?;
+                            Ok(())
+                        })
+                        .await?;
+                }
             }
+        } else {
+            state.ack_due = None;
         }
     }
     // 2. The outbox head.
@@ -213,7 +267,15 @@ async fn step(
         // Our Remove proposal is in the log for this epoch; wait for someone to commit it.
         return Ok(Step::Idle);
     }
-    post(engine, conv, &conn, &group_id, &head, accepted).await
+    if head.post_id.is_some() && head.post_id == state.accepted && state.subscribed.is_some() {
+        // Accepted: our own entry is on its way as a push. Read the log only if it is late.
+        if state.verify_at.is_none() {
+            state.verify_at = Some(Instant::now() + OWN_ENTRY_WAIT);
+        }
+        return Ok(Step::Idle);
+    }
+    state.verify_at = None;
+    post(engine, conv, &conn, &group_id, &head, &mut state.accepted).await
 }
 
 enum CatchUp {
@@ -229,41 +291,25 @@ async fn catch_up(
     conn: &RelayConn,
     group_id: &[u8],
     cursor: u64,
+    inbox: &Inbox,
+    trusted: bool,
 ) -> Result<CatchUp, StoreError> {
-    let answer = conn
-        .request(Request::ReadGroup {
-            group_id: group_id.to_vec(),
-            after: cursor,
-            limit: READ_BATCH,
-        })
-        .await;
-    let (entries, removed_at) = match answer {
-        Ok(Response::GroupEntries {
-            entries,
-            removed_at,
-            ..
-        }) => (entries, removed_at),
-        Ok(other) => return Ok(CatchUp::Failed(format!("unexpected answer {other:?}"))),
-        Err(RelayCallError::Refused(e)) => {
-            if let RelayErrorKind::Gap { oldest_seq } = e.kind {
-                let id = conv.to_owned();
-                engine
-                    .store
-                    .call(move |db| {
-                        db.write(|tx| {
-                            inbound::mark_broken(
-                                tx,
-                                &id,
-                                &format!("the relay no longer has entries before {oldest_seq}"),
-                            )
-                        })
-                    })
-                    .await?;
-                return Ok(CatchUp::Finished);
-            }
-            return Ok(CatchUp::Failed(e.to_string()));
+    let (mut pushed, reread) = inbox.take();
+    pushed.retain(|e| e.seq > cursor);
+    let contiguous = pushed
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.seq == cursor + 1 + i as u64);
+    let (entries, removed_at) = if trusted && !reread && contiguous {
+        if pushed.is_empty() {
+            return Ok(CatchUp::UpToDate);
         }
-        Err(e) => return Ok(CatchUp::Failed(e.to_string())),
+        (pushed, None)
+    } else {
+        match read_log(engine, conv, conn, group_id, cursor).await? {
+            Ok(read) => read,
+            Err(done) => return Ok(done),
+        }
     };
     tracing::trace!(conversation = %conv, after = cursor, entries = entries.len(), ?removed_at, "read the log");
     if entries.is_empty() {
@@ -295,6 +341,52 @@ async fn catch_up(
         return Ok(CatchUp::Finished);
     }
     Ok(CatchUp::Progress)
+}
+
+/// Reads a page of the log after `cursor`: `Ok((entries, removed_at))`, or how the
+/// catch-up ends when the relay refuses.
+async fn read_log(
+    engine: &Arc<Engine>,
+    conv: &str,
+    conn: &RelayConn,
+    group_id: &[u8],
+    cursor: u64,
+) -> Result<Result<(Vec<sotto_protocol::relay::GroupEntry>, Option<u64>), CatchUp>, StoreError> {
+    let answer = conn
+        .request(Request::ReadGroup {
+            group_id: group_id.to_vec(),
+            after: cursor,
+            limit: READ_BATCH,
+        })
+        .await;
+    match answer {
+        Ok(Response::GroupEntries {
+            entries,
+            removed_at,
+            ..
+        }) => Ok(Ok((entries, removed_at))),
+        Ok(other) => Ok(Err(CatchUp::Failed(format!("unexpected answer {other:?}")))),
+        Err(RelayCallError::Refused(e)) => {
+            if let RelayErrorKind::Gap { oldest_seq } = e.kind {
+                let id = conv.to_owned();
+                engine
+                    .store
+                    .call(move |db| {
+                        db.write(|tx| {
+                            inbound::mark_broken(
+                                tx,
+                                &id,
+                                &format!("the relay no longer has entries before {oldest_seq}"),
+                            )
+                        })
+                    })
+                    .await?;
+                return Ok(Err(CatchUp::Finished));
+            }
+            Ok(Err(CatchUp::Failed(e.to_string())))
+        }
+        Err(e) => Ok(Err(CatchUp::Failed(e.to_string()))),
+    }
 }
 
 async fn prepare(engine: &Arc<Engine>, conv: &str, head: &OutboxRow) -> Result<Step, StoreError> {
@@ -430,7 +522,7 @@ async fn post(
         })
         .await;
     match answer {
-        // Accepted: the entry is processed (as our own) when the log is read next.
+        // Accepted: the entry is processed (as our own) when it is pushed or read next.
         Ok(_) => {
             *accepted = Some(post_id);
             Ok(Step::Again)

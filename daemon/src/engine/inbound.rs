@@ -9,6 +9,7 @@ use sotto_protocol::api::{Conversation, EventPayload, MessageState};
 use sotto_protocol::envelope::Envelope;
 use sotto_protocol::relay::GroupEntry;
 
+use super::outbound::{keep_group, take_group};
 use crate::mls::{self, MemberInfo, Provider};
 use crate::model;
 use crate::store::{StoreError, Tx};
@@ -20,6 +21,8 @@ pub struct Outcome {
     pub removed: bool,
     /// The conversation is now broken.
     pub broken: bool,
+    /// openmls failed on the group part-way: do not keep the in-memory copy.
+    pub stale_group: bool,
 }
 
 /// Pins unknown members' keys (trust on first use) and reports changed ones.
@@ -126,16 +129,14 @@ fn reset_prepared(tx: &Tx<'_>, conv: &str) -> Result<(), StoreError> {
 /// After the relay refused our post with `conflict`: drops our pending commit (it did not
 /// win) and the prepared bytes of the head, so it is prepared again after catching up.
 pub fn forget_prepared(tx: &mut Tx<'_>, conv: &str, row_id: i64) -> Result<(), StoreError> {
-    let group_id =
-        GroupId::from_slice(&hex::decode(conv).map_err(|e| StoreError::Decode(e.to_string()))?);
-    let provider = Provider::new(tx.conn());
-    if let Some(mut group) =
-        MlsGroup::load(provider.storage(), &group_id).map_err(StoreError::Sqlite)?
-        && group.pending_commit().is_some()
-    {
-        group
-            .clear_pending_commit(provider.storage())
-            .map_err(StoreError::Sqlite)?;
+    if let Some(mut group) = take_group(tx, conv)? {
+        if group.pending_commit().is_some() {
+            let provider = Provider::new(tx.conn());
+            group
+                .clear_pending_commit(provider.storage())
+                .map_err(StoreError::Sqlite)?;
+        }
+        keep_group(tx, conv, group);
     }
     tx.conn().execute(
         &format!("UPDATE outbox SET {FORGET_PREPARED} WHERE id = ?1 AND join_seq IS NULL"),
@@ -157,12 +158,7 @@ pub fn process(
     if entry.seq <= row.cursor {
         return Ok(Outcome::default());
     }
-    let group_id =
-        GroupId::from_slice(&hex::decode(conv).map_err(|e| StoreError::Decode(e.to_string()))?);
-    let provider = Provider::new(tx.conn());
-    let Some(mut group) =
-        MlsGroup::load(provider.storage(), &group_id).map_err(StoreError::Sqlite)?
-    else {
+    let Some(mut group) = take_group(tx, conv)? else {
         mark_broken(tx, conv, "the MLS group state is missing")?;
         set_cursor(tx, conv, entry.seq)?;
         return Ok(Outcome {
@@ -177,6 +173,11 @@ pub fn process(
         outcome = others_entry(tx, conv, own_address, &mut group, entry)?;
     }
     set_cursor(tx, conv, entry.seq)?;
+    // The in-memory group matches what this transaction wrote, except after an
+    // operation that failed half-way inside openmls: that one is loaded again.
+    if !outcome.stale_group {
+        keep_group(tx, conv, group);
+    }
     Ok(outcome)
 }
 
@@ -318,7 +319,10 @@ fn others_entry(
                 });
             }
             tracing::warn!(conversation = %conv, seq = entry.seq, cause = %e, "an entry could not be processed; skipped");
-            return Ok(Outcome::default());
+            return Ok(Outcome {
+                stale_group: true,
+                ..Default::default()
+            });
         }
     };
     let sender = mls::parse_identity(processed.credential()).map(|(a, _)| a);

@@ -22,12 +22,53 @@ mod welcome;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sotto_protocol::relay::{MailboxEntry, Push};
+use sotto_protocol::relay::{GroupEntry, MailboxEntry, Push};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::keys::DeviceKey;
 use crate::relay::{Credentials, Relays};
 use crate::store::Store;
+
+/// The most pushed entries an inbox holds; past it they are dropped and the actor reads
+/// the log instead.
+const MAX_PUSHED: usize = 4096;
+
+/// One conversation actor's wake-up and the log entries the relay pushed for it.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    notify: Notify,
+    pushed: Mutex<Pushed>,
+}
+
+#[derive(Debug, Default)]
+struct Pushed {
+    entries: Vec<GroupEntry>,
+    /// Something the pushes cannot say (overflow, an error, the end of a membership):
+    /// the actor reads the log itself.
+    reread: bool,
+}
+
+impl Inbox {
+    /// Takes what was pushed: the entries in arrival order, and whether to read the log.
+    fn take(&self) -> (Vec<GroupEntry>, bool) {
+        let mut p = lock(&self.pushed);
+        (
+            std::mem::take(&mut p.entries),
+            std::mem::take(&mut p.reread),
+        )
+    }
+
+    fn push(&self, entries: Vec<GroupEntry>, reread: bool) {
+        let mut p = lock(&self.pushed);
+        if p.entries.len() + entries.len() > MAX_PUSHED {
+            p.entries.clear();
+            p.reread = true;
+        } else {
+            p.entries.extend(entries);
+        }
+        p.reread |= reread;
+    }
+}
 
 /// Everything the engine's tasks share.
 pub struct Engine {
@@ -36,7 +77,7 @@ pub struct Engine {
     address: String,
     device_id: String,
     key: Arc<DeviceKey>,
-    actors: Mutex<HashMap<String, Arc<Notify>>>,
+    actors: Mutex<HashMap<String, Arc<Inbox>>>,
     mailbox: Mutex<Option<mpsc::UnboundedSender<Vec<MailboxEntry>>>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -125,27 +166,42 @@ impl Engine {
 
     /// Wakes (starting if needed) the actor of conversation `id`.
     pub fn wake(self: &Arc<Self>, id: &str) {
+        self.inbox(id).notify.notify_one();
+    }
+
+    /// The inbox of conversation `id`'s actor, starting the actor if needed.
+    fn inbox(self: &Arc<Self>, id: &str) -> Arc<Inbox> {
         let mut actors = lock(&self.actors);
-        if let Some(n) = actors.get(id) {
-            n.notify_one();
-            return;
+        if let Some(inbox) = actors.get(id) {
+            return inbox.clone();
         }
-        let notify = Arc::new(Notify::new());
-        notify.notify_one();
-        actors.insert(id.to_owned(), notify.clone());
+        let inbox = Arc::new(Inbox::default());
+        actors.insert(id.to_owned(), inbox.clone());
         let this = self.clone();
-        let id = id.to_owned();
+        let (id, handle) = (id.to_owned(), inbox.clone());
         tokio::spawn(async move {
-            actor::run(this.clone(), id.clone(), notify).await;
+            actor::run(this.clone(), id.clone(), handle).await;
             lock(&this.actors).remove(&id);
         });
+        inbox
     }
 
     async fn route_pushes(self: Arc<Self>, mut pushes: mpsc::UnboundedReceiver<(String, Push)>) {
         while let Some((_url, push)) = pushes.recv().await {
             match push {
-                Push::Group { group_id, .. } | Push::GroupError { group_id, .. } => {
-                    self.wake(&hex::encode(group_id));
+                Push::Group {
+                    group_id,
+                    entries,
+                    removed_at,
+                } => {
+                    let inbox = self.inbox(&hex::encode(group_id));
+                    inbox.push(entries, removed_at.is_some());
+                    inbox.notify.notify_one();
+                }
+                Push::GroupError { group_id, .. } => {
+                    let inbox = self.inbox(&hex::encode(group_id));
+                    inbox.push(Vec::new(), true);
+                    inbox.notify.notify_one();
                 }
                 Push::Mailbox { entries } => {
                     if let Some(tx) = lock(&self.mailbox).as_ref() {

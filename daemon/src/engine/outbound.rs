@@ -162,13 +162,32 @@ pub fn head(conn: &rusqlite::Connection, conv: &str) -> Result<Option<OutboxRow>
     }))
 }
 
-fn load_group(tx: &Tx<'_>, conv: &str) -> Result<MlsGroup, StoreError> {
+/// The cache key of a conversation's `MlsGroup` (see [`Tx::keep`]).
+fn group_key(conv: &str) -> String {
+    format!("mls-group:{conv}")
+}
+
+/// The conversation's `MlsGroup`: the copy kept in memory by the last committed
+/// transaction that used it, else loaded from storage. `None` when there is no state.
+/// Give it back with [`keep_group`] once it matches what this transaction wrote; a group
+/// not given back (an error, a rollback) is loaded from storage next time.
+pub(super) fn take_group(tx: &mut Tx<'_>, conv: &str) -> Result<Option<MlsGroup>, StoreError> {
+    if let Some(group) = tx.take_kept::<MlsGroup>(&group_key(conv)) {
+        return Ok(Some(group));
+    }
     let gid =
         GroupId::from_slice(&hex::decode(conv).map_err(|e| StoreError::Decode(e.to_string()))?);
     let provider = Provider::new(tx.conn());
-    MlsGroup::load(provider.storage(), &gid)
-        .map_err(StoreError::Sqlite)?
-        .ok_or_else(|| StoreError::Decode(format!("no MLS state for {conv}")))
+    MlsGroup::load(provider.storage(), &gid).map_err(StoreError::Sqlite)
+}
+
+/// Keeps `group` in memory for the next transaction, if this one commits.
+pub(super) fn keep_group(tx: &mut Tx<'_>, conv: &str, group: MlsGroup) {
+    tx.keep(&group_key(conv), group);
+}
+
+fn load_group(tx: &mut Tx<'_>, conv: &str) -> Result<MlsGroup, StoreError> {
+    take_group(tx, conv)?.ok_or_else(|| StoreError::Decode(format!("no MLS state for {conv}")))
 }
 
 /// Why preparing failed in a way that retrying cannot fix.
@@ -222,10 +241,10 @@ pub fn prepare_message(
         .tls_serialize_detached()
         .map_err(|e| PrepareError::Invalid(e.to_string()))?;
     let post_id: [u8; 16] = rand::random();
-    tx.conn().execute(
-        "UPDATE outbox SET post_id = ?2, mls_message = ?3 WHERE id = ?1",
-        params![row.id, &post_id[..], bytes],
-    )?;
+    tx.conn()
+        .prepare_cached("UPDATE outbox SET post_id = ?2, mls_message = ?3 WHERE id = ?1")?
+        .execute(params![row.id, &post_id[..], bytes])?;
+    keep_group(tx, conv, group);
     Ok(())
 }
 
@@ -238,8 +257,8 @@ pub fn prepare_add(
     key: &DeviceKey,
     claims: &[Claimed],
 ) -> Result<bool, PrepareError> {
-    let provider = Provider::new(tx.conn());
     let mut group = load_group(tx, conv)?;
+    let provider = Provider::new(tx.conn());
     let existing: Vec<String> = mls::members(&group)
         .into_iter()
         .map(|m| m.address)
@@ -313,6 +332,7 @@ pub fn prepare_add(
             serde_json::to_string(&recipients).unwrap_or_default()
         ],
     )?;
+    keep_group(tx, conv, group);
     Ok(true)
 }
 
@@ -398,5 +418,6 @@ pub fn prepare_change(
         "UPDATE outbox SET post_id = ?2, mls_message = ?3, removed = ?4, done_epoch = NULL WHERE id = ?1",
         params![row.id, &post_id[..], bytes, serde_json::to_string(&removed).unwrap_or_default()],
     )?;
+    keep_group(tx, conv, group);
     Ok(true)
 }

@@ -3,9 +3,9 @@
 //!
 //! Every MLS operation runs on the store's writer thread inside a transaction, with a
 //! [`Provider`] that borrows that transaction's connection: the MLS state change and the
-//! app rows it implies commit (or roll back) together. Groups are loaded from storage for
-//! each operation (`MlsGroup::load`), so a rolled-back transaction can never leave a stale
-//! in-memory group behind.
+//! app rows it implies commit (or roll back) together. The engine keeps each loaded group
+//! in memory between transactions (`store::Tx::keep`); a rolled-back transaction drops
+//! it, so the next one loads it from storage and never sees a stale group.
 
 use openmls::prelude::*;
 use openmls_rust_crypto::RustCrypto;

@@ -10,6 +10,8 @@ pub mod cipher;
 mod events;
 mod migrations;
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -21,6 +23,13 @@ use tokio::sync::{broadcast, oneshot};
 use crate::keys::DbKey;
 
 pub use events::EventPage;
+
+/// The most objects [`Tx::keep`] holds between transactions (each conversation's
+/// `MlsGroup`); past it, arbitrary ones are dropped and loaded again when next needed.
+const CACHE_CAPACITY: usize = 256;
+
+/// Objects derived from the database and kept in memory between transactions.
+type Cache = HashMap<String, Box<dyn Any + Send>>;
 
 /// How often the writer truncates the WAL so deleted secrets do not linger in it.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
@@ -80,6 +89,7 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Db {
     conn: Connection,
+    cache: Cache,
     events: broadcast::Sender<Event>,
     event_retention: u64,
     last_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -91,6 +101,8 @@ pub struct Tx<'a> {
     tx: Transaction<'a>,
     emitted: Vec<Event>,
     event_retention: u64,
+    cache: Cache,
+    kept: Cache,
 }
 
 impl Store {
@@ -106,6 +118,7 @@ impl Store {
         let conn = open_connection(path, key)?;
         let mut db = Db {
             conn,
+            cache: Cache::new(),
             events,
             event_retention,
             last_seq: Default::default(),
@@ -230,10 +243,29 @@ impl Db {
             tx,
             emitted: Vec::new(),
             event_retention: self.event_retention,
+            cache: std::mem::take(&mut self.cache),
+            kept: Cache::new(),
         };
+        // On error the transaction rolls back on drop and the whole cache is dropped with
+        // it: the next transactions load fresh state from the database.
         let value = f(&mut tx)?;
-        let Tx { tx, emitted, .. } = tx;
+        let Tx {
+            tx,
+            emitted,
+            mut cache,
+            kept,
+            ..
+        } = tx;
         tx.commit()?;
+        if cache.len() + kept.len() > CACHE_CAPACITY {
+            let excess = cache.len() + kept.len() - CACHE_CAPACITY;
+            let victims: Vec<String> = cache.keys().take(excess).cloned().collect();
+            for k in victims {
+                cache.remove(&k);
+            }
+        }
+        cache.extend(kept);
+        self.cache = cache;
         if let Some(last) = emitted.last() {
             self.last_seq
                 .fetch_max(last.seq, std::sync::atomic::Ordering::Relaxed);
@@ -257,6 +289,26 @@ impl Tx<'_> {
     /// The transaction's connection.
     pub fn conn(&self) -> &Connection {
         &self.tx
+    }
+
+    /// Takes the object kept under `key` by an earlier [`Tx::keep`] (of this transaction,
+    /// or of a committed one), if it is there and a `T`. Until it is kept again, it is
+    /// gone from the cache: a rollback cannot leave a changed copy behind.
+    pub fn take_kept<T: Any + Send>(&mut self, key: &str) -> Option<T> {
+        let boxed = self.kept.remove(key).or_else(|| self.cache.remove(key))?;
+        boxed.downcast::<T>().ok().map(|b| *b)
+    }
+
+    /// Keeps `value` under `key` for later transactions — only if this one commits.
+    /// The caller keeps only state that matches what this transaction wrote.
+    pub fn keep<T: Any + Send>(&mut self, key: &str, value: T) {
+        self.kept.insert(key.to_owned(), Box::new(value));
+    }
+
+    /// Forgets whatever is kept under `key` (now and in the cache).
+    pub fn forget_kept(&mut self, key: &str) {
+        self.kept.remove(key);
+        self.cache.remove(key);
     }
 
     /// Persists an event in this transaction; it is broadcast after COMMIT.
