@@ -34,6 +34,8 @@ enum Scenario {
     Footprint,
     /// 6. A sustained conversation without loss.
     Sustained,
+    /// 7. 100 msg/s through a relay at its default limits, against limits lifted.
+    Paced,
 }
 
 /// Sotto's benchmark harness (release builds give the real figures).
@@ -102,6 +104,7 @@ fn main() -> anyhow::Result<()> {
                 Scenario::Groups => scenarios::groups::run(&ctx).await,
                 Scenario::Footprint => scenarios::footprint::run(&ctx).await,
                 Scenario::Sustained => scenarios::sustained::run(&ctx).await,
+                Scenario::Paced => scenarios::paced::run(&ctx).await,
             }
         });
         match result {

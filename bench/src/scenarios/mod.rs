@@ -5,6 +5,7 @@ pub mod footprint;
 pub mod groups;
 pub mod latency;
 pub mod mls_step;
+pub mod paced;
 pub mod sustained;
 pub mod throughput;
 
