@@ -632,6 +632,30 @@ fn simultaneous_direct_conversations_settle_on_one() {
     assert_eq!(got[0]["conversation"], keep.as_str());
 }
 
+/// `Daemon::wait_messages` with a longer deadline: hundreds of messages through debug
+/// builds on a shared machine.
+fn wait_many(d: &Daemon, conv: &str, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let list = crate::support::RawClient::connect(&d.socket())
+            .ok()
+            .and_then(|mut c| {
+                let r = c.call("message.list", json!({"conversation": conv, "limit": 1000}));
+                r.get("result")?.as_array().cloned()
+            });
+        if let Some(list) = list
+            && pred(&list)
+        {
+            return list;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Sends `n` `message.send` lines on one connection without waiting (a writer thread, so
 /// the daemon's replies never block our writes); returns the connection to read replies.
 fn pipeline_sends(d: &Daemon, to: &str, n: usize, tag: &str) -> crate::support::RawClient {
@@ -679,16 +703,20 @@ fn kill_9_of_the_sender_mid_pipeline_loses_no_acknowledged_message_and_doubles_n
     p[0].0.start();
     // Whatever alice stored (a prefix of the pipeline, at least every answered one) goes
     // out exactly once and in order.
-    let mine = p[0].0.wait_messages(&conv, "alice's stored messages all sent", |l| {
+    let mine = wait_many(&p[0].0, &conv, "alice's stored messages all sent", |l| {
         l.len() >= acked && l.iter().all(|m| m["state"] == "sent")
     });
     let stored = mine.len();
     let expected: Vec<String> = (0..stored).map(|i| format!("p{i:04}")).collect();
     assert_eq!(texts(&mine), expected, "alice stored a prefix, in order");
-    let got = p[1]
-        .0
-        .wait_messages(&conv, "bob received them all", |l| l.len() >= stored);
-    assert_eq!(texts(&got), expected, "bob: every stored message once, in order");
+    let got = wait_many(&p[1].0, &conv, "bob received them all", |l| {
+        l.len() >= stored
+    });
+    assert_eq!(
+        texts(&got),
+        expected,
+        "bob: every stored message once, in order"
+    );
 }
 
 #[test]
@@ -710,7 +738,7 @@ fn kill_9_of_the_receiver_mid_burst_loses_nothing_and_doubles_nothing() {
         let r = c.read();
         assert_eq!(r["id"], json!(i));
     }
-    p[0].0.wait_messages(&conv, "all sent", |l| {
+    wait_many(&p[0].0, &conv, "all sent", |l| {
         l.len() == N && l.iter().all(|m| m["state"] == "sent")
     });
     p[1].0.start();
@@ -718,7 +746,7 @@ fn kill_9_of_the_receiver_mid_burst_loses_nothing_and_doubles_nothing() {
         .wait_messages(&conv, "the burst to start arriving", |l| !l.is_empty());
     p[1].0.signal_and_wait("KILL");
     p[1].0.start();
-    let got = p[1].0.wait_messages(&conv, "the whole burst", |l| l.len() >= N);
+    let got = wait_many(&p[1].0, &conv, "the whole burst", |l| l.len() >= N);
     let expected: Vec<String> = (0..N).map(|i| format!("r{i:04}")).collect();
     assert_eq!(texts(&got), expected);
 }
