@@ -5,7 +5,8 @@
 # util-linux (a raw client run as another user), keyutils; libssl-dev (the libcrypto that
 # rusqlite's bundled SQLCipher links against, headers and the .so link); neovim, emacs-nox and
 # elpa-package-lint, python3-venv for the editor plugins' and the Python client's tests;
-# zsh, fish, groff-base and man-db for the shell completions and man pages.
+# zsh, fish, groff-base and man-db for the shell completions and man pages;
+# tmux + procps for sotto chat's end-to-end tests in a real terminal.
 set -euo pipefail
 
 need=()
@@ -37,6 +38,9 @@ have zsh || need+=(zsh)
 have fish || need+=(fish)
 have groff || need+=(groff-base)
 have man || need+=(man-db)
+# sotto chat's end-to-end tests: a real terminal (tmux), pgrep to find the chat's pid.
+have tmux || need+=(tmux)
+have pgrep || need+=(procps)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

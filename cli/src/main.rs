@@ -1,6 +1,7 @@
 //! `sotto`: the command-line client of sottod. It never opens the store; every command is
 //! one or a few JSON-RPC calls on the daemon's socket.
 
+mod chat;
 mod client;
 mod commands;
 mod output;
@@ -68,6 +69,10 @@ enum Command {
     /// protocol pages sotto-jsonrpc(7) and sotto-dbus(7). sottod(8) and sotto-relay(8)
     /// come from `sottod --man` and `sotto-relay --man`.
     Man(commands::man::ManArgs),
+    /// Interactive terminal chat: conversation list, history, compose, live updates
+    ///
+    /// Keys are listed with `?` (or F1) inside; docs/chat.md describes the screen.
+    Chat(commands::chat::ChatArgs),
 }
 
 /// What every command gets.
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         // These two never talk to the daemon.
         Command::Completions(args) => commands::completions::run(args),
         Command::Man(args) => commands::man::run(args),
+        Command::Chat(args) => commands::chat::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 mod support;
 
 mod at_rest;
+mod chat;
 mod cli;
 mod clients;
 mod dbus;
