@@ -296,6 +296,8 @@ pub struct App {
     mark_read_supported: bool,
     /// The last mark-read failed: wait for a reconnect before trying again.
     mark_read_paused: bool,
+    /// Counts the news this client saw (see `ConvView::bumped`).
+    bumps: u64,
 }
 
 impl App {
@@ -327,6 +329,7 @@ impl App {
             mark_read_inflight: None,
             mark_read_supported: true,
             mark_read_paused: false,
+            bumps: 0,
         }
     }
 
@@ -775,6 +778,13 @@ impl App {
                 };
                 if let Some(h) = self.open.as_mut().filter(|h| h.conversation == conv) {
                     h.messages.iter_mut().for_each(apply);
+                    if state == MessageState::Sent {
+                        // Its place in the log is known now: the newest page has it.
+                        self.outbox.push(Request::History {
+                            conversation: conv.to_owned(),
+                            before: None,
+                        });
+                    }
                 }
                 if let Some(c) = self.conv_mut(conv)
                     && let Some(m) = c.last_message.as_mut()
@@ -817,6 +827,7 @@ impl App {
     /// when present; when absent (an older daemon) the ones we have are kept.
     fn merge_conv(&mut self, mut conv: ConvView) {
         if let Some(old) = self.conv_mut(&conv.conv.id) {
+            conv.bumped = old.bumped;
             if conv.unread.is_none() {
                 conv.unread = old.unread;
             }
@@ -832,8 +843,10 @@ impl App {
 
     fn on_message(&mut self, m: Message, received: bool) {
         let width = ui::history_width(self);
+        self.bumps += 1;
+        let bump = self.bumps;
         match self.conv_mut(&m.conversation) {
-            Some(c) => c.note_message(&m, received),
+            Some(c) => c.note_message(&m, received, bump),
             None => self.outbox.push(Request::Conversations),
         }
         self.resort();
@@ -868,6 +881,7 @@ impl App {
                 // Read-state fields absent (older daemon): keep what the events told us.
                 for c in &mut fresh {
                     if let Some(old) = self.conversations.iter().find(|o| o.conv.id == c.conv.id) {
+                        c.bumped = old.bumped;
                         if c.last_message.is_none() {
                             c.last_message.clone_from(&old.last_message);
                             c.last_activity_at.clone_from(&old.last_activity_at);

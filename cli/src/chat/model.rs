@@ -20,6 +20,10 @@ pub struct ConvView {
     /// Time of the newest message or change (when the daemon reports it).
     #[serde(default)]
     pub last_activity_at: Option<String>,
+    /// When this client last saw something happen here (a counter, not a time): among
+    /// conversations active within the same second, the latest news sorts first.
+    #[serde(skip)]
+    pub bumped: u64,
 }
 
 impl ConvView {
@@ -49,7 +53,8 @@ impl ConvView {
 
     /// Takes in a message that just arrived or was sent, as the daemon's own fields would
     /// change: the preview, the activity time and, for a received one, the unread count.
-    pub fn note_message(&mut self, m: &Message, received: bool) {
+    pub fn note_message(&mut self, m: &Message, received: bool, bump: u64) {
+        self.bumped = bump;
         let newer = self
             .last_message
             .as_ref()
@@ -77,9 +82,17 @@ pub fn activity_time(m: &Message) -> &str {
     m.received_at.as_deref().unwrap_or(&m.sent_at)
 }
 
-/// Sorts conversations newest activity first, keeping the daemon's order among equals.
+/// Sorts conversations newest activity first (times compared as times, not strings), then
+/// the latest news this client saw, else keeping the daemon's order.
 pub fn sort_by_activity(list: &mut [ConvView]) {
-    list.sort_by(|a, b| b.activity().cmp(a.activity()));
+    list.sort_by_cached_key(|c| {
+        let t = c
+            .activity()
+            .parse::<jiff::Timestamp>()
+            .map(|t| t.as_nanosecond())
+            .unwrap_or(i128::MIN);
+        (std::cmp::Reverse(t), std::cmp::Reverse(c.bumped))
+    });
 }
 
 /// Merges `incoming` into `history` (ordered by log position, queued last): replaces
