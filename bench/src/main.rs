@@ -36,6 +36,8 @@ enum Scenario {
     Sustained,
     /// 7. 100 msg/s through a relay at its default limits, against limits lifted.
     Paced,
+    /// 8. What a client waits for: conversation.list of 1,000, a message.list page of 100,000.
+    Client,
 }
 
 /// Sotto's benchmark harness (release builds give the real figures).
@@ -105,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                 Scenario::Footprint => scenarios::footprint::run(&ctx).await,
                 Scenario::Sustained => scenarios::sustained::run(&ctx).await,
                 Scenario::Paced => scenarios::paced::run(&ctx).await,
+                Scenario::Client => scenarios::client::run(&ctx).await,
             }
         });
         match result {

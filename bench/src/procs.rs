@@ -238,49 +238,37 @@ impl Daemon {
         for d in ["run", "data", "config", "home"] {
             std::fs::create_dir(root.path().join(d))?;
         }
-        let p = root.path();
-        let log = std::fs::File::create(p.join("sottod.log"))?;
-        let socket = p.join("run/sotto/sottod.sock");
-        let start = Instant::now();
-        let mut cmd = Command::new(bin("sottod")?);
-        cmd.env_clear();
-        // The daemon's debug switch (ptrace, perf, core dumps), passed through for profiling.
-        if let Some(v) = std::env::var_os(sottod::hardening::DEBUG_ENV) {
-            cmd.env(sottod::hardening::DEBUG_ENV, v);
-        }
-        let mut child = cmd
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", p.join("home"))
-            .env("XDG_RUNTIME_DIR", p.join("run"))
-            .env("XDG_DATA_HOME", p.join("data"))
-            .env("XDG_CONFIG_HOME", p.join("config"))
-            .env("SOTTO_KEY_STORE", "file")
-            .env("SOTTO_LOG", "warn")
-            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning sottod")?;
-        let ready_after = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(p.join("sottod.log")).unwrap_or_default();
-                bail!("sottod exited early ({status}):\n{log}");
-            }
-            if status_ok(&socket) {
-                break start.elapsed();
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = child.kill();
-                bail!("sottod did not answer daemon.status in time");
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        };
+        let (child, ready_after) = spawn_daemon(root.path())?;
         Ok(Daemon {
             root,
             child,
             ready_after,
         })
+    }
+
+    /// Stops the daemon (SIGTERM, then waits for it) and keeps its directories; `start_again`
+    /// brings it back on the same data. Between the two, the data directory is the
+    /// caller's (the `client` scenario seeds the database there).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32)
+            .context("the daemon has no pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .context("signalling sottod")?;
+        self.child.wait().context("waiting for sottod")?;
+        Ok(())
+    }
+
+    /// Starts the daemon again on the same directories (after `stop`).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        let (child, ready_after) = spawn_daemon(self.root.path())?;
+        self.child = child;
+        self.ready_after = ready_after;
+        Ok(())
+    }
+
+    /// The daemon's data directory (`$XDG_DATA_HOME/sotto`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data/sotto")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -321,6 +309,51 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns `sottod` on the directories under `p` and waits until it serves `daemon.status`.
+fn spawn_daemon(p: &Path) -> anyhow::Result<(Child, Duration)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p.join("sottod.log"))?;
+    let socket = p.join("run/sotto/sottod.sock");
+    let start = Instant::now();
+    let mut cmd = Command::new(bin("sottod")?);
+    cmd.env_clear();
+    // The daemon's debug switch (ptrace, perf, core dumps), passed through for profiling.
+    if let Some(v) = std::env::var_os(sottod::hardening::DEBUG_ENV) {
+        cmd.env(sottod::hardening::DEBUG_ENV, v);
+    }
+    let mut child = cmd
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", p.join("home"))
+        .env("XDG_RUNTIME_DIR", p.join("run"))
+        .env("XDG_DATA_HOME", p.join("data"))
+        .env("XDG_CONFIG_HOME", p.join("config"))
+        .env("SOTTO_KEY_STORE", "file")
+        .env("SOTTO_LOG", "warn")
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("spawning sottod")?;
+    let ready_after = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(p.join("sottod.log")).unwrap_or_default();
+            bail!("sottod exited early ({status}):\n{log}");
+        }
+        if status_ok(&socket) {
+            break start.elapsed();
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            bail!("sottod did not answer daemon.status in time");
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+    Ok((child, ready_after))
 }
 
 /// One blocking `daemon.status` on a fresh connection.

@@ -206,6 +206,10 @@ pub fn message(
         .map(|(m, _)| m))
 }
 
+/// The order of a history: log position, then queued ones in local order. Migration 3
+/// indexes exactly this expression (with the conversation), so a page is a range read.
+pub const MESSAGE_ORDER_KEY: &str = "COALESCE(position, 4503599627370496 + rowid)";
+
 /// Up to `limit` messages of a conversation before `before` (a message id), oldest first.
 pub fn messages(
     conn: &Connection,
@@ -213,8 +217,7 @@ pub fn messages(
     before: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Message>, StoreError> {
-    // Order: log position, then queued ones in local order.
-    let order_key = "COALESCE(position, 4503599627370496 + rowid)";
+    let order_key = MESSAGE_ORDER_KEY;
     let bound = match before {
         Some(id) => conn
             .query_row(

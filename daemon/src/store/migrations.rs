@@ -109,6 +109,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
         epoch INTEGER NOT NULL
     );",
     ),
+    (
+        // One `message.list` page in O(page), not O(history): an index on the exact order
+        // key `model::messages` sorts by (log position, queued ones last), so a page is a
+        // range read instead of a sort of the whole conversation; and the `before` message
+        // found by id without scanning the conversation.
+        3,
+        "CREATE INDEX messages_by_order ON messages (conversation, COALESCE(position, 4503599627370496 + rowid));
+    CREATE INDEX messages_by_id ON messages (conversation, id);",
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -158,4 +167,37 @@ pub fn check_version(conn: &Connection) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::MESSAGE_ORDER_KEY;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params!["c", 5], |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn a_history_page_is_a_range_read_not_a_sort_of_the_whole_conversation() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        let page = format!(
+            "SELECT id FROM messages WHERE conversation = ?1 AND {MESSAGE_ORDER_KEY} < ?2
+             ORDER BY {MESSAGE_ORDER_KEY} DESC LIMIT 100"
+        );
+        let p = plan(&conn, &page);
+        assert!(p.contains("messages_by_order"), "{p}");
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
+        let before =
+            format!("SELECT {MESSAGE_ORDER_KEY} FROM messages WHERE conversation = ?1 AND id = ?2");
+        let p = plan(&conn, &before);
+        assert!(p.contains("messages_by_id"), "{p}");
+    }
 }
