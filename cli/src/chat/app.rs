@@ -514,16 +514,14 @@ impl App {
 
     fn clamp_scroll(&mut self) {
         let height = ui::history_height(self);
-        let total = self.history_line_count();
-        if let Some(h) = self.open.as_mut() {
-            h.scroll = h.scroll.min(total.saturating_sub(height));
-        }
-    }
-
-    fn history_line_count(&self) -> usize {
-        match &self.open {
-            Some(h) => ui::history_lines(self, h, ui::history_width(self)).len(),
-            None => 0,
+        let width = ui::history_width(self);
+        let Some(h) = &self.open else { return };
+        let tail = ui::history_tail(self, h, width, h.scroll + height);
+        if tail.complete {
+            let max = tail.lines.len().saturating_sub(height);
+            if let Some(h) = self.open.as_mut() {
+                h.scroll = h.scroll.min(max);
+            }
         }
     }
 
@@ -632,16 +630,19 @@ impl App {
         if !h.loaded {
             return;
         }
-        if let Some(idx) = h.messages.iter().position(|m| m.id == target) {
+        let shown_idx = h
+            .messages
+            .iter()
+            .filter(|m| m.kind == "text")
+            .position(|m| m.id == target);
+        if let Some(idx) = shown_idx {
             let after = ui::history_lines_after(self, h, width, idx);
-            let total = ui::history_lines(self, h, width).len();
             let h = self.open.as_mut().expect("checked above");
             h.highlight = Some(target);
             h.jump_to = None;
-            h.scroll = after
-                .saturating_sub(height / 2)
-                .min(total.saturating_sub(height));
+            h.scroll = after.saturating_sub(height / 2);
             self.notice = None;
+            self.clamp_scroll();
             self.after_change();
         } else if h.at_start || h.messages.len() >= JUMP_MAX_MESSAGES {
             let h = self.open.as_mut().expect("checked above");
@@ -663,13 +664,15 @@ impl App {
     /// near, mark the conversation read when its newest message is on screen.
     fn after_change(&mut self) {
         let height = ui::history_height(self);
-        let total = self.history_line_count();
+        let width = ui::history_width(self);
         let Some(h) = &self.open else { return };
         if !h.loaded {
             return;
         }
-        let top_distance = total.saturating_sub(h.scroll + height);
-        if top_distance < height && !h.at_start && !h.loading_older && !h.messages.is_empty() {
+        // Less than a screen above what is shown: fetch the page before.
+        let tail = ui::history_tail(self, h, width, h.scroll + 2 * height);
+        let near_top = tail.complete && tail.lines.len() < h.scroll + 2 * height;
+        if near_top && !h.at_start && !h.loading_older && !h.messages.is_empty() {
             let before = h.messages.first().map(|m| m.id.clone());
             let conversation = h.conversation.clone();
             self.open.as_mut().expect("checked above").loading_older = true;
@@ -852,19 +855,28 @@ impl App {
         self.resort();
         if let Some(h) = self
             .open
-            .as_ref()
+            .as_mut()
             .filter(|h| h.conversation == m.conversation)
         {
-            let before = ui::history_lines(self, h, width).len();
-            let scrolled = h.scroll > 0;
-            let h = self.open.as_mut().expect("checked above");
-            model::merge_messages(&mut h.messages, vec![m]);
-            if scrolled {
-                // Keep the lines the user is reading where they are.
+            let id = m.id.clone();
+            let added = model::merge_messages(&mut h.messages, vec![m]) > 0;
+            if added && h.scroll > 0 {
+                // Keep the lines the user is reading where they are: the new message's
+                // lines push the view up by as many.
                 let h = self.open.as_ref().expect("checked above");
-                let after = ui::history_lines(self, h, width).len();
-                let h = self.open.as_mut().expect("checked above");
-                h.scroll += after.saturating_sub(before);
+                let shown: Vec<&Message> = h.messages.iter().filter(|m| m.kind == "text").collect();
+                if let Some(idx) = shown.iter().position(|m| m.id == id) {
+                    // (A message older than all loaded ones does not move the view.)
+                    let grew = if idx == 0 {
+                        0
+                    } else {
+                        ui::history_lines_after(self, h, width, idx - 1)
+                            - ui::history_lines_after(self, h, width, idx)
+                    };
+                    if let Some(h) = self.open.as_mut() {
+                        h.scroll += grew;
+                    }
+                }
             }
         }
     }

@@ -98,13 +98,19 @@ pub fn sort_by_activity(list: &mut [ConvView]) {
 /// Merges `incoming` into `history` (ordered by log position, queued last): replaces
 /// messages with the same id, adds new ones. Returns how many were new.
 pub fn merge_messages(history: &mut Vec<Message>, incoming: Vec<Message>) -> usize {
+    let index: std::collections::HashMap<String, usize> = history
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.clone(), i))
+        .collect();
     let mut added = 0;
     for m in incoming {
-        if let Some(old) = history.iter_mut().find(|o| o.id == m.id) {
-            *old = m;
-        } else {
-            history.push(m);
-            added += 1;
+        match index.get(&m.id) {
+            Some(&i) => history[i] = m,
+            None => {
+                history.push(m);
+                added += 1;
+            }
         }
     }
     history.sort_by_key(|m| m.position);

@@ -244,63 +244,88 @@ fn render_header(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-/// The lines of a loaded history at `width` columns, oldest first.
-pub fn history_lines(app: &App, h: &History, width: usize) -> Vec<Line<'static>> {
-    lines_from(app, h, width, 0)
+/// The newest lines of a history: at least `need` of them (whole message blocks) unless
+/// the loaded history is shorter, oldest first. `complete` when it reached the top (the
+/// header line included), so `lines.len()` is then the history's whole height. Built from
+/// the newest message backward: a long loaded history costs only what is on screen.
+#[derive(Debug)]
+pub struct Tail {
+    /// The lines, oldest first.
+    pub lines: Vec<Line<'static>>,
+    /// Everything loaded is in `lines`.
+    pub complete: bool,
 }
 
-/// How many lines come after message `idx` (its own lines excluded).
-pub fn history_lines_after(app: &App, h: &History, width: usize, idx: usize) -> usize {
-    let total = lines_from(app, h, width, 0).len();
-    let upto = lines_through(app, h, width, idx);
-    total.saturating_sub(upto)
-}
-
-fn lines_through(app: &App, h: &History, width: usize, idx: usize) -> usize {
-    let mut clipped = h.clone();
-    clipped.messages.truncate(idx + 1);
-    // Same header lines as the full history, without the messages after `idx`.
-    lines_from(app, &clipped, width, 0).len()
-}
-
-fn lines_from(app: &App, h: &History, width: usize, _from: usize) -> Vec<Line<'static>> {
+/// See [`Tail`].
+pub fn history_tail(app: &App, h: &History, width: usize, need: usize) -> Tail {
     let dim = Style::new().fg(Color::DarkGray);
-    let mut out = Vec::new();
     if !h.loaded {
-        out.push(Line::styled(" loading…", dim));
-        return out;
+        return Tail {
+            lines: vec![Line::styled(" loading…", dim)],
+            complete: true,
+        };
     }
-    if h.loading_older {
-        out.push(Line::styled(" loading older messages…", dim));
-    } else if h.at_start {
-        out.push(Line::styled(" — the beginning of this conversation —", dim));
+    let shown: Vec<&Message> = h.messages.iter().filter(|m| m.kind == "text").collect();
+    let mut blocks: Vec<Vec<Line<'static>>> = Vec::new();
+    let mut count = 0;
+    let mut i = shown.len();
+    while i > 0 && count < need {
+        i -= 1;
+        let b = block(app, h, &shown, i, width);
+        count += b.len();
+        blocks.push(b);
     }
-    let mut last_day = String::new();
-    for m in h.messages.iter().filter(|m| m.kind == "text") {
-        let d = day(&app.tz, &m.sent_at);
-        if d != last_day {
-            let label = format!(" {d} ");
-            let side = width.saturating_sub(text::width(&label)) / 2;
-            out.push(Line::styled(
-                format!("{}{label}{}", "─".repeat(side), "─".repeat(side)),
+    let complete = i == 0;
+    let mut lines = Vec::with_capacity(count + 2);
+    if complete {
+        if h.loading_older {
+            lines.push(Line::styled(" loading older messages…", dim));
+        } else if h.at_start {
+            lines.push(Line::styled(" — the beginning of this conversation —", dim));
+        }
+        if shown.is_empty() {
+            lines.push(Line::styled(
+                " no messages yet: type below, Enter sends",
                 dim,
             ));
-            last_day = d;
         }
-        message_lines(
-            app,
-            m,
-            width,
-            h.highlight.as_deref() == Some(&m.id),
-            &mut out,
-        );
     }
-    if h.messages.is_empty() {
+    for b in blocks.into_iter().rev() {
+        lines.extend(b);
+    }
+    Tail { lines, complete }
+}
+
+/// How many lines the messages after `shown_idx` (an index into the text messages) take.
+pub fn history_lines_after(app: &App, h: &History, width: usize, idx: usize) -> usize {
+    let shown: Vec<&Message> = h.messages.iter().filter(|m| m.kind == "text").collect();
+    (idx + 1..shown.len())
+        .map(|i| block(app, h, &shown, i, width).len())
+        .sum()
+}
+
+/// The lines of message `i`: a day separator when its day differs from the one before,
+/// the header, the wrapped text.
+fn block(app: &App, h: &History, shown: &[&Message], i: usize, width: usize) -> Vec<Line<'static>> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let m = shown[i];
+    let mut out = Vec::new();
+    let d = day(&app.tz, &m.sent_at);
+    if i == 0 || day(&app.tz, &shown[i - 1].sent_at) != d {
+        let label = format!(" {d} ");
+        let side = width.saturating_sub(text::width(&label)) / 2;
         out.push(Line::styled(
-            " no messages yet: type below, Enter sends",
+            format!("{}{label}{}", "─".repeat(side), "─".repeat(side)),
             dim,
         ));
     }
+    message_lines(
+        app,
+        m,
+        width,
+        h.highlight.as_deref() == Some(&m.id),
+        &mut out,
+    );
     out
 }
 
@@ -365,8 +390,8 @@ fn render_history(frame: &mut Frame, app: &App, area: Rect) {
     let Some(h) = &app.open else {
         return;
     };
-    let lines = history_lines(app, h, area.width as usize);
     let height = area.height as usize;
+    let lines = history_tail(app, h, area.width as usize, h.scroll + height).lines;
     let end = lines.len().saturating_sub(h.scroll);
     let start = end.saturating_sub(height);
     let shown: Vec<Line> = lines[start..end].to_vec();
