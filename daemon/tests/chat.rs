@@ -358,6 +358,13 @@ fn chat_conv_opens_it_in_the_input_and_composes_in_the_editor() {
     assert!(s.contains("Ctrl-c"), "{s}");
     t.keys(&["Escape"]);
     t.wait_screen("the help closed", |s| !s.contains("compose in $EDITOR"));
+    // A resize redraws at the new size: the status line is on the new last row.
+    t.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+    let s = t.wait_screen("the redraw at 100×30", |s| {
+        let lines: Vec<&str> = s.lines().collect();
+        lines.len() == 30 && lines[29].contains("daemon: ok") && lines[29].chars().count() <= 100
+    });
+    assert!(s.contains("straight to the input"), "{s}");
     // SIGTERM restores the terminal too.
     let chat_pid = t.find_process("sotto");
     let ok = Command::new("kill")
