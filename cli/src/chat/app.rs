@@ -182,6 +182,9 @@ pub struct History {
     pub highlight: Option<String>,
     /// A message to bring on screen once it is loaded.
     pub jump_to: Option<String>,
+    /// A reload of the newest page is on its way (one at a time, however many messages
+    /// turn sent meanwhile).
+    pub refreshing: bool,
 }
 
 impl History {
@@ -195,6 +198,7 @@ impl History {
             scroll: 0,
             highlight: None,
             jump_to: None,
+            refreshing: false,
         }
     }
 }
@@ -781,8 +785,9 @@ impl App {
                 };
                 if let Some(h) = self.open.as_mut().filter(|h| h.conversation == conv) {
                     h.messages.iter_mut().for_each(apply);
-                    if state == MessageState::Sent {
+                    if state == MessageState::Sent && !h.refreshing {
                         // Its place in the log is known now: the newest page has it.
+                        h.refreshing = true;
                         self.outbox.push(Request::History {
                             conversation: conv.to_owned(),
                             before: None,
@@ -942,6 +947,8 @@ impl App {
                 };
                 if before.is_some() {
                     h.loading_older = false;
+                } else {
+                    h.refreshing = false;
                 }
                 match result {
                     Ok(v) => {
