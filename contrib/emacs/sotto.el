@@ -82,7 +82,7 @@ absolute path, else $XDG_RUNTIME_DIR/sotto/sottod.sock, else
 (defvar sotto--want-events nil "Whether events are wanted (resubscribe on reconnect).")
 (defvar sotto--backoff 0.05 "Seconds before the next reconnect attempt.")
 (defvar sotto--reconnect-timer nil "The pending reconnect, if any.")
-(defvar sotto--queue nil "Lines to write once connected (newest first).")
+(defvar sotto--queue nil "(ID . LINE) to write once connected, newest first.")
 (defvar sotto--me nil "This account's address.")
 
 (defun sotto-default-socket ()
@@ -121,8 +121,8 @@ closed is noticed before anything is written to it."
                      :filter #'sotto--filter :sentinel #'sotto--sentinel)))
           (setq sotto--process proc
                 sotto--backoff 0.05)
-          (dolist (line (reverse sotto--queue))
-            (process-send-string proc line))
+          (dolist (entry (reverse sotto--queue))
+            (process-send-string proc (cdr entry)))
           (setq sotto--queue nil)
           (when sotto--want-events
             (sotto--subscribe)))
@@ -219,8 +219,13 @@ closed is noticed before anything is written to it."
       (puthash id callback sotto--waiting))
     (if (sotto--connect)
         (process-send-string sotto--process line)
-      (push line sotto--queue))
+      (push (cons id line) sotto--queue))
     id))
+
+(defun sotto--forget (id)
+  "Forgets request ID: never written if it is still queued, its answer ignored."
+  (remhash id sotto--waiting)
+  (setq sotto--queue (assq-delete-all id sotto--queue)))
 
 (define-error 'sotto-error "Sotto error")
 
@@ -230,10 +235,12 @@ Signals `sotto-error' with the daemon's error (an alist of code, kind,
 message and data)."
   (let ((done nil) (result nil) (error nil)
         (deadline (+ (float-time) sotto-call-timeout)))
-    (sotto--call method params
-                 (lambda (err res) (setq done t error err result res)))
-    (while (and (not done) (< (float-time) deadline))
-      (accept-process-output sotto--process 0.05))
+    (let ((id (sotto--call method params
+                           (lambda (err res) (setq done t error err result res)))))
+      (while (and (not done) (< (float-time) deadline))
+        (accept-process-output sotto--process 0.05))
+      ;; A request still queued (the daemon is down) is dropped, not sent later.
+      (unless done (sotto--forget id)))
     (cond ((not done)
            (signal 'sotto-error
                    (list (format "no answer from sottod to %s" method) '((kind . "timeout")))))

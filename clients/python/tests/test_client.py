@@ -103,3 +103,12 @@ def test_partial_lines_and_large_results(alice, world) -> None:
     assert len(str(doc)) > 10000
     names = [m["name"] for m in doc["methods"]]
     assert "message.send" in names and "events.subscribe" in names
+
+
+def test_calls_reconnect_after_a_daemon_restart(world, bob) -> None:
+    before = bob.daemon_status()
+    world.daemon("restart", "bob")
+    # The old connection was closed by the daemon: the next call opens a new one.
+    after = bob.daemon_status()
+    assert after["account"] == before["account"]
+    assert after["uptime_s"] <= before["uptime_s"] + 1 or after["uptime_s"] < 5

@@ -159,6 +159,18 @@
     (sotto-send sotto-test--conv "after the restart")
     (sotto-test--wait "alice to receive it" (lambda () (sotto-test--alice-has "after the restart")))))
 
+(ert-deftest sotto-095-a-timed-out-call-is-never-sent-later ()
+  (sotto-test--control "stop bob")
+  (let ((sotto-call-timeout 1))
+    (should-error (sotto-call "message.send" `((conversation . ,sotto-test--conv)
+                                               (text . "timed out, never sent")))
+                  :type 'sotto-error))
+  (sotto-test--control "start bob")
+  (sotto-test--wait "a reconnect" (lambda () (ignore-errors (sotto-call "daemon.status"))) 60)
+  (sotto-call "message.send" `((conversation . ,sotto-test--conv) (text . "sentinel e6")))
+  (sotto-test--wait "alice to receive the sentinel" (lambda () (sotto-test--alice-has "sentinel e6")))
+  (should-not (sotto-test--alice-has "timed out, never sent")))
+
 (ert-deftest sotto-10-errors ()
   (let ((err (should-error (sotto-call "conversation.get" '((conversation . "no-such-conversation")))
                            :type 'sotto-error)))

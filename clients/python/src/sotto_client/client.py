@@ -41,6 +41,21 @@ class _Conn:
         self.buf = LineBuffer()
         self.pending: "list[Dict[str, Any]]" = []
 
+    def alive(self) -> bool:
+        """False when the daemon already closed this connection (a restart): a request
+        written now would be lost, so the caller opens a new connection instead."""
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            data = self.sock.recv(1, _socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            self.sock.settimeout(timeout)
+        return bool(data)
+
     def send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
@@ -121,6 +136,9 @@ class Client(SyncMethods):
         with self._lock:
             if self._closed:
                 raise SottoError("the client is closed", kind="closed")
+            if self._conn is not None and not self._conn.alive():
+                self._conn.close()
+                self._conn = None
             if self._conn is None:
                 self._conn = _Conn(self.socket_path, self.timeout)
             conn = self._conn

@@ -190,8 +190,8 @@ function Conn:connect()
     end)
     local queue = self.queue
     self.queue = {}
-    for _, line in ipairs(queue) do
-      pipe:write(line)
+    for _, entry in ipairs(queue) do
+      pipe:write(entry.line)
     end
     if self.want_events then
       self:_subscribe()
@@ -215,26 +215,41 @@ function Conn:_send(method, params, cb)
   if self.connected and self.pipe then
     self.pipe:write(line)
   else
-    table.insert(self.queue, line)
+    table.insert(self.queue, { id = id, line = line })
     self:connect()
+  end
+  return id
+end
+
+--- Forgets request `id`: never written if it is still queued, its answer ignored.
+function Conn:_forget(id)
+  self.waiting[id] = nil
+  for i, entry in ipairs(self.queue) do
+    if entry.id == id then
+      table.remove(self.queue, i)
+      return
+    end
   end
 end
 
 --- Calls `method` with `params`; cb(err, result) on the main loop. err = {code, kind, message, data}.
 function Conn:call(method, params, cb)
-  self:_send(method, params or {}, cb or function() end)
+  return self:_send(method, params or {}, cb or function() end)
 end
 
 --- Calls and waits (at most timeout_ms, default 10 s); returns result, err.
 function Conn:call_sync(method, params, timeout_ms)
   local done, res, er = false, nil, nil
-  self:call(method, params, function(e, r)
+  local id = self:call(method, params, function(e, r)
     done, res, er = true, r, e
   end)
   local ok = vim.wait(timeout_ms or 10000, function()
     return done
   end, 10)
   if not ok then
+    -- A request still queued (the daemon is down) is dropped rather than sent later,
+    -- after the caller was told it failed.
+    self:_forget(id)
     return nil, { kind = "timeout", message = "no answer from sottod to " .. method }
   end
   return res, er
