@@ -38,6 +38,8 @@ enum Scenario {
     Paced,
     /// 8. What a client waits for: conversation.list of 1,000, a message.list page of 100,000.
     Client,
+    /// 9. The cost of the post-quantum ciphersuite beside 0x0001.
+    Pq,
 }
 
 /// Sotto's benchmark harness (release builds give the real figures).
@@ -108,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                 Scenario::Sustained => scenarios::sustained::run(&ctx).await,
                 Scenario::Paced => scenarios::paced::run(&ctx).await,
                 Scenario::Client => scenarios::client::run(&ctx).await,
+                Scenario::Pq => scenarios::pq::run(&ctx).await,
             }
         });
         match result {

@@ -40,6 +40,9 @@ pub struct Config {
     pub notify: bool,
     /// Put a short preview of the text in notifications (default on).
     pub notify_preview: bool,
+    /// The ciphersuite of new conversations when `conversation.create` names none
+    /// (`default_ciphersuite` in config.toml; default 0x0001).
+    pub default_ciphersuite: openmls::prelude::Ciphersuite,
 }
 
 /// The config file's shape; every field optional.
@@ -55,6 +58,7 @@ struct FileConfig {
     dbus: Option<bool>,
     notify: Option<bool>,
     notify_preview: Option<bool>,
+    default_ciphersuite: Option<String>,
 }
 
 impl Config {
@@ -87,6 +91,16 @@ impl Config {
         let allow_debugging = std::env::var(crate::hardening::DEBUG_ENV)
             .is_ok_and(|v| !v.is_empty() && v != "0")
             || parsed.allow_debugging.unwrap_or(false);
+        let default_ciphersuite = match parsed.default_ciphersuite.as_deref() {
+            None => crate::mls::DEFAULT_CIPHERSUITE,
+            Some(name) => crate::mls::parse_ciphersuite(name).with_context(|| {
+                format!(
+                    "reading config {}: unknown or unsupported default_ciphersuite {name:?}; supported: {}",
+                    file.display(),
+                    crate::mls::supported_names()
+                )
+            })?,
+        };
         Ok(Config {
             socket_path: match socket {
                 Some(s) => s,
@@ -110,6 +124,7 @@ impl Config {
             dbus: parsed.dbus.unwrap_or(true),
             notify: parsed.notify.unwrap_or(false),
             notify_preview: parsed.notify_preview.unwrap_or(true),
+            default_ciphersuite,
         })
     }
 
@@ -128,6 +143,7 @@ impl Config {
             dbus: false,
             notify: false,
             notify_preview: true,
+            default_ciphersuite: crate::mls::DEFAULT_CIPHERSUITE,
         }
     }
 }

@@ -13,5 +13,6 @@ mod framing;
 mod identity;
 mod lost_ack;
 mod messaging;
+mod postquantum;
 mod socket;
 mod systemd;

@@ -280,6 +280,9 @@ pub enum EventPayload {
     ConversationChangeFailed {
         /// The conversation.
         conversation: Conversation,
+        /// Why it failed (e.g. a member without key packages for the ciphersuite).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
     },
     /// This device was removed from a conversation.
     #[serde(rename = "conversation.removed")]

@@ -81,6 +81,11 @@ error_kinds! {
     InvalidState = (-32016, "invalid_state"),
     /// The socket peer runs as another user.
     PermissionDenied = (-32017, "permission_denied"),
+    /// The relay registers new accounts only with an invitation (`--invite TOKEN`).
+    InviteRequired = (-32030, "invite_required"),
+    /// The invitation was refused: malformed, a bad signature, another relay's, expired or
+    /// used up.
+    InviteInvalid = (-32031, "invite_invalid"),
 }
 
 impl ErrorKind {

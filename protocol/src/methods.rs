@@ -82,6 +82,9 @@ pub struct AccountCreateParams {
     pub name: String,
     /// The home relay: `host[:port]` or a `ws://`/`wss://` URL.
     pub relay: String,
+    /// An invitation token for an invite-only relay (`sotto-relay invite create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
 }
 
 /// Params naming one contact.

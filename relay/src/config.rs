@@ -20,6 +20,8 @@ pub struct Config {
     pub trusted_proxy: Option<Cidr>,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// Invite-only: registration needs an invitation signed by this admin key.
+    pub invite_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// PEM files for TLS.
@@ -72,9 +74,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_frame_bytes: 1024 * 1024,
-            max_mailbox_payload: 512 * 1024,
-            max_group_message: 512 * 1024,
+            // Sized for post-quantum groups: with ML-KEM-768 + X25519 a Welcome and the
+            // commit that adds everyone grow by ~2.7 KB per member (270 KB each for 100
+            // members, docs/performance.md), so 2 MiB holds one commit of ~750 members.
+            max_frame_bytes: 4 * 1024 * 1024,
+            max_mailbox_payload: 2 * 1024 * 1024,
+            max_group_message: 2 * 1024 * 1024,
             requests_per_sec: 200.0,
             request_burst: 400.0,
             claims_per_min_per_claimer: 120.0,

@@ -10,6 +10,7 @@ mod conn;
 mod handlers;
 mod http;
 mod hub;
+pub mod invite;
 pub mod limits;
 pub mod metrics;
 pub mod mls;

@@ -5,17 +5,58 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use sotto_relay::invite::{self, Invite};
 use sotto_relay::net::{Cidr, PublicUrl};
 use sotto_relay::{Config, Limits, ListenCheck, TlsFiles};
 
 /// Sotto's relay: store-and-forward delivery of ciphertext and the key-package directory.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Invitations for an --invite-only relay.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InviteCommand {
+    /// Make an invitation token, offline (the relay need not run); the token is printed on
+    /// the last line.
+    Create {
+        /// The admin key file (Ed25519, mode 0600; created on first use).
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// How many accounts may register with it.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(invite::MAX_USES)))]
+        uses: u32,
+        /// How long it stays valid: 30s, 10m, 12h, 7d, 2w.
+        #[arg(long, default_value = "7d", value_parser = invite::parse_duration)]
+        expires: Duration,
+    },
+}
+
+/// Serving flags.
+#[derive(Debug, clap::Args)]
 struct Args {
-    /// Address to listen on (WebSocket at /sotto/v1, plus /healthz and /metrics).
+    /// Address to listen on (WebSocket at /sotto/v1, plus /healthz and /metrics); required
+    /// unless a subcommand is given.
     #[arg(long)]
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
+    /// Register new accounts only with an invitation signed by the --admin-key.
+    #[arg(long, requires = "admin_key")]
+    invite_only: bool,
+    /// The admin key file of an invite-only relay (Ed25519, mode 0600; created on first use).
+    #[arg(long, requires = "invite_only")]
+    admin_key: Option<PathBuf>,
     /// Directory for the database (default: the current directory).
     #[arg(long, env = "STATE_DIRECTORY")]
     data_dir: Option<PathBuf>,
@@ -131,7 +172,27 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Invite(InviteCommand::Create {
+            admin_key,
+            uses,
+            expires,
+        })) => return invite_create(&admin_key, uses, expires),
+        None => cli.serve,
+    };
+    let Some(listen) = args.listen else {
+        <Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the following required argument was not provided: --listen <LISTEN>",
+            )
+            .exit();
+    };
+    let invite_key = match (&args.admin_key, args.invite_only) {
+        (Some(path), true) => Some(invite::load_or_create_admin_key(path)?.verifying_key()),
+        _ => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -140,14 +201,14 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     ListenCheck {
-        addr: args.listen,
+        addr: listen,
         tls: tls.is_some(),
         allow_plaintext: args.allow_plaintext,
     }
     .check()?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
     let public_url = match args.public_url.clone() {
         Some(u) => u,
@@ -174,7 +235,11 @@ async fn main() -> anyhow::Result<()> {
         tls,
         trusted_proxy: args.trusted_proxy,
         limits,
+        invite_key,
     };
+    if let Some(k) = &config.invite_key {
+        tracing::info!(admin_key = %hex::encode(k.to_bytes()), "invite-only: registration needs an invitation");
+    }
     // One machine-readable line on stdout for supervisors and tests.
     println!("listening {local} {}", config.public_url.as_str());
     let shutdown = async {
@@ -189,5 +254,24 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     sotto_relay::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
+/// `sotto-relay invite create`: works offline, from the admin key alone.
+fn invite_create(admin_key: &std::path::Path, uses: u32, expires: Duration) -> anyhow::Result<()> {
+    let key = invite::load_or_create_admin_key(admin_key)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let expires_at = now.saturating_add(expires).as_secs();
+    let token = Invite::create(&key, uses, expires_at);
+    let when = time::OffsetDateTime::from_unix_timestamp(i64::try_from(expires_at)?)?
+        .format(&time::format_description::well_known::Rfc3339)?;
+    println!(
+        "invitation for the relay with admin key {}: {uses} use{}, expires {when}",
+        hex::encode(key.verifying_key().to_bytes()),
+        if uses == 1 { "" } else { "s" }
+    );
+    println!("{token}");
     Ok(())
 }

@@ -16,6 +16,8 @@ mod durability;
 mod groups;
 #[path = "cases/hostile.rs"]
 mod hostile;
+#[path = "cases/invite.rs"]
+mod invite;
 #[path = "cases/keypackages.rs"]
 mod keypackages;
 #[path = "cases/throughput.rs"]

@@ -7,6 +7,7 @@ pub mod groups;
 pub mod latency;
 pub mod mls_step;
 pub mod paced;
+pub mod pq;
 pub mod sustained;
 pub mod throughput;
 

@@ -38,7 +38,9 @@ pub enum ConversationCommand {
         /// A name (makes it a group)
         #[arg(long)]
         name: Option<String>,
-        /// MLS ciphersuite (name or number; default 0x0001)
+        /// MLS ciphersuite, by name or number (default: the daemon's default_ciphersuite, 0x0001
+        /// unless configured); MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519 (0x004f) is
+        /// the post-quantum hybrid
         #[arg(long)]
         ciphersuite: Option<String>,
         #[command(flatten)]
@@ -154,10 +156,16 @@ fn wait_change(
             }
             match t {
                 "conversation.changed" if !c.pending.iter().any(|p| p.id == change) => Some(Ok(c)),
-                "conversation.change_failed" | "conversation.broken" => Some(Err(anyhow::anyhow!(
-                    "the change failed; see `sotto conversation show {}`",
-                    c.id
-                ))),
+                "conversation.change_failed" | "conversation.broken" => {
+                    let why = ev["error"]["message"]
+                        .as_str()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    Some(Err(anyhow::anyhow!(
+                        "the change failed{why}; see `sotto conversation show {}`",
+                        c.id
+                    )))
+                }
                 _ => None,
             }
         })?

@@ -84,9 +84,13 @@ fn describe(event: &Event) -> String {
                 conversation.members.len()
             )
         }
-        EventPayload::ConversationChangeFailed { conversation } => {
-            format!("a change to {} failed", title(conversation))
-        }
+        EventPayload::ConversationChangeFailed {
+            conversation,
+            error,
+        } => match error {
+            Some(e) => format!("a change to {} failed: {}", title(conversation), e.message),
+            None => format!("a change to {} failed", title(conversation)),
+        },
         EventPayload::ConversationRemoved { conversation } => {
             format!("you were removed from {}", title(conversation))
         }

@@ -168,7 +168,9 @@ pub fn event(e: &Event) -> Dict {
             .opt("error", error.as_ref().map(error_info)),
         EventPayload::ConversationJoined { conversation: c }
         | EventPayload::ConversationChanged { conversation: c }
-        | EventPayload::ConversationChangeFailed { conversation: c }
+        | EventPayload::ConversationChangeFailed {
+            conversation: c, ..
+        }
         | EventPayload::ConversationRemoved { conversation: c }
         | EventPayload::ConversationBroken { conversation: c } => {
             d.put("conversation", conversation(c))

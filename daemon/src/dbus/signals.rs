@@ -105,7 +105,9 @@ async fn emit(iface: &InterfaceRef<Sotto1>, notifier: Option<&Notifier>, e: &Eve
         }
         EventPayload::ConversationJoined { conversation: c }
         | EventPayload::ConversationChanged { conversation: c }
-        | EventPayload::ConversationChangeFailed { conversation: c }
+        | EventPayload::ConversationChangeFailed {
+            conversation: c, ..
+        }
         | EventPayload::ConversationRemoved { conversation: c }
         | EventPayload::ConversationBroken { conversation: c } => {
             extras.insert("type".into(), Value::from(e.payload.type_name()));

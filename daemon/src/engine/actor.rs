@@ -395,7 +395,14 @@ async fn prepare(engine: &Arc<Engine>, conv: &str, head: &OutboxRow) -> Result<S
     } else {
         let payload: MembersPayload =
             serde_json::from_str(&head.payload).map_err(|e| StoreError::Decode(e.to_string()))?;
-        match claim_all(engine, &payload.members).await {
+        let id = conv.to_owned();
+        let suite = engine
+            .store
+            .call(move |db| model::conversation(db.conn(), &id))
+            .await?
+            .map(|c| c.ciphersuite)
+            .ok_or_else(|| StoreError::Decode(format!("conversation {conv} vanished")))?;
+        match claim_all(engine, &payload.members, suite).await {
             Ok(c) => c,
             Err(Claim::Retry(why)) => return Ok(Step::Retry(why)),
             Err(Claim::Fail(why)) => {
@@ -442,7 +449,12 @@ enum Claim {
     Fail(String),
 }
 
-async fn claim_all(engine: &Arc<Engine>, members: &[String]) -> Result<Vec<Claimed>, Claim> {
+/// Claims one key package in ciphersuite `suite` for each of `members`' first device.
+async fn claim_all(
+    engine: &Arc<Engine>,
+    members: &[String],
+    suite: u16,
+) -> Result<Vec<Claimed>, Claim> {
     let mut out = Vec::new();
     for member in members {
         let address = Address::parse(member).map_err(|e| Claim::Fail(e.to_string()))?;
@@ -474,7 +486,7 @@ async fn claim_all(engine: &Arc<Engine>, members: &[String]) -> Result<Vec<Claim
                     address: member.clone(),
                     device_id: device.device_id.clone(),
                 },
-                ciphersuite: u16::from(crate::mls::DEFAULT_CIPHERSUITE),
+                ciphersuite: suite,
             })
             .await;
         let kp = match claimed {
@@ -484,6 +496,12 @@ async fn claim_all(engine: &Arc<Engine>, members: &[String]) -> Result<Vec<Claim
                 if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
             {
                 return Err(Claim::Retry(e.to_string()));
+            }
+            Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::NoKeyPackage) => {
+                return Err(Claim::Fail(format!(
+                    "{member} has no key package for ciphersuite {} (their client may not support it yet); create the conversation with another ciphersuite",
+                    suite_name(suite)
+                )));
             }
             Err(RelayCallError::Refused(e)) => {
                 return Err(Claim::Fail(format!("claiming {member}'s key package: {e}")));
@@ -499,6 +517,12 @@ async fn claim_all(engine: &Arc<Engine>, members: &[String]) -> Result<Vec<Claim
         });
     }
     Ok(out)
+}
+
+fn suite_name(suite: u16) -> String {
+    openmls::prelude::Ciphersuite::try_from(suite)
+        .map(crate::mls::ciphersuite_name)
+        .unwrap_or_else(|_| format!("{suite:#06x}"))
 }
 
 async fn post(
@@ -679,7 +703,10 @@ async fn fail_change(
                     }
                     let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
                     let conversation = model::conversation_api(tx.conn(), &row)?;
-                    tx.emit(EventPayload::ConversationChangeFailed { conversation })?;
+                    tx.emit(EventPayload::ConversationChangeFailed {
+                        conversation,
+                        error: Some(error),
+                    })?;
                 }
                 Ok(())
             })

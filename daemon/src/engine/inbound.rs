@@ -444,15 +444,21 @@ fn receive_message(
     Ok(())
 }
 
-/// Two direct conversations with the same peer (both sides created one at once): both
-/// sides keep the one with the lowest id. The others are left locally: their queued
-/// messages move to the kept conversation and nothing more is posted to them.
-pub fn settle_direct_duplicates(tx: &mut Tx<'_>, peer: &str) -> Result<(), StoreError> {
+/// Two direct conversations with the same peer in the same ciphersuite (both sides
+/// created one at once): both sides keep the one with the lowest id. The others are left
+/// locally: their queued messages move to the kept conversation and nothing more is posted
+/// to them. Direct conversations in different ciphersuites (a classical and a
+/// post-quantum one) are not duplicates.
+pub fn settle_direct_duplicates(
+    tx: &mut Tx<'_>,
+    peer: &str,
+    ciphersuite: u16,
+) -> Result<(), StoreError> {
     let ids: Vec<String> = {
         let mut stmt = tx.conn().prepare(
-            "SELECT id FROM conversations WHERE kind = 'direct' AND peer = ?1 AND state IN ('active', 'pending') ORDER BY id",
+            "SELECT id FROM conversations WHERE kind = 'direct' AND peer = ?1 AND ciphersuite = ?2 AND state IN ('active', 'pending') ORDER BY id",
         )?;
-        let rows = stmt.query_map([peer], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![peer, ciphersuite], |r| r.get::<_, String>(0))?;
         rows.collect::<Result<_, _>>()?
     };
     let Some((keep, losers)) = ids.split_first() else {

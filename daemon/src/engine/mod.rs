@@ -105,6 +105,7 @@ impl Engine {
             address: address.clone(),
             device_id: device_id.clone(),
             key: key.clone(),
+            invite: None,
         };
         let (relays, pushes) = Relays::new(creds, home, store.clone(), shutdown.clone());
         let engine = Arc::new(Engine {

@@ -210,7 +210,11 @@ fn join(
     )?;
     let conversation = refresh_conversation(tx, &conv_id, &group)?;
     if direct {
-        super::inbound::settle_direct_duplicates(tx, &others[0].address)?;
+        super::inbound::settle_direct_duplicates(
+            tx,
+            &others[0].address,
+            u16::from(group.ciphersuite()),
+        )?;
     }
     tracing::info!(conversation = %conv_id, from = %entry.sender_address, "joined a conversation");
     tx.emit(EventPayload::ConversationJoined { conversation })?;

@@ -17,10 +17,18 @@ use rusqlite::Connection;
 pub const DEFAULT_CIPHERSUITE: Ciphersuite =
     Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
+/// The post-quantum hybrid: ML-KEM-768 + X25519 (X-Wing) / AES-128-GCM / SHA-256 / Ed25519,
+/// code point 0x004F from draft-ietf-mls-pq-ciphersuites (openmls feature
+/// `draft-ietf-mls-pq-ciphersuites`). Signatures stay Ed25519: it protects confidentiality
+/// against a future quantum attacker (harvest now, decrypt later), not authentication.
+pub const PQ_CIPHERSUITE: Ciphersuite =
+    Ciphersuite::MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519;
+
 /// Ciphersuites this daemon publishes key packages for and accepts per conversation.
 pub const SUPPORTED_CIPHERSUITES: &[Ciphersuite] = &[
     Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519,
     Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519,
+    PQ_CIPHERSUITE,
 ];
 
 /// The private-use GroupContext extension that carries the conversation name.
@@ -230,4 +238,47 @@ pub fn parse_ciphersuite(input: &str) -> Option<Ciphersuite> {
 /// The name shown in the API for a ciphersuite.
 pub fn ciphersuite_name(c: Ciphersuite) -> String {
     format!("{c:?}")
+}
+
+/// The supported ciphersuites' names, comma-separated (for error messages).
+pub fn supported_names() -> String {
+    SUPPORTED_CIPHERSUITES
+        .iter()
+        .map(|c| format!("{} ({:#06x})", ciphersuite_name(*c), u16::from(*c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ciphersuites_parse_by_name_and_number() {
+        let pq = "MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519";
+        assert_eq!(parse_ciphersuite(pq), Some(PQ_CIPHERSUITE));
+        assert_eq!(parse_ciphersuite(&pq.to_lowercase()), Some(PQ_CIPHERSUITE));
+        assert_eq!(parse_ciphersuite("0x004f"), Some(PQ_CIPHERSUITE));
+        assert_eq!(parse_ciphersuite("79"), Some(PQ_CIPHERSUITE));
+        assert_eq!(parse_ciphersuite("1"), Some(DEFAULT_CIPHERSUITE));
+        assert_eq!(ciphersuite_name(PQ_CIPHERSUITE), pq);
+        // Known to openmls but not offered by Sotto, and unknown ones.
+        assert_eq!(parse_ciphersuite("0x0002"), None);
+        assert_eq!(
+            parse_ciphersuite("MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519"),
+            None
+        );
+        assert_eq!(parse_ciphersuite("rot13"), None);
+        assert_eq!(parse_ciphersuite("0xzz"), None);
+        assert_eq!(parse_ciphersuite(""), None);
+    }
+
+    #[test]
+    fn the_crypto_provider_supports_every_offered_suite() {
+        use openmls_traits::crypto::OpenMlsCrypto as _;
+        let crypto = RustCrypto::default();
+        for c in SUPPORTED_CIPHERSUITES {
+            assert!(crypto.supports(*c).is_ok(), "{c:?}");
+        }
+    }
 }

@@ -60,6 +60,9 @@ pub struct Credentials {
     pub device_id: String,
     /// The device key.
     pub key: Arc<DeviceKey>,
+    /// An invitation for an invite-only home relay; sent only with the first registration
+    /// (`account.create`). Later re-registrations of the same key need none.
+    pub invite: Option<String>,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, RelayError>>>>>;
@@ -107,8 +110,9 @@ impl RelayConn {
             reason,
         };
         let mut ws_config = WebSocketConfig::default();
-        ws_config.max_message_size = Some(2 * 1024 * 1024);
-        ws_config.max_frame_size = Some(2 * 1024 * 1024);
+        // Twice the relay's default frame limit (4 MiB, sized for post-quantum Welcomes).
+        ws_config.max_message_size = Some(8 * 1024 * 1024);
+        ws_config.max_frame_size = Some(8 * 1024 * 1024);
         let host = url.host();
         let bare_host = host
             .host()
@@ -205,7 +209,15 @@ impl RelayConn {
             ))
             .to_vec();
         let public_key = creds.key.public_key();
-        let request = if register {
+        let request = if let (true, Some(invite)) = (register, &creds.invite) {
+            Request::RegisterInvited {
+                address: creds.address.clone(),
+                device_id: creds.device_id.clone(),
+                public_key,
+                signature,
+                invite: invite.clone(),
+            }
+        } else if register {
             Request::Register {
                 address: creds.address.clone(),
                 device_id: creds.device_id.clone(),

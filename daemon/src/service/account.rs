@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use rusqlite::{OptionalExtension as _, params};
 use sotto_protocol::api::{Account, EventPayload, KeyStoreKind};
+use sotto_protocol::relay::RelayErrorKind;
 use sotto_protocol::{Address, ErrorKind, RelayUrl};
 
 use super::{ApiError, Identity, Service};
@@ -100,11 +101,20 @@ impl Service {
         self.identity.read().await.clone().ok_or_else(no_account)
     }
 
-    /// `account.create`: a new device key in the configured key store and the account row.
-    ///
-    /// Registration with the relay and key-package publication arrive with the relay work;
-    /// for now the relay is recorded and the identity is local.
+    /// `account.create` without an invitation.
     pub async fn account_create(&self, name: &str, relay: &str) -> Result<Account, ApiError> {
+        self.account_create_invited(name, relay, None).await
+    }
+
+    /// `account.create`: registers a new device key with the relay (with `invite` on an
+    /// invite-only relay), stores the key in the configured key store and the account row,
+    /// and publishes key packages.
+    pub async fn account_create_invited(
+        &self,
+        name: &str,
+        relay: &str,
+        invite: Option<&str>,
+    ) -> Result<Account, ApiError> {
         let mut slot = self.identity.write().await;
         if let Some(existing) = slot.as_ref() {
             return Err(ApiError::new(
@@ -130,6 +140,7 @@ impl Service {
             address: address.to_string(),
             device_id: device_id.clone(),
             key: key.clone(),
+            invite: invite.map(str::to_owned),
         };
         let (pushes, _ignored) = tokio::sync::mpsc::unbounded_channel();
         let conn = crate::relay::RelayConn::connect(&relay_url, &creds, true, pushes)
@@ -139,6 +150,22 @@ impl Service {
                     ApiError::new(
                         ErrorKind::AccountExists,
                         format!("the name {name} is taken on {relay_url}"),
+                    )
+                }
+                crate::relay::RelayCallError::Refused(r)
+                    if r.kind == RelayErrorKind::InviteRequired =>
+                {
+                    ApiError::new(
+                        ErrorKind::InviteRequired,
+                        format!("{relay_url} is invite-only: ask its admin for an invitation and give it with --invite"),
+                    )
+                }
+                crate::relay::RelayCallError::Refused(r)
+                    if r.kind == RelayErrorKind::InviteInvalid =>
+                {
+                    ApiError::new(
+                        ErrorKind::InviteInvalid,
+                        format!("{relay_url} refused the invitation: {}", r.message),
                     )
                 }
                 other => super::contacts::relay_error(other),

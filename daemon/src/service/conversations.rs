@@ -133,6 +133,18 @@ impl Service {
         &self,
         p: ConversationCreateParams,
     ) -> Result<Conversation, ApiError> {
+        // An explicit ciphersuite is checked before anything else: an unknown one is an
+        // error whatever else is wrong with the request.
+        let suite = match &p.ciphersuite {
+            Some(s) => mls::parse_ciphersuite(s).ok_or_else(|| {
+                ApiError::invalid_params(format!(
+                    "unknown or unsupported ciphersuite {s:?}; supported: {}",
+                    mls::supported_names()
+                ))
+                .with("ciphersuite", s.as_str())
+            })?,
+            None => self.config.default_ciphersuite,
+        };
         let identity = self.identity().await?;
         let engine = self.engine().await?;
         let me = identity.account.address.to_string();
@@ -141,19 +153,6 @@ impl Service {
             &me,
             "a conversation needs at least one other member",
         )?;
-        let suite = match &p.ciphersuite {
-            Some(s) => mls::parse_ciphersuite(s).ok_or_else(|| {
-                ApiError::invalid_params(format!(
-                    "unknown or unsupported ciphersuite {s:?}; supported: {}",
-                    mls::SUPPORTED_CIPHERSUITES
-                        .iter()
-                        .map(|c| mls::ciphersuite_name(*c))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?,
-            None => mls::DEFAULT_CIPHERSUITE,
-        };
         let name = p.name.clone().filter(|n| !n.trim().is_empty());
         if name.as_ref().is_some_and(|n| n.len() > 256) {
             return Err(ApiError::new(
@@ -163,8 +162,11 @@ impl Service {
         }
         let direct = name.is_none() && members.len() == 1;
         if direct {
-            // A direct conversation with this peer already exists: return it.
+            // A direct conversation with this peer in this ciphersuite already exists: return
+            // it. One in another ciphersuite is never returned in its place; a new one is
+            // created (asking for the post-quantum suite must not hand back a classical one).
             let peer = members[0].clone();
+            let wanted = u16::from(suite);
             let existing = self
                 .store
                 .call(move |db| {
@@ -174,6 +176,7 @@ impl Service {
                         .filter(|c| {
                             c.kind == "direct"
                                 && c.peer.as_deref() == Some(peer.as_str())
+                                && c.ciphersuite == wanted
                                 && matches!(c.state.as_str(), "active" | "pending")
                         })
                         .min_by(|a, b| a.id.cmp(&b.id));

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod relay_client;
+
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;

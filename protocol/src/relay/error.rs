@@ -100,6 +100,11 @@ pub enum RelayErrorKind {
     Internal,
     /// The request is not valid in this state or with these arguments.
     BadRequest,
+    /// This relay registers new accounts only with an invitation from its admin.
+    InviteRequired,
+    /// The invitation is not valid here: malformed, a bad signature, another relay's,
+    /// expired, or used up.
+    InviteInvalid,
 }
 
 impl RelayErrorKind {
@@ -129,6 +134,8 @@ impl RelayErrorKind {
             RelayErrorKind::TooManyConnections => "too_many_connections",
             RelayErrorKind::Internal => "internal",
             RelayErrorKind::BadRequest => "bad_request",
+            RelayErrorKind::InviteRequired => "invite_required",
+            RelayErrorKind::InviteInvalid => "invite_invalid",
         }
     }
 

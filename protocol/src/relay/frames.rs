@@ -214,6 +214,23 @@ pub enum Request {
     },
     /// Liveness check. Answer: [`Response::Pong`].
     Ping,
+    /// [`Request::Register`] with an invitation, for invite-only relays: a token made by
+    /// `sotto-relay invite create`, signed by this relay's admin key. The use is counted in
+    /// the registration's transaction; re-registering the same device and key uses nothing.
+    /// A relay that is not invite-only ignores the invitation.
+    /// Answer: [`Response::Authenticated`].
+    RegisterInvited {
+        /// The address to register.
+        address: String,
+        /// The device id.
+        device_id: String,
+        /// The device's Ed25519 public key.
+        public_key: Principal,
+        /// Ed25519 signature over [`super::auth_message`].
+        signature: Vec<u8>,
+        /// The invitation token (`sotto-invite1.…`).
+        invite: String,
+    },
 }
 
 /// Successful answers.

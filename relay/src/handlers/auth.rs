@@ -5,9 +5,22 @@ use sotto_protocol::relay::{Principal, RelayError, RelayErrorKind, Response, aut
 
 use super::{err, internal};
 use crate::conn::{Conn, Session};
+use crate::invite::Invite;
 use crate::net::{parse_address, valid_device_id};
-use crate::storage::{RegisterOutcome, Store};
+use crate::storage::{InviteUse, RegisterOutcome, Store};
 use crate::unix_now;
+
+/// What an authentication request asks for.
+#[derive(Debug)]
+pub(crate) enum Mode {
+    /// Prove a key (a registered local device, or a foreign principal).
+    Authenticate,
+    /// Register a local address, with an invitation where the relay is invite-only.
+    Register {
+        /// The invitation token, if one was given.
+        invite: Option<String>,
+    },
+}
 
 impl<S: Store> Conn<S> {
     pub(super) async fn authenticate(
@@ -16,7 +29,7 @@ impl<S: Store> Conn<S> {
         device_id: String,
         public_key: Principal,
         signature: Vec<u8>,
-        register: bool,
+        mode: Mode,
     ) -> Result<Response, RelayError> {
         if self.session.is_some() {
             return Err(err(
@@ -58,26 +71,72 @@ impl<S: Store> Conn<S> {
         let local_host = self.shared.config.public_url.authority();
         let is_local = parsed.host == local_host;
         let (name, host) = (parsed.name.to_owned(), parsed.host.to_owned());
-        if register {
+        if let Mode::Register { invite } = mode {
             if !is_local {
                 return Err(err(
                     RelayErrorKind::InvalidAddress,
                     format!("this relay registers addresses @{local_host}, not @{host}"),
                 ));
             }
-            let outcome = self
-                .shared
-                .store
-                .register(name, device_id.clone(), public_key, unix_now())
-                .await
-                .map_err(internal)?;
-            if outcome == RegisterOutcome::NameTaken {
-                return Err(err(
-                    RelayErrorKind::NameTaken,
-                    format!(
-                        "{address} is registered to another key, or this key to another address"
-                    ),
-                ));
+            let now = unix_now();
+            let outcome = match (&self.shared.config.invite_key, invite) {
+                (None, _) => self
+                    .shared
+                    .store
+                    .register(name, device_id.clone(), public_key, now)
+                    .await
+                    .map_err(internal)?,
+                (Some(_), None) => {
+                    // Re-registering an existing device needs no invitation.
+                    let known = self
+                        .shared
+                        .store
+                        .device_key(name, device_id.clone())
+                        .await
+                        .map_err(internal)?;
+                    if known != Some(public_key) {
+                        return Err(err(
+                            RelayErrorKind::InviteRequired,
+                            "this relay is invite-only: registering needs an invitation from its admin",
+                        ));
+                    }
+                    RegisterOutcome::AlreadyRegistered
+                }
+                (Some(admin), Some(token)) => {
+                    let invite = Invite::verify(&token, admin, now)
+                        .map_err(|e| err(RelayErrorKind::InviteInvalid, e.to_string()))?;
+                    self.shared
+                        .store
+                        .register_invited(
+                            name,
+                            device_id.clone(),
+                            public_key,
+                            now,
+                            InviteUse {
+                                nonce: invite.nonce,
+                                max_uses: invite.uses,
+                            },
+                        )
+                        .await
+                        .map_err(internal)?
+                }
+            };
+            match outcome {
+                RegisterOutcome::NameTaken => {
+                    return Err(err(
+                        RelayErrorKind::NameTaken,
+                        format!(
+                            "{address} is registered to another key, or this key to another address"
+                        ),
+                    ));
+                }
+                RegisterOutcome::InviteUsedUp => {
+                    return Err(err(
+                        RelayErrorKind::InviteInvalid,
+                        "the invitation has been used up",
+                    ));
+                }
+                RegisterOutcome::Registered | RegisterOutcome::AlreadyRegistered => {}
             }
             tracing::info!(%address, %device_id, "registered");
         } else if is_local {

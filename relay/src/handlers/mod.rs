@@ -8,6 +8,7 @@
 //! (authentication, subscriptions) wait for everything before them.
 
 mod auth;
+use auth::Mode;
 mod directory;
 mod groups;
 
@@ -60,6 +61,7 @@ impl<S: Store> Conn<S> {
             Request::Challenge
             | Request::Authenticate { .. }
             | Request::Register { .. }
+            | Request::RegisterInvited { .. }
             | Request::SubscribeMailbox { .. }
             | Request::SubscribeGroup { .. }
             | Request::UnsubscribeGroup { .. } => Plan::Stateful(req),
@@ -88,8 +90,14 @@ impl<S: Store> Conn<S> {
                 public_key,
                 signature,
             } => {
-                self.authenticate(address, device_id, public_key, signature, false)
-                    .await
+                self.authenticate(
+                    address,
+                    device_id,
+                    public_key,
+                    signature,
+                    Mode::Authenticate,
+                )
+                .await
             }
             Request::Register {
                 address,
@@ -97,8 +105,32 @@ impl<S: Store> Conn<S> {
                 public_key,
                 signature,
             } => {
-                self.authenticate(address, device_id, public_key, signature, true)
-                    .await
+                self.authenticate(
+                    address,
+                    device_id,
+                    public_key,
+                    signature,
+                    Mode::Register { invite: None },
+                )
+                .await
+            }
+            Request::RegisterInvited {
+                address,
+                device_id,
+                public_key,
+                signature,
+                invite,
+            } => {
+                self.authenticate(
+                    address,
+                    device_id,
+                    public_key,
+                    signature,
+                    Mode::Register {
+                        invite: Some(invite),
+                    },
+                )
+                .await
             }
             other => {
                 let me = self.session.clone().ok_or_else(unauthenticated)?;

@@ -81,6 +81,17 @@ pub enum RegisterOutcome {
     AlreadyRegistered,
     /// The name (or the device key) belongs to someone else.
     NameTaken,
+    /// The invitation's uses are all taken; nothing was registered.
+    InviteUsedUp,
+}
+
+/// One use of an invitation, counted with a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InviteUse {
+    /// The invitation's nonce (its identity).
+    pub nonce: [u8; 16],
+    /// How many registrations it allows in all.
+    pub max_uses: u32,
 }
 
 /// A key package ready to store.
@@ -212,6 +223,18 @@ pub trait Store: Send + Sync + 'static {
         device_id: String,
         key: Principal,
         now: u64,
+    ) -> impl Future<Output = Result<RegisterOutcome, StoreError>> + Send;
+
+    /// Registers like [`Store::register`] and, in the same transaction, counts one use of
+    /// `invite`: [`RegisterOutcome::InviteUsedUp`] (and nothing stored) when its uses are
+    /// all taken. Re-registering a device already registered with this key uses nothing.
+    fn register_invited(
+        &self,
+        name: String,
+        device_id: String,
+        key: Principal,
+        now: u64,
+        invite: InviteUse,
     ) -> impl Future<Output = Result<RegisterOutcome, StoreError>> + Send;
 
     /// The key of a registered device.

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Schema version recorded in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS group_log (
     message BLOB NOT NULL,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (group_id, seq)
+);
+CREATE TABLE IF NOT EXISTS invite_uses (
+    nonce BLOB PRIMARY KEY,
+    uses INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS posts (
     principal BLOB NOT NULL,

@@ -3,10 +3,35 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sotto_protocol::relay::{ClaimedKeyPackage, KeyPackageCount, MailboxEntry, Principal};
 
-use super::{Change, MailboxOutcome, NewKeyPackage, NewMailboxPost, RegisterOutcome};
+use super::{Change, InviteUse, MailboxOutcome, NewKeyPackage, NewMailboxPost, RegisterOutcome};
 
 /// `posts.kind` of mailbox posts.
 pub const POST_KIND_MAILBOX: i64 = 0;
+
+/// Whether `key` may register `name`: `None` if it may (nothing registered yet).
+fn registration_conflict(
+    c: &Connection,
+    name: &str,
+    device_id: &str,
+    key: &Principal,
+) -> rusqlite::Result<Option<RegisterOutcome>> {
+    let existing: Option<(String, String)> = c
+        .prepare_cached("SELECT name, device_id FROM devices WHERE key = ?1")?
+        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((n, d)) = existing {
+        return Ok(Some(if n == name && d == device_id {
+            RegisterOutcome::AlreadyRegistered
+        } else {
+            RegisterOutcome::NameTaken
+        }));
+    }
+    let taken: Option<i64> = c
+        .prepare_cached("SELECT 1 FROM devices WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()?;
+    Ok(taken.map(|_| RegisterOutcome::NameTaken))
+}
 
 pub fn register(
     c: &Connection,
@@ -15,29 +40,45 @@ pub fn register(
     key: &Principal,
     now: u64,
 ) -> rusqlite::Result<RegisterOutcome> {
-    let existing: Option<(String, String)> = c
-        .prepare_cached("SELECT name, device_id FROM devices WHERE key = ?1")?
-        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    if let Some((n, d)) = existing {
-        return Ok(if n == name && d == device_id {
-            RegisterOutcome::AlreadyRegistered
-        } else {
-            RegisterOutcome::NameTaken
-        });
-    }
-    let taken: Option<i64> = c
-        .prepare_cached("SELECT 1 FROM devices WHERE name = ?1")?
-        .query_row(params![name], |r| r.get(0))
-        .optional()?;
-    if taken.is_some() {
-        return Ok(RegisterOutcome::NameTaken);
+    if let Some(outcome) = registration_conflict(c, name, device_id, key)? {
+        return Ok(outcome);
     }
     c.prepare_cached(
         "INSERT INTO devices (key, name, device_id, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![key, name, device_id, now])?;
     Ok(RegisterOutcome::Registered)
+}
+
+/// [`register`] counting one use of `invite` (in the caller's transaction).
+pub fn register_invited(
+    c: &Connection,
+    name: &str,
+    device_id: &str,
+    key: &Principal,
+    now: u64,
+    invite: &InviteUse,
+) -> rusqlite::Result<RegisterOutcome> {
+    if let Some(outcome) = registration_conflict(c, name, device_id, key)? {
+        return Ok(outcome);
+    }
+    let used: u32 = c
+        .query_row(
+            "SELECT uses FROM invite_uses WHERE nonce = ?1",
+            params![&invite.nonce[..]],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    if used >= invite.max_uses {
+        return Ok(RegisterOutcome::InviteUsedUp);
+    }
+    c.execute(
+        "INSERT INTO invite_uses (nonce, uses, last_used_at) VALUES (?1, 1, ?2)
+         ON CONFLICT (nonce) DO UPDATE SET uses = uses + 1, last_used_at = ?2",
+        params![&invite.nonce[..], now],
+    )?;
+    register(c, name, device_id, key, now)
 }
 
 pub fn device_key(

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::sqlite::SqliteStore;
 use super::{
-    AppendOutcome, Change, CreateOutcome, MailboxOutcome, NewGroupEntry, NewKeyPackage,
+    AppendOutcome, Change, CreateOutcome, InviteUse, MailboxOutcome, NewGroupEntry, NewKeyPackage,
     NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError, sql_directory as dir,
     sql_groups as grp,
 };
@@ -26,6 +26,20 @@ impl Store for SqliteStore {
     ) -> Result<RegisterOutcome, StoreError> {
         self.write("register", move |c, _| {
             dir::register(c, &name, &device_id, &key, now)
+        })
+        .await
+    }
+
+    async fn register_invited(
+        &self,
+        name: String,
+        device_id: String,
+        key: Principal,
+        now: u64,
+        invite: InviteUse,
+    ) -> Result<RegisterOutcome, StoreError> {
+        self.write("register invited", move |c, _| {
+            dir::register_invited(c, &name, &device_id, &key, now, &invite)
         })
         .await
     }

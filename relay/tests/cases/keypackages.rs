@@ -7,7 +7,7 @@ use sotto_protocol::relay::{KeyPackageCount, RelayErrorKind, Request, Response};
 
 use crate::client::{Client, Device, kind};
 use crate::harness::Relay;
-use crate::mls::{CS_ID, KpOpts, key_package, kp, last_resort};
+use crate::mls::{CS_ID, KpOpts, PQ, PQ_ID, key_package, kp, last_resort};
 
 fn publish(pool: Vec<Vec<u8>>, last_resort: Option<Vec<u8>>) -> Request {
     Request::PublishKeyPackages {
@@ -218,4 +218,90 @@ async fn claims_are_rate_limited_per_claimer() {
         kind(m.request(claim).await),
         RelayErrorKind::RateLimited { .. }
     ));
+}
+
+/// The post-quantum hybrid (0x004F): the relay parses and validates such packages (the
+/// feature is on in its build), keeps them in their own pool and hands them out per suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_quantum_key_packages_are_published_and_claimed() {
+    let relay = Relay::start();
+    let bob = Device::new(&relay.address("bob"));
+    let mut b = Client::registered(relay.addr, &bob).await;
+    let pq = |last_resort| {
+        key_package(
+            &bob,
+            KpOpts {
+                ciphersuite: Some(PQ),
+                last_resort,
+                ..KpOpts::default()
+            },
+        )
+    };
+    let (one, resort) = (pq(false), pq(true));
+    // An ML-KEM-768 + X25519 init key makes the package far larger than an X25519 one.
+    assert!(one.len() > kp(&bob).len() + 1000, "{} bytes", one.len());
+    // Published under another suite's number, it is refused.
+    let r = b.request(publish(vec![one.clone()], None)).await;
+    assert_eq!(kind(r), RelayErrorKind::BadKeyPackage { index: 0 });
+    // A tampered one is refused too: the relay really checks the signature.
+    let mut tampered = pq(false);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let r = b
+        .request(Request::PublishKeyPackages {
+            ciphersuite: PQ_ID,
+            key_packages: vec![tampered],
+            last_resort: None,
+        })
+        .await;
+    assert_eq!(kind(r), RelayErrorKind::BadKeyPackage { index: 0 });
+    let r = b
+        .request(Request::PublishKeyPackages {
+            ciphersuite: PQ_ID,
+            key_packages: vec![one.clone()],
+            last_resort: Some(resort.clone()),
+        })
+        .await;
+    assert_eq!(
+        r,
+        Ok(Response::KeyPackageCount(KeyPackageCount {
+            ciphersuite: PQ_ID,
+            available: 1,
+            last_resort: true
+        }))
+    );
+    let eve = Device::new("carol@elsewhere.example");
+    let mut c = Client::authenticated(relay.addr, &eve).await;
+    // The classical pool is empty: the PQ packages are not handed out for 0x0001.
+    let r = c
+        .request(Request::ClaimKeyPackage {
+            device: bob.device_ref(),
+            ciphersuite: CS_ID,
+        })
+        .await;
+    assert_eq!(kind(r), RelayErrorKind::NoKeyPackage);
+    let claim = Request::ClaimKeyPackage {
+        device: bob.device_ref(),
+        ciphersuite: PQ_ID,
+    };
+    let Ok(Response::KeyPackage(k)) = c.request(claim.clone()).await else {
+        panic!("PQ claim")
+    };
+    assert!(!k.last_resort);
+    assert_eq!(k.key_package, one);
+    // What was claimed parses back as a PQ key package.
+    use openmls::prelude::tls_codec::Deserialize as _;
+    let parsed = openmls::prelude::KeyPackageIn::tls_deserialize_exact(&k.key_package)
+        .expect("a key package")
+        .validate(
+            &openmls_rust_crypto::RustCrypto::default(),
+            openmls::prelude::ProtocolVersion::Mls10,
+        )
+        .expect("valid");
+    assert_eq!(parsed.ciphersuite(), PQ);
+    let Ok(Response::KeyPackage(k)) = c.request(claim).await else {
+        panic!("PQ last-resort claim")
+    };
+    assert!(k.last_resort);
+    assert_eq!(k.key_package, resort);
 }

@@ -8,6 +8,9 @@ use crate::client::{Client, Device, post_id};
 
 pub const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 pub const CS_ID: u16 = 0x0001;
+/// The ML-KEM-768 + X25519 hybrid (draft-ietf-mls-pq-ciphersuites).
+pub const PQ: Ciphersuite = Ciphersuite::MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519;
+pub const PQ_ID: u16 = 0x004F;
 
 /// Key-package options.
 #[derive(Default)]
@@ -16,6 +19,8 @@ pub struct KpOpts<'a> {
     pub signer: Option<&'a Device>,
     pub lifetime: Option<Lifetime>,
     pub last_resort: bool,
+    /// Default: [`CS`].
+    pub ciphersuite: Option<Ciphersuite>,
 }
 
 pub fn key_package(dev: &Device, opts: KpOpts<'_>) -> Vec<u8> {
@@ -35,7 +40,7 @@ pub fn key_package(dev: &Device, opts: KpOpts<'_>) -> Vec<u8> {
     }
     let bundle = b
         .build(
-            CS,
+            opts.ciphersuite.unwrap_or(CS),
             &dev.provider,
             &signer.signer,
             signer.credential_named(&identity),
