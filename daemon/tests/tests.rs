@@ -11,6 +11,7 @@ mod clients;
 mod dbus;
 mod framing;
 mod identity;
+mod invite;
 mod lost_ack;
 mod messaging;
 mod postquantum;
