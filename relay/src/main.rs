@@ -150,7 +150,7 @@ fn print_man() -> anyhow::Result<()> {
     use clap::CommandFactory as _;
     use std::io::Write as _;
     let mut out = Vec::new();
-    clap_mangen::Man::new(Args::command())
+    clap_mangen::Man::new(Cli::command())
         .section("8")
         .manual("Sotto Manual")
         .render(&mut out)?;

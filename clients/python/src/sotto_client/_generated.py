@@ -31,13 +31,16 @@ class SyncMethods:
         params: Dict[str, Any] = {}
         return self.call_params('rpc.discover', params)
 
-    def account_create(self, *, name: str, relay: str) -> Dict[str, Any]:
+    def account_create(self, *, name: str, relay: str, invite: Optional[str] = None) -> Dict[str, Any]:
         """Create this device's identity and account on a relay
 
+        ``invite`` (optional): An invitation token for an invite-only relay (`sotto-relay invite create`).
         ``name``: The account name, `[a-z0-9][a-z0-9._-]{0,31}`.
         ``relay``: The home relay: `host[:port]` or a `ws://`/`wss://` URL.
         """
         params: Dict[str, Any] = {}
+        if invite is not None:
+            params['invite'] = invite
         params['name'] = name
         params['relay'] = relay
         return self.call_params('account.create', params)
@@ -257,13 +260,16 @@ class AsyncMethods:
         params: Dict[str, Any] = {}
         return await self.call_params('rpc.discover', params)
 
-    async def account_create(self, *, name: str, relay: str) -> Dict[str, Any]:
+    async def account_create(self, *, name: str, relay: str, invite: Optional[str] = None) -> Dict[str, Any]:
         """Create this device's identity and account on a relay
 
+        ``invite`` (optional): An invitation token for an invite-only relay (`sotto-relay invite create`).
         ``name``: The account name, `[a-z0-9][a-z0-9._-]{0,31}`.
         ``relay``: The home relay: `host[:port]` or a `ws://`/`wss://` URL.
         """
         params: Dict[str, Any] = {}
+        if invite is not None:
+            params['invite'] = invite
         params['name'] = name
         params['relay'] = relay
         return await self.call_params('account.create', params)
