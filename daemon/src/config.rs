@@ -43,6 +43,9 @@ pub struct Config {
     /// The ciphersuite of new conversations when `conversation.create` names none
     /// (`default_ciphersuite` in config.toml; default 0x0001).
     pub default_ciphersuite: openmls::prelude::Ciphersuite,
+    /// `sottod --ephemeral`: the database in memory, the key in memory only, no config,
+    /// lock or data directory, no notifications and no D-Bus.
+    pub ephemeral: bool,
 }
 
 /// The config file's shape; every field optional.
@@ -125,6 +128,7 @@ impl Config {
             notify: parsed.notify.unwrap_or(false),
             notify_preview: parsed.notify_preview.unwrap_or(true),
             default_ciphersuite,
+            ephemeral: false,
         })
     }
 
@@ -144,7 +148,24 @@ impl Config {
             notify: false,
             notify_preview: true,
             default_ciphersuite: crate::mls::DEFAULT_CIPHERSUITE,
+            ephemeral: false,
         }
+    }
+
+    /// The configuration of `sottod --ephemeral`: defaults only (no config file is read),
+    /// the key in memory, no data directory, no notifications, no D-Bus (nothing that could
+    /// keep a trace outside the process: notification servers keep a history).
+    pub fn ephemeral(socket: Option<PathBuf>) -> anyhow::Result<Config> {
+        let socket_path = match socket {
+            Some(s) => s,
+            None => paths::socket_path()?,
+        };
+        Ok(Config {
+            ephemeral: true,
+            allow_debugging: std::env::var(crate::hardening::DEBUG_ENV)
+                .is_ok_and(|v| !v.is_empty() && v != "0"),
+            ..Config::with_paths(socket_path, PathBuf::new(), KeyStoreKind::Memory)
+        })
     }
 }
 

@@ -23,6 +23,11 @@ struct Args {
     /// Run in the foreground (the default; accepted for compatibility with unit files)
     #[arg(long)]
     foreground: bool,
+    /// Leave no trace: the database and the device key in memory only, no config file read,
+    /// no lock, log or data file, no notifications and no D-Bus; only the socket is created,
+    /// and removed at exit. The account and history are gone when the daemon stops.
+    #[arg(long, conflicts_with = "config")]
+    ephemeral: bool,
     /// Print the sottod(8) man page and exit
     #[arg(long, hide = true, exclusive = true)]
     man: bool,
@@ -86,9 +91,22 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main(args: Args) -> anyhow::Result<()> {
-    let config = sottod::Config::load(args.config.as_deref(), args.socket)?;
+    let config = if args.ephemeral {
+        sottod::Config::ephemeral(args.socket)?
+    } else {
+        sottod::Config::load(args.config.as_deref(), args.socket)?
+    };
     sottod::hardening::apply(config.allow_debugging).context("hardening the process")?;
-    let _lock = sottod::paths::lock_data_dir(&config.data_dir)?;
+    // An ephemeral daemon has no data directory to lock: the live socket keeps it single.
+    let _lock = if config.ephemeral {
+        None
+    } else {
+        Some(sottod::paths::lock_data_dir(&config.data_dir)?)
+    };
+    let ephemeral_socket_dir = config
+        .ephemeral
+        .then(|| config.socket_path.parent().map(std::path::Path::to_owned))
+        .flatten();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -98,6 +116,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let bound = sottod::listener::acquire(&config.socket_path)?;
         let result = sottod::run(bound.listener, config, shutdown_signal()).await;
         drop(bound.guard);
+        if let Some(dir) = ephemeral_socket_dir {
+            // The socket's directory goes too when nothing else is in it.
+            let _ = std::fs::remove_dir(dir);
+        }
         result.map_err(anyhow::Error::from)
     })
 }

@@ -9,6 +9,7 @@ mod chat;
 mod cli;
 mod clients;
 mod dbus;
+mod ephemeral;
 mod framing;
 mod identity;
 mod invite;

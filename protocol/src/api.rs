@@ -19,6 +19,9 @@ pub enum KeyStoreKind {
     Keyutils,
     /// A file of mode 0600 in the data directory: for headless hosts, stored in clear.
     File,
+    /// Nowhere: an ephemeral daemon (`sottod --ephemeral`) keeps the key in memory only, and
+    /// it is gone when the daemon stops.
+    Memory,
 }
 
 impl KeyStoreKind {
@@ -28,6 +31,7 @@ impl KeyStoreKind {
             KeyStoreKind::SecretService => "secret-service",
             KeyStoreKind::Keyutils => "keyutils",
             KeyStoreKind::File => "file",
+            KeyStoreKind::Memory => "memory",
         }
     }
 
@@ -89,6 +93,9 @@ pub struct Status {
     pub last_event_seq: u64,
     /// The largest `text` that `message.send` accepts, in UTF-8 bytes.
     pub max_text_bytes: u64,
+    /// An ephemeral daemon (`sottod --ephemeral`): everything in memory, nothing kept.
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 /// A contact: a peer whose identity key this device has pinned.

@@ -40,7 +40,16 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     print_fields(&[
         (
             "daemon",
-            format!("sottod {} (protocol {})", status.version, status.protocol),
+            format!(
+                "sottod {} (protocol {}){}",
+                status.version,
+                status.protocol,
+                if status.ephemeral {
+                    ", EPHEMERAL: everything is in memory and gone when it stops"
+                } else {
+                    ""
+                }
+            ),
         ),
         ("socket", ctx.socket.display().to_string()),
         ("account", account),

@@ -60,6 +60,7 @@ pub fn status(s: &Status) -> Dict {
         .put("uptime_s", s.uptime_s)
         .put("last_event_seq", s.last_event_seq)
         .put("max_text_bytes", s.max_text_bytes)
+        .put("ephemeral", s.ephemeral)
         .done()
 }
 

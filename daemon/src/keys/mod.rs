@@ -85,6 +85,8 @@ pub enum KeyStore {
     },
     /// Files of mode 0600 under `<data>/keys`.
     File(file::FileStore),
+    /// `sottod --ephemeral`: nothing is stored; the key lives only in the daemon's memory.
+    Memory,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -100,6 +102,7 @@ impl KeyStore {
             KeyStoreKind::File => {
                 return Ok(KeyStore::File(file::FileStore::new(data_dir.join("keys"))));
             }
+            KeyStoreKind::Memory => return Ok(KeyStore::Memory),
             KeyStoreKind::SecretService => {
                 KeyringWorker::start(|| {
                     zbus_secret_service_keyring_store::Store::new()
@@ -132,6 +135,7 @@ impl KeyStore {
         match self {
             KeyStore::Keyring { kind, .. } => *kind,
             KeyStore::File(_) => KeyStoreKind::File,
+            KeyStore::Memory => KeyStoreKind::Memory,
         }
     }
 
@@ -155,6 +159,7 @@ impl KeyStore {
     pub async fn save_secret(&self, user: &str, secret: &[u8]) -> Result<(), KeyError> {
         let kind = self.kind();
         match self {
+            KeyStore::Memory => Ok(()),
             KeyStore::File(f) => f
                 .save(user, secret)
                 .map_err(|e| io_failed(kind, "store", user, &e)),
@@ -173,6 +178,10 @@ impl KeyStore {
     pub async fn load_secret(&self, user: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let kind = self.kind();
         match self {
+            KeyStore::Memory => Err(KeyError::Missing {
+                store: kind,
+                user: user.to_owned(),
+            }),
             KeyStore::File(f) => f
                 .load(user)
                 .map_err(|e| io_failed(kind, "read", user, &e))?
@@ -196,6 +205,7 @@ impl KeyStore {
     pub async fn delete(&self, user: &str) -> Result<(), KeyError> {
         let kind = self.kind();
         match self {
+            KeyStore::Memory => Ok(()),
             KeyStore::File(f) => f
                 .delete(user)
                 .map_err(|e| io_failed(kind, "delete", user, &e)),

@@ -49,12 +49,18 @@ pub struct Service {
 impl Service {
     /// Opens the database and loads the identity key, if an account exists.
     pub async fn start(config: Config) -> Result<Service, StartError> {
-        crate::paths::ensure_private_dir(&config.data_dir)
-            .map_err(|e| StartError::Store(crate::store::StoreError::Decode(format!("{e:#}"))))?;
         let (events, _) = broadcast::channel(config.subscription_queue);
-        let db_path = config.data_dir.join("sotto.db");
-        let db_key = keys::database_key(config.key_store, &config.data_dir, &db_path).await?;
-        let store = Store::open(&db_path, &db_key, events.clone(), config.event_retention)?;
+        let store = if config.ephemeral {
+            // Nothing on disk: one shared in-memory database, no data directory, no key.
+            Store::open_ephemeral(events.clone(), config.event_retention)?
+        } else {
+            crate::paths::ensure_private_dir(&config.data_dir).map_err(|e| {
+                StartError::Store(crate::store::StoreError::Decode(format!("{e:#}")))
+            })?;
+            let db_path = config.data_dir.join("sotto.db");
+            let db_key = keys::database_key(config.key_store, &config.data_dir, &db_path).await?;
+            Store::open(&db_path, &db_key, events.clone(), config.event_retention)?
+        };
         let identity = account::load_identity(&store, &config).await?;
         if let Some(id) = &identity {
             tracing::info!(address = %id.account.address, key_store = %id.account.key_store, "identity loaded");
@@ -108,6 +114,7 @@ impl Service {
             uptime_s: self.started.elapsed().as_secs(),
             last_event_seq,
             max_text_bytes: self.config.max_text_bytes,
+            ephemeral: self.config.ephemeral,
         })
     }
 

@@ -116,6 +116,52 @@ impl Store {
     ) -> Result<Store, StoreError> {
         cipher::migrate_if_plain(path, key)?;
         let conn = open_connection(path, key)?;
+        Store::start(conn, path, events, event_retention)
+    }
+
+    /// Opens a fresh database that lives only in this process's memory (`sottod
+    /// --ephemeral`): SQLite's `memdb` VFS under a unique name, so every connection of this
+    /// process shares it (`:memory:` would be private to one connection). No file, no
+    /// journal, temporary tables in memory; it is gone when the writer thread drops it.
+    pub fn open_ephemeral(
+        events: broadcast::Sender<Event>,
+        event_retention: u64,
+    ) -> Result<Store, StoreError> {
+        let name = format!(
+            "file:/sotto-ephemeral-{}-{}?vfs=memdb",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        let path = PathBuf::from(&name);
+        let conn = Connection::open_with_flags(
+            &name,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let setup = || -> rusqlite::Result<()> {
+            conn.pragma_update(None, "temp_store", "MEMORY")?;
+            conn.pragma_update(None, "journal_mode", "MEMORY")?;
+            conn.pragma_update(None, "secure_delete", "ON")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(())
+        };
+        setup().map_err(|e| classify(&path, e))?;
+        Store::start(conn, &path, events, event_retention)
+    }
+
+    /// Migrates the opened database and starts the writer thread.
+    fn start(
+        conn: Connection,
+        path: &Path,
+        events: broadcast::Sender<Event>,
+        event_retention: u64,
+    ) -> Result<Store, StoreError> {
         let mut db = Db {
             conn,
             cache: Cache::new(),

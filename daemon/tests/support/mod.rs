@@ -50,6 +50,7 @@ pub struct Daemon {
     child: Option<Child>,
     pub log: PathBuf,
     wrapper: Vec<String>,
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -90,6 +91,7 @@ impl Daemon {
             child: None,
             log,
             wrapper: Vec::new(),
+            args: Vec::new(),
         }
     }
 
@@ -103,6 +105,12 @@ impl Daemon {
     pub fn set_env(&mut self, key: &str, value: impl Into<OsString>) {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_owned(), value.into()));
+    }
+
+    /// Starts the daemon with extra `sottod` arguments (e.g. `--ephemeral`).
+    pub fn with_args(mut self, args: &[&str]) -> Daemon {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Runs the daemon under `wrapper` (e.g. `prlimit --core=1024`).
@@ -136,6 +144,7 @@ impl Daemon {
             c.args(&self.wrapper[1..]).arg(bin("sottod"));
             c
         };
+        cmd.args(&self.args);
         cmd.env_clear();
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -100,6 +100,7 @@ fn objects_carry_every_field() {
         uptime_s: 5,
         last_event_seq: 9,
         max_text_bytes: 16384,
+        ephemeral: false,
     };
     same(&status, super::status(&status));
     let empty = Status {
@@ -177,6 +178,7 @@ fn empty_lists_keep_their_element_type() {
         uptime_s: 0,
         last_event_seq: 0,
         max_text_bytes: 1,
+        ephemeral: false,
     });
     assert_eq!(d["relays"].value_signature().to_string(), "aa{sv}");
     assert_eq!(d["protocol"].value_signature().to_string(), "u");
