@@ -1,6 +1,7 @@
 //! One conversation's actor: reads its log in order, then works its outbox head, strictly
 //! one thing at a time, so an incoming commit and an outgoing change never interleave.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ use sotto_protocol::{Address, RelayUrl, wire};
 const READ_BATCH: u32 = 256;
 /// The idle wait between checks when nothing wakes the actor.
 const IDLE: Duration = Duration::from_secs(30);
+/// The most consecutive queued messages prepared in one transaction and in flight at once.
+const PIPELINE: usize = 64;
 /// How long an acknowledgement to the relay may wait to be folded with later ones.
 const ACK_DELAY: Duration = Duration::from_secs(1);
 /// Acknowledge at once when this many processed entries are unacknowledged.
@@ -49,8 +52,8 @@ struct State {
     /// The connection our log subscription lives on: while it is the current one, the
     /// relay pushes every entry after our cursor, in order.
     subscribed: Option<Arc<RelayConn>>,
-    /// The post id the relay last accepted from us (its entry is still to be processed).
-    accepted: Option<[u8; 16]>,
+    /// Post ids the relay accepted from us whose entries are still to be processed.
+    accepted: HashSet<[u8; 16]>,
     /// Read the log instead of trusting the pushes (after an idle period or a wait for
     /// our own entry that ran out): a safety net, never needed on a healthy connection.
     verify: bool,
@@ -176,8 +179,8 @@ async fn step(
         && h.mls_message.is_some()
         && h.join_seq.is_none()
         && h.done_epoch.is_none()
-        && h.post_id.is_some()
-        && h.post_id != state.accepted
+        && h.op != "message"
+        && h.post_id.is_some_and(|p| !state.accepted.contains(&p))
     {
         return post(engine, conv, &conn, &group_id, h, &mut state.accepted).await;
     }
@@ -260,6 +263,9 @@ async fn step(
     if let Some(join_seq) = head.join_seq {
         return send_welcomes(engine, conv, &row.relay, &group_id, &head, join_seq).await;
     }
+    if head.op == "message" && row.state == "active" {
+        return messages(engine, conv, &conn, &group_id, state).await;
+    }
     if head.mls_message.is_none() {
         return prepare(engine, conv, &head).await;
     }
@@ -267,15 +273,170 @@ async fn step(
         // Our Remove proposal is in the log for this epoch; wait for someone to commit it.
         return Ok(Step::Idle);
     }
-    if head.post_id.is_some() && head.post_id == state.accepted && state.subscribed.is_some() {
-        // Accepted: our own entry is on its way as a push. Read the log only if it is late.
-        if state.verify_at.is_none() {
-            state.verify_at = Some(Instant::now() + OWN_ENTRY_WAIT);
-        }
-        return Ok(Step::Idle);
+    if head.post_id.is_some_and(|p| state.accepted.contains(&p)) && state.subscribed.is_some() {
+        return Ok(await_own_entries(state));
     }
     state.verify_at = None;
     post(engine, conv, &conn, &group_id, &head, &mut state.accepted).await
+}
+
+/// Everything we posted was accepted: our own entries are on their way as pushes. Read the
+/// log only if they are late.
+fn await_own_entries(state: &mut State) -> Step {
+    if state.verify_at.is_none() {
+        state.verify_at = Some(Instant::now() + OWN_ENTRY_WAIT);
+    }
+    Step::Idle
+}
+
+/// The pipelined outbox: the run of consecutive `message` rows at the head (at most
+/// [`PIPELINE`]) is prepared in ONE transaction, and its posts go out back to back on one
+/// connection without waiting for each answer (the relay appends one connection's posts
+/// in order). Rows stay in the outbox until their own entries come back, so the next
+/// run is prepared and posted while the previous one is still in flight. A conflict
+/// forgets the prepared bytes from the first unaccepted row on; they are prepared again
+/// in the new epoch after the winning commit is processed.
+async fn messages(
+    engine: &Arc<Engine>,
+    conv: &str,
+    conn: &RelayConn,
+    group_id: &[u8],
+    state: &mut State,
+) -> Result<Step, StoreError> {
+    let id = conv.to_owned();
+    let run = engine
+        .store
+        .call(move |db| outbound::message_run(db.conn(), &id, PIPELINE))
+        .await?;
+    state
+        .accepted
+        .retain(|p| run.iter().any(|r| r.post_id == Some(*p)));
+    let unposted: Vec<&OutboxRow> = run
+        .iter()
+        .filter(|r| r.mls_message.is_some())
+        .filter(|r| r.post_id.is_some_and(|p| !state.accepted.contains(&p)))
+        .collect();
+    if !unposted.is_empty() {
+        return post_run(engine, conv, conn, group_id, &unposted, state).await;
+    }
+    let unprepared: Vec<OutboxRow> = run
+        .iter()
+        .filter(|r| r.mls_message.is_none())
+        .cloned()
+        .collect();
+    if !unprepared.is_empty() {
+        return prepare_run(engine, conv, unprepared).await;
+    }
+    if run.is_empty() {
+        return Ok(Step::Idle);
+    }
+    if state.subscribed.is_some() {
+        return Ok(await_own_entries(state));
+    }
+    // Not subscribed (cannot happen for an active conversation): poll.
+    Ok(Step::Retry(
+        "waiting for our own entries without a subscription".into(),
+    ))
+}
+
+/// Prepares `rows` (queued messages, in outbox order) in one transaction. A message that
+/// cannot be encrypted fails on its own; the ones before it stay prepared.
+async fn prepare_run(
+    engine: &Arc<Engine>,
+    conv: &str,
+    rows: Vec<OutboxRow>,
+) -> Result<Step, StoreError> {
+    let (id, key) = (conv.to_owned(), engine.key.clone());
+    let failed = engine
+        .store
+        .call(move |db| {
+            db.write(|tx| {
+                for row in rows {
+                    match outbound::prepare_message(tx, &id, &row, &key) {
+                        Ok(()) => {}
+                        Err(PrepareError::Store(e)) => return Err(e),
+                        Err(PrepareError::Invalid(why)) => return Ok(Some((row, why))),
+                    }
+                }
+                Ok(None)
+            })
+        })
+        .await?;
+    if let Some((row, why)) = failed {
+        fail_change(engine, conv, &row, &why).await?;
+    }
+    Ok(Step::Again)
+}
+
+/// Posts `rows` back to back and then reads their answers in order.
+async fn post_run(
+    engine: &Arc<Engine>,
+    conv: &str,
+    conn: &RelayConn,
+    group_id: &[u8],
+    rows: &[&OutboxRow],
+    state: &mut State,
+) -> Result<Step, StoreError> {
+    state.verify_at = None;
+    let posts = rows.iter().map(|r| {
+        conn.request(Request::PostGroup {
+            post_id: r.post_id.unwrap_or_default(),
+            group_id: group_id.to_vec(),
+            message: r.mls_message.clone().unwrap_or_default(),
+            added: Vec::new(),
+            removed: Vec::new(),
+        })
+    });
+    // join_all polls the requests in order on its first poll: they are written in order.
+    let answers = futures_util::future::join_all(posts).await;
+    let mut step = Step::Again;
+    for (i, (row, answer)) in rows.iter().zip(answers).enumerate() {
+        match answer {
+            Ok(_) => {
+                if let Some(p) = row.post_id {
+                    state.accepted.insert(p);
+                }
+            }
+            Err(RelayCallError::Refused(e))
+                if matches!(e.kind, RelayErrorKind::Conflict { .. }) =>
+            {
+                // The epoch moved: this post and every later one lost.
+                let (id, ids) = (
+                    conv.to_owned(),
+                    rows[i..].iter().map(|r| r.id).collect::<Vec<_>>(),
+                );
+                engine
+                    .store
+                    .call(move |db| {
+                        db.write(|tx| {
+                            for row_id in ids {
+                                inbound::forget_prepared(tx, &id, row_id)?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await?;
+                return Ok(Step::Again);
+            }
+            Err(RelayCallError::Refused(e))
+                if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
+            {
+                // Retried later with the same bytes and post ids (idempotent).
+                step = Step::Retry(e.to_string());
+            }
+            Err(RelayCallError::Refused(e)) => {
+                fail_change(
+                    engine,
+                    conv,
+                    row,
+                    &format!("the relay refused the post: {e}"),
+                )
+                .await?;
+            }
+            Err(e) => step = Step::Retry(e.to_string()),
+        }
+    }
+    Ok(step)
 }
 
 enum CatchUp {
@@ -531,7 +692,7 @@ async fn post(
     conn: &RelayConn,
     group_id: &[u8],
     head: &OutboxRow,
-    accepted: &mut Option<[u8; 16]>,
+    accepted: &mut HashSet<[u8; 16]>,
 ) -> Result<Step, StoreError> {
     let (Some(post_id), Some(message)) = (head.post_id, head.mls_message.clone()) else {
         return Ok(Step::Again);
@@ -548,7 +709,7 @@ async fn post(
     match answer {
         // Accepted: the entry is processed (as our own) when it is pushed or read next.
         Ok(_) => {
-            *accepted = Some(post_id);
+            accepted.insert(post_id);
             Ok(Step::Again)
         }
         // The epoch moved: our post did not win. Forget it (a commit's pending state too);

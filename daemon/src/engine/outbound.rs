@@ -4,7 +4,7 @@
 
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
-use rusqlite::{OptionalExtension as _, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use sotto_protocol::envelope::Envelope;
 
@@ -97,46 +97,50 @@ pub struct Claimed {
 
 /// The head of a conversation's outbox.
 pub fn head(conn: &rusqlite::Connection, conv: &str) -> Result<Option<OutboxRow>, StoreError> {
-    let row = conn
-        .query_row(
-            "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id, removed, done_epoch
-             FROM outbox WHERE conversation = ?1 ORDER BY op = 'commit_pending' DESC, id LIMIT 1",
-            [conv],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
-                    r.get::<_, Option<Vec<u8>>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<Vec<u8>>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                    r.get::<_, Option<i64>>(11)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((
-        id,
-        op,
-        payload,
-        post_id,
-        mls_message,
-        added,
-        welcome,
-        welcome_to,
-        join_seq,
-        message_id,
-        removed,
-        done_epoch,
-    )) = row
-    else {
-        return Ok(None);
-    };
+    Ok(rows(conn, conv, 1)?.into_iter().next())
+}
+
+/// The run of consecutive `message` rows at the head of the outbox, at most `limit`.
+pub fn message_run(
+    conn: &rusqlite::Connection,
+    conv: &str,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut run = rows(conn, conv, limit)?;
+    let end = run
+        .iter()
+        .position(|r| r.op != "message" || r.join_seq.is_some())
+        .unwrap_or(run.len());
+    run.truncate(end);
+    Ok(run)
+}
+
+/// The first `limit` outbox rows in the order the actor works them.
+fn rows(
+    conn: &rusqlite::Connection,
+    conv: &str,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id, removed, done_epoch
+         FROM outbox WHERE conversation = ?1 ORDER BY op = 'commit_pending' DESC, id LIMIT ?2",
+    )?;
+    let raw = st.query_map(params![conv, limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
+            r.get::<_, Option<Vec<u8>>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, Option<Vec<u8>>>(6)?,
+            r.get::<_, Option<String>>(7)?,
+            r.get::<_, Option<i64>>(8)?,
+            r.get::<_, Option<String>>(9)?,
+            r.get::<_, Option<String>>(10)?,
+            r.get::<_, Option<i64>>(11)?,
+        ))
+    })?;
     let keys = |json: Option<String>| -> Vec<[u8; 32]> {
         json.and_then(|a| serde_json::from_str::<Vec<String>>(&a).ok())
             .unwrap_or_default()
@@ -144,22 +148,40 @@ pub fn head(conn: &rusqlite::Connection, conv: &str) -> Result<Option<OutboxRow>
             .filter_map(|h| hex::decode(h).ok()?.try_into().ok())
             .collect()
     };
-    Ok(Some(OutboxRow {
-        id,
-        op,
-        payload,
-        post_id: post_id.and_then(|p| p.try_into().ok()),
-        mls_message,
-        added: keys(added),
-        removed: keys(removed),
-        done_epoch: done_epoch.map(|e| e as u64),
-        welcome,
-        welcome_to: welcome_to
-            .and_then(|w| serde_json::from_str::<Vec<Recipient>>(&w).ok())
-            .unwrap_or_default(),
-        join_seq: join_seq.map(|j| j as u64),
-        message_id,
-    }))
+    let mut out = Vec::new();
+    for row in raw {
+        let (
+            id,
+            op,
+            payload,
+            post_id,
+            mls_message,
+            added,
+            welcome,
+            welcome_to,
+            join_seq,
+            message_id,
+            removed,
+            done_epoch,
+        ) = row?;
+        out.push(OutboxRow {
+            id,
+            op,
+            payload,
+            post_id: post_id.and_then(|p| p.try_into().ok()),
+            mls_message,
+            added: keys(added),
+            removed: keys(removed),
+            done_epoch: done_epoch.map(|e| e as u64),
+            welcome,
+            welcome_to: welcome_to
+                .and_then(|w| serde_json::from_str::<Vec<Recipient>>(&w).ok())
+                .unwrap_or_default(),
+            join_seq: join_seq.map(|j| j as u64),
+            message_id,
+        });
+    }
+    Ok(out)
 }
 
 /// The cache key of a conversation's `MlsGroup` (see [`Tx::keep`]).
