@@ -24,11 +24,34 @@ fn find(dir: &Path) -> String {
 fn an_ephemeral_session_leaves_no_trace() {
     let relay = Relay::start();
     let mut eph = Daemon::new("file").with_args(&["--ephemeral"]);
+    let locked_kb = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    eph.start();
+    let before = locked_kb(eph.pid());
     let alice = eph.account(&relay, "alice");
     let status = eph.client().ok("daemon.status", json!({}));
     assert_eq!(status["ephemeral"], true, "{status}");
     assert_eq!(status["account"]["key_store"], "memory", "{status}");
     assert!(eph.sotto_ok(&["status"]).contains("EPHEMERAL"));
+    // The key's pages are locked in RAM where RLIMIT_MEMLOCK allows (it is inherited).
+    let limit = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let memlock: Option<u64> = limit
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok());
+    if memlock.is_none_or(|m| m >= 64 * 1024) {
+        let after = locked_kb(eph.pid());
+        assert!(
+            after > before,
+            "the key's pages were not locked ({before} → {after} kB)"
+        );
+    }
     // One instance per socket: a second one refuses to start.
     let second = eph.command().output().expect("run a second sottod");
     assert!(!second.status.success(), "{second:?}");

@@ -133,6 +133,9 @@ impl Service {
         let kind = self.config.key_store;
         let key_store = self.open_key_store(kind).await?;
         let key = Arc::new(DeviceKey::generate());
+        if self.config.ephemeral {
+            lock_in_memory(&key);
+        }
         let device_id = hex::encode(rand::random::<[u8; 8]>());
         // Register first: a taken name or an unreachable relay fails the call with nothing
         // stored anywhere.
@@ -246,4 +249,21 @@ pub(super) fn no_account() -> ApiError {
         ErrorKind::NoAccount,
         "this device has no account yet: run `sotto account create --relay RELAY NAME`",
     )
+}
+
+/// Locks the pages holding `key` into RAM (`mlock`) so an ephemeral daemon's key never
+/// reaches swap, where RLIMIT_MEMLOCK allows; they stay locked until the process exits.
+/// Only these pages: `mlockall(MCL_FUTURE)` would make later allocations fail at the limit.
+fn lock_in_memory(key: &Arc<DeviceKey>) {
+    let ptr = Arc::as_ptr(key).cast::<u8>();
+    match region::lock(ptr, std::mem::size_of::<DeviceKey>()) {
+        Ok(guard) => {
+            // Never unlocked: the key lives as long as the daemon.
+            std::mem::forget(guard);
+            tracing::debug!("device key pages locked in memory");
+        }
+        Err(e) => {
+            tracing::info!(cause = %e, "could not mlock the device key (RLIMIT_MEMLOCK?); it may be swapped")
+        }
+    }
 }
