@@ -6,7 +6,9 @@
 # rusqlite's bundled SQLCipher links against, headers and the .so link); neovim, emacs-nox and
 # elpa-package-lint, python3-venv for the editor plugins' and the Python client's tests;
 # zsh, fish, groff-base and man-db for the shell completions and man pages;
-# tmux + procps for sotto chat's end-to-end tests in a real terminal.
+# tmux + procps for sotto chat's end-to-end tests in a real terminal; postgresql
+# (Debian's server binaries in /usr/lib/postgresql/N/bin: the relay tests initdb a
+# private cluster).
 set -euo pipefail
 
 need=()
@@ -41,6 +43,8 @@ have man || need+=(man-db)
 # sotto chat's end-to-end tests: a real terminal (tmux), pgrep to find the chat's pid.
 have tmux || need+=(tmux)
 have pgrep || need+=(procps)
+# The relay's PostgreSQL tests.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -12,8 +12,8 @@ pub struct Config {
     /// The canonical public URL; authentication proofs sign it and local addresses use
     /// its `host[:port]`.
     pub public_url: PublicUrl,
-    /// Where the SQLite database lives.
-    pub database: PathBuf,
+    /// The database.
+    pub database: Database,
     /// TLS certificate chain and key (PEM). `None` serves plain WebSocket.
     pub tls: Option<TlsFiles>,
     /// Peers in this range may name the client address in `X-Forwarded-For`.
@@ -22,6 +22,57 @@ pub struct Config {
     pub limits: Limits,
     /// Invite-only: registration needs an invitation signed by this admin key.
     pub invite_key: Option<ed25519_dalek::VerifyingKey>,
+}
+
+/// Which database backs the relay.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// An embedded SQLite file (one relay process).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, shareable by several relay processes.
+    Postgres {
+        /// The connection URL.
+        url: Box<crate::storage::PgUrl>,
+        /// The most pooled connections this process opens (plus one for LISTEN).
+        pool_size: usize,
+    },
+}
+
+impl Database {
+    /// Parses `--database`: `sqlite:PATH`, `sqlite://PATH`, or
+    /// `postgres://USER[:PASS]@HOST[:PORT]/DB[?sslmode=disable|prefer|require]`.
+    pub fn parse(url: &str, pool_size: usize) -> Result<Database, String> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(
+                    "sqlite: needs a path, e.g. sqlite:/var/lib/sotto-relay/relay.sqlite3".into(),
+                );
+            }
+            return Ok(Database::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let url = crate::storage::PgUrl::parse(url)?;
+            return Ok(Database::Postgres {
+                url: Box::new(url),
+                pool_size,
+            });
+        }
+        Err(format!(
+            "unsupported database URL {:?}: use sqlite:PATH or postgres://USER[:PASS]@HOST[:PORT]/DB",
+            url.split_once("://").map_or(url, |(scheme, _)| scheme)
+        ))
+    }
+
+    /// A description without secrets, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(p) => format!("sqlite:{}", p.display()),
+            Database::Postgres { url, .. } => url.redacted(),
+        }
+    }
 }
 
 /// PEM files for TLS.
@@ -139,5 +190,22 @@ mod tests {
         assert!(!ok("0.0.0.0:1", false, false));
         assert!(ok("0.0.0.0:1", true, false));
         assert!(ok("0.0.0.0:1", false, true));
+    }
+
+    #[test]
+    fn database_urls() {
+        assert!(
+            matches!(Database::parse("sqlite:/x/r.db", 4), Ok(Database::Sqlite(p)) if p == std::path::Path::new("/x/r.db"))
+        );
+        assert!(
+            matches!(Database::parse("sqlite:///x/r.db", 4), Ok(Database::Sqlite(p)) if p == std::path::Path::new("/x/r.db"))
+        );
+        assert!(matches!(
+            Database::parse("postgres://u:pw@127.0.0.1:5/db?sslmode=disable", 4),
+            Ok(Database::Postgres { pool_size: 4, .. })
+        ));
+        let e = Database::parse("mysql://u:secret@h/d", 4).expect_err("refused");
+        assert!(e.contains("mysql") && !e.contains("secret"), "{e}");
+        assert!(Database::parse("sqlite:", 4).is_err());
     }
 }

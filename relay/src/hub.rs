@@ -87,6 +87,7 @@ impl Hub {
         let key = match &change {
             Change::Group { group_id, .. } => Key::Group(group_id.clone()),
             Change::Mailbox { device } => Key::Mailbox(*device),
+            Change::Everything => return self.wake_everyone(),
         };
         let wakers: Vec<Arc<Waker>> = {
             let map = self.by_key.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,7 +22,7 @@ pub mod storage;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use config::{Config, Limits, ListenCheck, TlsFiles};
+pub use config::{Config, Database, Limits, ListenCheck, TlsFiles};
 pub use server::run;
 
 /// Errors that stop the relay.

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sotto_relay::invite::{self, Invite};
 use sotto_relay::net::{Cidr, PublicUrl};
-use sotto_relay::{Config, Limits, ListenCheck, TlsFiles};
+use sotto_relay::{Config, Database, Limits, ListenCheck, TlsFiles};
 
 /// Sotto's relay: store-and-forward delivery of ciphertext and the key-package directory.
 #[derive(Debug, Parser)]
@@ -22,6 +22,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Applies the database migrations and exits (idempotent; needs no --listen).
+    Migrate {
+        /// Database URL (as for the relay).
+        #[arg(long, env = "SOTTO_RELAY_DATABASE", hide_env_values = true)]
+        database: String,
+    },
     /// Invitations for an --invite-only relay.
     #[command(subcommand)]
     Invite(InviteCommand),
@@ -60,9 +66,14 @@ struct Args {
     /// Directory for the database (default: the current directory).
     #[arg(long, env = "STATE_DIRECTORY")]
     data_dir: Option<PathBuf>,
-    /// Database URL: sqlite:PATH (default: sqlite:DATA_DIR/relay.sqlite3).
-    #[arg(long)]
+    /// Database URL: sqlite:PATH (default: DATA_DIR/relay.sqlite3) or
+    /// postgres://USER[:PASS]@HOST[:PORT]/DB with an optional ?sslmode= of disable,
+    /// prefer or require.
+    #[arg(long, env = "SOTTO_RELAY_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// Most pooled PostgreSQL connections of this process (plus one for LISTEN).
+    #[arg(long, default_value_t = 16)]
+    database_pool_size: usize,
     /// TLS certificate chain (PEM).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -113,17 +124,30 @@ struct Args {
     retention_interval_ms: u64,
 }
 
-fn database_path(args: &Args) -> anyhow::Result<PathBuf> {
+fn database(args: &Args) -> anyhow::Result<Database> {
     if let Some(url) = &args.database {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .context("only sqlite: database URLs are supported in this version")?;
-        return Ok(PathBuf::from(path));
+        return Database::parse(url, args.database_pool_size).map_err(anyhow::Error::msg);
     }
     let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir.join("relay.sqlite3"))
+    Ok(Database::Sqlite(dir.join("relay.sqlite3")))
+}
+
+async fn migrate(url: &str) -> anyhow::Result<()> {
+    let db = Database::parse(url, 1).map_err(anyhow::Error::msg)?;
+    let what = db.describe();
+    let version = match db {
+        Database::Sqlite(path) => {
+            sotto_relay::storage::SqliteStore::open(&path)
+                .with_context(|| format!("migrating {what}"))?;
+            1
+        }
+        Database::Postgres { url, .. } => sotto_relay::storage::postgres::migrate(&url)
+            .await
+            .with_context(|| format!("migrating {what}"))?,
+    };
+    println!("{what}: schema version {version}");
+    Ok(())
 }
 
 /// What sotto-relay(8) adds to the page generated from the flags.
@@ -179,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             uses,
             expires,
         })) => return invite_create(&admin_key, uses, expires),
+        Some(Command::Migrate { database }) => return migrate(&database).await,
         None => cli.serve,
     };
     let Some(listen) = args.listen else {
@@ -231,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = Config {
         public_url,
-        database: database_path(&args)?,
+        database: database(&args)?,
         tls,
         trusted_proxy: args.trusted_proxy,
         limits,

@@ -17,13 +17,13 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::config::{Config, TlsFiles};
+use crate::config::{Config, Database, TlsFiles};
 use crate::http::{self, Head};
 use crate::hub::Hub;
 use crate::limits::{ConnectionsPerIp, RateMap};
 use crate::metrics::Metrics;
 use crate::net::canonical;
-use crate::storage::{SqliteStore, Store};
+use crate::storage::{PgStore, SqliteStore, Store};
 use crate::{Error, conn, unix_now};
 
 /// How long shutdown waits for connections to close.
@@ -56,14 +56,30 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let store = SqliteStore::open(&config.database).map_err(|source| Error::Storage { source })?;
-    tracing::info!(
-        url = config.public_url.as_str(),
-        database = %config.database.display(),
-        synchronous = store.durability(),
-        "relay starting"
-    );
-    run_with_store(listener, config, store, shutdown).await
+    match &config.database {
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(path).map_err(|source| Error::Storage { source })?;
+            tracing::info!(
+                url = config.public_url.as_str(),
+                database = %config.database.describe(),
+                synchronous = store.durability(),
+                "relay starting"
+            );
+            run_with_store(listener, config, store, shutdown).await
+        }
+        Database::Postgres { url, pool_size } => {
+            let store = PgStore::open(url, *pool_size)
+                .await
+                .map_err(|source| Error::Storage { source })?;
+            tracing::info!(
+                url = config.public_url.as_str(),
+                database = %config.database.describe(),
+                durability = store.durability(),
+                "relay starting"
+            );
+            run_with_store(listener, config, store, shutdown).await
+        }
+    }
 }
 
 /// Serves the relay with any [`Store`].
@@ -270,10 +286,16 @@ async fn route<S: Store>(
     let text = "text/plain; charset=utf-8";
     match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/healthz") => {
-            http::respond(stream, "200 OK", text, "ok\n").await?;
+            if shared.store.healthy() {
+                http::respond(stream, "200 OK", text, "ok\n").await?;
+            } else {
+                let msg = "database unreachable\n";
+                http::respond(stream, "503 Service Unavailable", text, msg).await?;
+            }
         }
         ("GET", "/metrics") => {
-            let body = shared.metrics.render(shared.store.durability());
+            let mut body = shared.metrics.render(shared.store.durability());
+            shared.store.render_metrics(&mut body);
             http::respond(stream, "200 OK", "text/plain; version=0.0.4", &body).await?;
         }
         ("GET", WS_PATH) => {

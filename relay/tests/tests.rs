@@ -1,5 +1,9 @@
 //! Integration tests of `sotto-relay`: the real binary, a raw protocol client, real MLS
 //! messages from openmls.
+//!
+//! The protocol suite is compiled once per storage backend (modules `sqlite` and
+//! `postgres` below include the same case files), hence the allowed duplicate modules.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "cases/client.rs"]
 mod client;
@@ -8,19 +12,32 @@ mod harness;
 #[path = "cases/mls.rs"]
 mod mls;
 
-#[path = "cases/auth.rs"]
-mod auth;
-#[path = "cases/durability.rs"]
-mod durability;
-#[path = "cases/groups.rs"]
-mod groups;
-#[path = "cases/hostile.rs"]
-mod hostile;
-#[path = "cases/invite.rs"]
-mod invite;
-#[path = "cases/keypackages.rs"]
-mod keypackages;
-#[path = "cases/throughput.rs"]
-mod throughput;
-#[path = "cases/transport.rs"]
-mod transport;
+#[path = "cases/pg.rs"]
+mod pg;
+
+/// The relay protocol suite on the embedded SQLite backend.
+#[path = "cases"]
+mod sqlite {
+    mod auth;
+    mod durability;
+    mod groups;
+    mod hostile;
+    mod invite;
+    mod keypackages;
+    mod throughput;
+    mod transport;
+}
+
+/// The same suite on PostgreSQL (`harness::backend()` reads the module path), plus what
+/// only several relay processes on one database can show.
+#[path = "cases"]
+mod postgres {
+    mod auth;
+    mod durability;
+    mod groups;
+    mod hostile;
+    mod invite;
+    mod keypackages;
+    mod scaleout;
+    mod transport;
+}

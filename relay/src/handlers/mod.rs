@@ -46,6 +46,17 @@ fn err(kind: RelayErrorKind, message: impl Into<String>) -> RelayError {
 }
 
 fn internal(e: StoreError) -> RelayError {
+    if let StoreError::Unavailable { .. } = e {
+        // Retryable in the existing wire protocol: clients back off and send the same
+        // request again (posts keep their post id, so a retry is never a duplicate).
+        tracing::warn!(cause = %e, "storage unavailable");
+        return err(
+            RelayErrorKind::RateLimited {
+                retry_after_ms: 1000,
+            },
+            "storage temporarily unavailable; retry",
+        );
+    }
     tracing::error!(cause = %e, "storage failure");
     err(RelayErrorKind::Internal, "storage failure; retry later")
 }

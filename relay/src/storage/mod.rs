@@ -7,7 +7,11 @@
 //! access-list delta; key-package claims delete exactly one row; and [`Store::changes`]
 //! is a wake-up stream only (LISTEN/NOTIFY there, an in-process channel here) — the
 //! tables stay the truth, so a lagging listener just reads again.
+//!
+//! [`PgStore`] (module `postgres`) is that implementation, for several relay processes
+//! on one PostgreSQL database.
 
+pub mod postgres;
 mod schema;
 mod sql_directory;
 mod sql_groups;
@@ -21,6 +25,7 @@ use sotto_protocol::relay::{
 };
 use tokio::sync::broadcast;
 
+pub use postgres::{PgStore, PgUrl};
 pub use sqlite::SqliteStore;
 
 /// A storage failure (not a protocol-level refusal: those are outcomes).
@@ -41,6 +46,25 @@ pub enum StoreError {
         /// SQLite's message.
         message: String,
     },
+    /// The database is unreachable, timed out or lost a race; the request may be retried.
+    #[error("database unavailable during {context}: {reason}")]
+    Unavailable {
+        /// What was being done.
+        context: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// PostgreSQL refused a statement.
+    #[error("postgres error during {context}: {reason}")]
+    Postgres {
+        /// What was being done.
+        context: &'static str,
+        /// PostgreSQL's message and SQLSTATE.
+        reason: String,
+    },
+    /// The database cannot be used by this relay (bad URL, schema too new, ...).
+    #[error("{0}")]
+    Setup(String),
     /// The storage worker has stopped.
     #[error("storage worker stopped")]
     Closed,
@@ -70,6 +94,9 @@ pub enum Change {
         /// The new head seq.
         head: u64,
     },
+    /// Wake-ups may have been missed (e.g. the cross-process listener reconnected):
+    /// every watcher reads again from its cursor.
+    Everything,
 }
 
 /// The result of a registration.
@@ -350,4 +377,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// A description of the durability setting, e.g. `"full"`.
     fn durability(&self) -> &str;
+
+    /// Whether the database answers (drives `/healthz`). Never blocks.
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    /// Appends backend metrics (Prometheus text) to `out`.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }

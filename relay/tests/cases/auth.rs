@@ -294,10 +294,7 @@ async fn a_welcome_for_many_is_stored_once_and_acked_per_mailbox() {
         a.request(post).await,
         Ok(Response::Posted { seqs: seqs.clone() })
     );
-    let db = rusqlite::Connection::open(relay.database()).expect("open db read-only");
-    let blobs: i64 = db
-        .query_row("SELECT COUNT(*) FROM mailbox_blobs", [], |r| r.get(0))
-        .expect("count");
+    let blobs = relay.count("SELECT COUNT(*) FROM mailbox_blobs");
     assert_eq!(blobs, 1);
     for (client, dev, seq) in [(&mut b, &bob, seqs[0]), (&mut c, &carol, seqs[1])] {
         let sub = Request::SubscribeMailbox {
@@ -316,9 +313,7 @@ async fn a_welcome_for_many_is_stored_once_and_acked_per_mailbox() {
         };
         assert_eq!(client.request(ack).await, Ok(Response::Ok));
     }
-    let blobs: i64 = db
-        .query_row("SELECT COUNT(*) FROM mailbox_blobs", [], |r| r.get(0))
-        .expect("count");
+    let blobs = relay.count("SELECT COUNT(*) FROM mailbox_blobs");
     assert_eq!(
         blobs, 0,
         "the shared payload is dropped once every mailbox acked"

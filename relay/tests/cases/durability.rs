@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use sotto_protocol::relay::{Push, Request, Response};
 
 use crate::client::{Client, Device, Incoming};
-use crate::harness::Relay;
+use crate::harness::{Backend, Relay, backend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_posts_survive_kill_9() {
@@ -13,9 +13,15 @@ async fn acked_posts_survive_kill_9() {
     const BEFORE_KILL: usize = 200;
     let mut relay = Relay::start();
     let (_, metrics) = relay.http_get("/metrics");
+    let durable = match backend() {
+        Backend::Sqlite => "sotto_relay_storage_synchronous{mode=\"full\"} 1",
+        Backend::Postgres => {
+            "sotto_relay_storage_synchronous{mode=\"synchronous_commit=on fsync=on\"} 1"
+        }
+    };
     assert!(
-        metrics.contains("sotto_relay_storage_synchronous{mode=\"full\"} 1"),
-        "the relay runs with PRAGMA synchronous=FULL:\n{metrics}"
+        metrics.contains(durable),
+        "the relay commits durably before acknowledging:\n{metrics}"
     );
     let alice = Device::new(&relay.address("alice"));
     let bob = Device::new(&relay.address("bob"));
@@ -97,11 +103,13 @@ async fn acked_posts_survive_kill_9() {
         "acked but lost after kill -9: {missing:?}"
     );
     assert!(acked.len() >= BEFORE_KILL);
-    let db = rusqlite::Connection::open(relay.database()).expect("open db");
-    let mode: String = db
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .expect("journal mode");
-    assert_eq!(mode, "wal");
+    if backend() == Backend::Sqlite {
+        let db = rusqlite::Connection::open(relay.database()).expect("open db");
+        let mode: String = db
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 /// How long anything may take on a loaded machine before a test gives up.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The storage backend a test's relays use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backend of the running test: the suite is compiled twice (tests.rs), once under
+/// `sqlite::` and once under `postgres::`, and libtest names each test's thread after
+/// its path.
+pub fn backend() -> Backend {
+    match std::thread::current().name() {
+        Some(n) if n.starts_with("postgres::") => Backend::Postgres,
+        _ => Backend::Sqlite,
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sotto-relay")
 }
@@ -31,9 +48,22 @@ impl Relay {
 
     /// Starts a relay with extra flags.
     pub fn start_with(extra: &[&str]) -> Relay {
+        let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if backend() == Backend::Postgres && !extra.iter().any(|a| a == "--database") {
+            let url = crate::pg::shared().create_database();
+            extra.splice(0..0, ["--database".to_owned(), url]);
+        }
+        Relay::spawn_with(extra, None)
+    }
+
+    /// Starts another relay process on the same database and public URL as `self`.
+    pub fn sibling(&self) -> Relay {
+        Relay::spawn_with(self.extra.clone(), Some(&self.url))
+    }
+
+    fn spawn_with(extra: Vec<String>, public_url: Option<&str>) -> Relay {
         let dir = tempfile::tempdir().expect("temp dir");
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let (child, addr, url) = spawn(dir.path(), &extra, None);
+        let (child, addr, url) = spawn(dir.path(), &extra, public_url);
         Relay {
             child: Some(child),
             addr,
@@ -52,6 +82,32 @@ impl Relay {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The PostgreSQL URL this relay uses, if any.
+    pub fn database_url(&self) -> Option<&str> {
+        let i = self.extra.iter().position(|a| a == "--database")?;
+        self.extra.get(i + 1).map(String::as_str)
+    }
+
+    /// Runs a `SELECT COUNT(*) ...` on the relay's database, whichever backend.
+    pub fn count(&self, sql: &str) -> i64 {
+        match self.database_url() {
+            Some(url) => {
+                let db = url
+                    .rsplit('/')
+                    .next()
+                    .and_then(|d| d.split('?').next())
+                    .expect("database name");
+                let out = crate::pg::shared().psql(db, sql);
+                out.parse()
+                    .unwrap_or_else(|_| panic!("count from {sql}: {out:?}"))
+            }
+            None => {
+                let db = rusqlite::Connection::open(self.database()).expect("open db");
+                db.query_row(sql, [], |r| r.get(0)).expect("count")
+            }
+        }
     }
 
     pub fn database(&self) -> PathBuf {

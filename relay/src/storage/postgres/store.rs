@@ -1,0 +1,713 @@
+//! [`Store`] for [`PgStore`].
+
+use std::future::Future;
+
+use sotto_protocol::relay::{
+    ClaimedKeyPackage, GroupEntry, GroupState, KeyPackageCount, MailboxEntry, Principal,
+};
+use tokio::sync::{broadcast, oneshot};
+
+use super::writer::Job;
+use super::{OP_TIMEOUT, PgStore, db};
+use crate::storage::{
+    AppendOutcome, Change, CreateOutcome, InviteUse, MailboxOutcome, NewGroupEntry, NewKeyPackage,
+    NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError,
+};
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// An advisory-lock key for a byte string (the lock only has to be the same for equal
+/// inputs; collisions just serialise unrelated work briefly).
+fn lock_key(class: u8, bytes: &[u8]) -> i64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::new_with_prefix([class])
+        .chain_update(bytes)
+        .finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+impl PgStore {
+    /// Runs `f` within the operation timeout, counting failures.
+    async fn op<T>(
+        &self,
+        context: &'static str,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let r = match tokio::time::timeout(OP_TIMEOUT, f).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable {
+                context,
+                reason: format!("no answer from the database within {OP_TIMEOUT:?}"),
+            }),
+        };
+        self.inner.count(r)
+    }
+
+    fn queue<T>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T>
+    where
+        T: Send + 'static,
+    {
+        // Queued now: the call fixes the place in the commit order.
+        let queued = self.writer.send(job).is_ok();
+        async move {
+            if !queued {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    async fn count_kp(
+        c: &impl deadpool_postgres::GenericClient,
+        device: &Principal,
+        ciphersuite: u16,
+        now: u64,
+    ) -> Result<KeyPackageCount, StoreError> {
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE NOT last_resort), count(*) FILTER (WHERE last_resort)
+                 FROM key_packages WHERE device = $1 AND ciphersuite = $2
+                 AND not_before <= $3 AND not_after > $3",
+                &[&&device[..], &i32::from(ciphersuite), &i64_of(now)],
+            )
+            .await
+            .map_err(|e| db("counting key packages", e))?;
+        let available: i64 = row.get(0);
+        let last: i64 = row.get(1);
+        Ok(KeyPackageCount {
+            ciphersuite,
+            available: u32::try_from(available).unwrap_or(u32::MAX),
+            last_resort: last > 0,
+        })
+    }
+}
+
+impl PgStore {
+    /// Registration in one transaction, serialised per name across processes; with an
+    /// invitation, its use is counted in the same transaction (its row locked), so an
+    /// invitation is never used more often than it allows.
+    async fn register_tx(
+        &self,
+        name: String,
+        device_id: String,
+        key: Principal,
+        now: u64,
+        invite: Option<InviteUse>,
+    ) -> Result<RegisterOutcome, StoreError> {
+        let mut c = self.inner.client().await?;
+        let tx = c.transaction().await.map_err(|e| db("register", e))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_key(1, name.as_bytes())],
+        )
+        .await
+        .map_err(|e| db("register", e))?;
+        let existing = tx
+            .query_opt(
+                "SELECT name, device_id FROM devices WHERE key = $1",
+                &[&&key[..]],
+            )
+            .await
+            .map_err(|e| db("register", e))?;
+        if let Some(r) = existing {
+            let (n, d): (String, String) = (r.get(0), r.get(1));
+            return Ok(if n == name && d == device_id {
+                RegisterOutcome::AlreadyRegistered
+            } else {
+                RegisterOutcome::NameTaken
+            });
+        }
+        let taken = tx
+            .query_opt("SELECT 1 FROM devices WHERE name = $1 LIMIT 1", &[&name])
+            .await
+            .map_err(|e| db("register", e))?;
+        if taken.is_some() {
+            return Ok(RegisterOutcome::NameTaken);
+        }
+        if let Some(invite) = &invite {
+            let nonce = &invite.nonce[..];
+            tx.execute(
+                "INSERT INTO invite_uses (nonce, uses, last_used_at) VALUES ($1, 0, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&nonce, &i64_of(now)],
+            )
+            .await
+            .map_err(|e| db("register", e))?;
+            let used: i32 = tx
+                .query_one(
+                    "SELECT uses FROM invite_uses WHERE nonce = $1 FOR UPDATE",
+                    &[&nonce],
+                )
+                .await
+                .map_err(|e| db("register", e))?
+                .get(0);
+            if i64::from(used) >= i64::from(invite.max_uses) {
+                // Dropping the transaction rolls it back: nothing stored.
+                return Ok(RegisterOutcome::InviteUsedUp);
+            }
+            tx.execute(
+                "UPDATE invite_uses SET uses = uses + 1, last_used_at = $2 WHERE nonce = $1",
+                &[&nonce, &i64_of(now)],
+            )
+            .await
+            .map_err(|e| db("register", e))?;
+        }
+        let inserted = tx
+            .execute(
+                "INSERT INTO devices (key, name, device_id, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&&key[..], &name, &device_id, &i64_of(now)],
+            )
+            .await
+            .map_err(|e| db("register", e))?;
+        if inserted != 1 {
+            // The same key registered under another name meanwhile; the invitation's
+            // use rolls back with the transaction.
+            return Ok(RegisterOutcome::NameTaken);
+        }
+        tx.commit().await.map_err(|e| db("register", e))?;
+        Ok(RegisterOutcome::Registered)
+    }
+}
+
+impl Store for PgStore {
+    async fn register(
+        &self,
+        name: String,
+        device_id: String,
+        key: Principal,
+        now: u64,
+    ) -> Result<RegisterOutcome, StoreError> {
+        self.op(
+            "register",
+            self.register_tx(name, device_id, key, now, None),
+        )
+        .await
+    }
+
+    async fn register_invited(
+        &self,
+        name: String,
+        device_id: String,
+        key: Principal,
+        now: u64,
+        invite: InviteUse,
+    ) -> Result<RegisterOutcome, StoreError> {
+        self.op(
+            "register",
+            self.register_tx(name, device_id, key, now, Some(invite)),
+        )
+        .await
+    }
+
+    async fn device_key(
+        &self,
+        name: String,
+        device_id: String,
+    ) -> Result<Option<Principal>, StoreError> {
+        self.op("device key", async {
+            let c = self.inner.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT key FROM devices WHERE name = $1 AND device_id = $2",
+                    &[&name, &device_id],
+                )
+                .await
+                .map_err(|e| db("device key", e))?;
+            Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
+        })
+        .await
+    }
+
+    async fn devices(&self, name: String) -> Result<Vec<(String, Principal)>, StoreError> {
+        self.op("devices", async {
+            let c = self.inner.client().await?;
+            let rows = c
+                .query(
+                    "SELECT device_id, key FROM devices WHERE name = $1 ORDER BY device_id",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| db("devices", e))?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let key: Vec<u8> = r.get(1);
+                    Some((r.get(0), key.try_into().ok()?))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn publish_key_packages(
+        &self,
+        device: Principal,
+        ciphersuite: u16,
+        pool: Vec<NewKeyPackage>,
+        last_resort: Option<NewKeyPackage>,
+        now: u64,
+    ) -> Result<KeyPackageCount, StoreError> {
+        self.op("publish key packages", async {
+            let mut c = self.inner.client().await?;
+            let tx = c
+                .transaction()
+                .await
+                .map_err(|e| db("publish key packages", e))?;
+            // One publisher per device at a time: exactly one last-resort package stays.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&lock_key(2, &device)],
+            )
+            .await
+            .map_err(|e| db("publish key packages", e))?;
+            let cs = i32::from(ciphersuite);
+            if !pool.is_empty() {
+                let data: Vec<&[u8]> = pool.iter().map(|k| &k.data[..]).collect();
+                let nb: Vec<i64> = pool.iter().map(|k| i64_of(k.not_before)).collect();
+                let na: Vec<i64> = pool.iter().map(|k| i64_of(k.not_after)).collect();
+                tx.execute(
+                    "INSERT INTO key_packages (device, ciphersuite, last_resort, data, not_before, not_after)
+                     SELECT $1, $2, false, d, b, a FROM unnest($3::bytea[], $4::bigint[], $5::bigint[])
+                     WITH ORDINALITY AS t(d, b, a, i) ORDER BY i",
+                    &[&&device[..], &cs, &data, &nb, &na],
+                )
+                .await
+                .map_err(|e| db("publish key packages", e))?;
+            }
+            if let Some(kp) = &last_resort {
+                tx.execute(
+                    "DELETE FROM key_packages WHERE device = $1 AND ciphersuite = $2 AND last_resort",
+                    &[&&device[..], &cs],
+                )
+                .await
+                .map_err(|e| db("publish key packages", e))?;
+                tx.execute(
+                    "INSERT INTO key_packages (device, ciphersuite, last_resort, data, not_before, not_after)
+                     VALUES ($1, $2, true, $3, $4, $5)",
+                    &[
+                        &&device[..],
+                        &cs,
+                        &kp.data,
+                        &i64_of(kp.not_before),
+                        &i64_of(kp.not_after),
+                    ],
+                )
+                .await
+                .map_err(|e| db("publish key packages", e))?;
+            }
+            let count = Self::count_kp(&tx, &device, ciphersuite, now).await?;
+            tx.commit()
+                .await
+                .map_err(|e| db("publish key packages", e))?;
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn count_key_packages(
+        &self,
+        device: Principal,
+        ciphersuite: u16,
+        now: u64,
+    ) -> Result<KeyPackageCount, StoreError> {
+        self.op("count key packages", async {
+            let c = self.inner.client().await?;
+            Self::count_kp(&c, &device, ciphersuite, now).await
+        })
+        .await
+    }
+
+    async fn claim_key_package(
+        &self,
+        device: Principal,
+        ciphersuite: u16,
+        now: u64,
+    ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
+        self.op("claim key package", async {
+            let c = self.inner.client().await?;
+            let (dev, cs, now) = (&device[..], i32::from(ciphersuite), i64_of(now));
+            // Exactly once across processes: the row is locked by the one claim that
+            // deletes it; concurrent claims skip it and take the next.
+            let single = c
+                .query_opt(
+                    "DELETE FROM key_packages WHERE id = (
+                         SELECT id FROM key_packages WHERE device = $1 AND ciphersuite = $2
+                         AND NOT last_resort AND not_before <= $3 AND not_after > $3
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING data",
+                    &[&dev, &cs, &now],
+                )
+                .await
+                .map_err(|e| db("claim key package", e))?;
+            if let Some(r) = single {
+                return Ok(Some(ClaimedKeyPackage {
+                    key_package: r.get(0),
+                    last_resort: false,
+                }));
+            }
+            let last = c
+                .query_opt(
+                    "SELECT data FROM key_packages WHERE device = $1 AND ciphersuite = $2
+                     AND last_resort AND not_before <= $3 AND not_after > $3
+                     ORDER BY id DESC LIMIT 1",
+                    &[&dev, &cs, &now],
+                )
+                .await
+                .map_err(|e| db("claim key package", e))?;
+            Ok(last.map(|r| ClaimedKeyPackage {
+                key_package: r.get(0),
+                last_resort: true,
+            }))
+        })
+        .await
+    }
+
+    fn post_mailbox(
+        &self,
+        post: NewMailboxPost,
+    ) -> impl Future<Output = Result<MailboxOutcome, StoreError>> + Send + use<> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Job::Mailbox(post, tx), rx)
+    }
+
+    async fn read_mailbox(
+        &self,
+        device: Principal,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<MailboxEntry>, StoreError> {
+        self.op("read mailbox", async {
+            let c = self.inner.client().await?;
+            let rows = c
+                .query(
+                    "SELECT m.seq, b.sender, b.sender_address, b.post_id, b.payload, m.created_at
+                     FROM mailbox m JOIN mailbox_blobs b ON b.id = m.blob
+                     WHERE m.device = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
+                    &[&&device[..], &i64_of(after), &i64::from(limit)],
+                )
+                .await
+                .map_err(|e| db("read mailbox", e))?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let sender: Vec<u8> = r.get(1);
+                    let post_id: Vec<u8> = r.get(3);
+                    Some(MailboxEntry {
+                        seq: u64_of(r.get(0)),
+                        sender: sender.try_into().ok()?,
+                        sender_address: r.get(2),
+                        post_id: post_id.try_into().ok()?,
+                        payload: r.get(4),
+                        stored_at: u64_of(r.get(5)),
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn ack_mailbox(&self, device: Principal, up_to: u64) -> Result<(), StoreError> {
+        self.op("ack mailbox", async {
+            let mut c = self.inner.client().await?;
+            let tx = c.transaction().await.map_err(|e| db("ack mailbox", e))?;
+            let rows = tx
+                .query(
+                    "DELETE FROM mailbox WHERE device = $1 AND seq <= $2 RETURNING blob",
+                    &[&&device[..], &i64_of(up_to)],
+                )
+                .await
+                .map_err(|e| db("ack mailbox", e))?;
+            let blobs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            if !blobs.is_empty() {
+                // Blobs still referenced by another mailbox stay; a blob whose last two
+                // references are acknowledged at the same moment is left to retention.
+                tx.execute(
+                    "DELETE FROM mailbox_blobs b WHERE b.id = ANY ($1)
+                     AND NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.blob = b.id)",
+                    &[&blobs],
+                )
+                .await
+                .map_err(|e| db("ack mailbox", e))?;
+            }
+            tx.commit().await.map_err(|e| db("ack mailbox", e))
+        })
+        .await
+    }
+
+    async fn create_group(
+        &self,
+        group_id: Vec<u8>,
+        creator: Principal,
+        now: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.op("create group", async {
+            let mut c = self.inner.client().await?;
+            let tx = c.transaction().await.map_err(|e| db("create group", e))?;
+            let created = tx
+                .execute(
+                    "INSERT INTO groups (id, epoch, head, pruned_through, created_at)
+                     VALUES ($1, 0, 0, 0, $2) ON CONFLICT DO NOTHING",
+                    &[&group_id, &i64_of(now)],
+                )
+                .await
+                .map_err(|e| db("create group", e))?;
+            if created == 1 {
+                tx.execute(
+                    "INSERT INTO group_members (group_id, principal, added_seq, removed_seq, cursor)
+                     VALUES ($1, $2, 0, NULL, 0)",
+                    &[&group_id, &&creator[..]],
+                )
+                .await
+                .map_err(|e| db("create group", e))?;
+                tx.commit().await.map_err(|e| db("create group", e))?;
+                return Ok(CreateOutcome::Ok(GroupState {
+                    group_id,
+                    epoch: 0,
+                    head_seq: 0,
+                    oldest_seq: 1,
+                }));
+            }
+            let row = tx
+                .query_one(
+                    "SELECT g.epoch, g.head, g.pruned_through,
+                        EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id
+                                AND m.principal = $2 AND m.removed_seq IS NULL)
+                     FROM groups g WHERE g.id = $1",
+                    &[&group_id, &&creator[..]],
+                )
+                .await
+                .map_err(|e| db("create group", e))?;
+            let member: bool = row.get(3);
+            Ok(if member {
+                CreateOutcome::Ok(GroupState {
+                    group_id,
+                    epoch: u64_of(row.get(0)),
+                    head_seq: u64_of(row.get(1)),
+                    oldest_seq: u64_of(row.get(2)) + 1,
+                })
+            } else {
+                CreateOutcome::Exists
+            })
+        })
+        .await
+    }
+
+    fn append_group(
+        &self,
+        entry: NewGroupEntry,
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send + use<> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Job::Append(entry, tx), rx)
+    }
+
+    async fn read_group(
+        &self,
+        group_id: Vec<u8>,
+        reader: Principal,
+        after: u64,
+        limit: u32,
+    ) -> Result<ReadOutcome, StoreError> {
+        self.op("read group", async {
+            let c = self.inner.client().await?;
+            let head = c
+                .query_opt(
+                    "SELECT g.head, g.pruned_through, m.added_seq, m.removed_seq, m.principal IS NOT NULL
+                     FROM groups g LEFT JOIN group_members m
+                       ON m.group_id = g.id AND m.principal = $2
+                     WHERE g.id = $1",
+                    &[&group_id, &&reader[..]],
+                )
+                .await
+                .map_err(|e| db("read group", e))?;
+            let Some(h) = head else {
+                return Ok(ReadOutcome::UnknownGroup);
+            };
+            if !h.get::<_, bool>(4) {
+                return Ok(ReadOutcome::NotMember);
+            }
+            let (head, pruned) = (u64_of(h.get(0)), u64_of(h.get(1)));
+            let added = u64_of(h.get(2));
+            let removed: Option<u64> = h.get::<_, Option<i64>>(3).map(u64_of);
+            let start = after.max(added);
+            if start < pruned {
+                return Ok(ReadOutcome::Gap {
+                    oldest_seq: pruned + 1,
+                });
+            }
+            let end = removed.unwrap_or(i64::MAX as u64);
+            let rows = c
+                .query(
+                    "SELECT seq, epoch, content_type, sender, post_id, message FROM group_log
+                     WHERE group_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+                    &[&group_id, &i64_of(start), &i64_of(end), &i64::from(limit)],
+                )
+                .await
+                .map_err(|e| db("read group", e))?;
+            let entries = rows
+                .iter()
+                .filter_map(|r| {
+                    let sender: Vec<u8> = r.get(3);
+                    let post_id: Vec<u8> = r.get(4);
+                    Some(GroupEntry {
+                        seq: u64_of(r.get(0)),
+                        epoch: u64_of(r.get(1)),
+                        content_type: u8::try_from(r.get::<_, i16>(2)).ok()?,
+                        sender: sender.try_into().ok()?,
+                        post_id: post_id.try_into().ok()?,
+                        message: r.get(5),
+                    })
+                })
+                .collect();
+            Ok(ReadOutcome::Entries {
+                entries,
+                removed_at: removed,
+                head_seq: head,
+            })
+        })
+        .await
+    }
+
+    async fn ack_group(
+        &self,
+        group_id: Vec<u8>,
+        member: Principal,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.op("ack group", async {
+            let c = self.inner.client().await?;
+            c.execute(
+                "UPDATE group_members SET cursor = GREATEST(cursor,
+                     LEAST($3, (SELECT head FROM groups WHERE id = $1)))
+                 WHERE group_id = $1 AND principal = $2",
+                &[&group_id, &&member[..], &i64_of(seq)],
+            )
+            .await
+            .map_err(|e| db("ack group", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn group_state(&self, group_id: Vec<u8>) -> Result<Option<GroupState>, StoreError> {
+        self.op("group state", async {
+            let c = self.inner.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT epoch, head, pruned_through FROM groups WHERE id = $1",
+                    &[&group_id],
+                )
+                .await
+                .map_err(|e| db("group state", e))?;
+            Ok(row.map(|r| GroupState {
+                group_id,
+                epoch: u64_of(r.get(0)),
+                head_seq: u64_of(r.get(1)),
+                oldest_seq: u64_of(r.get(2)) + 1,
+            }))
+        })
+        .await
+    }
+
+    async fn prune(&self, now: u64, max_age_secs: u64) -> Result<u64, StoreError> {
+        // Not bounded by OP_TIMEOUT as a whole (each statement is, server-side); every
+        // statement commits on its own and never holds more than one group's lock, so
+        // retention cannot deadlock with the post writers of any process.
+        let r = async {
+            let c = self.inner.client().await?;
+            let cutoff = i64_of(now.saturating_sub(max_age_secs));
+            let rows = c
+                .query(
+                    "SELECT g.id, g.head, g.pruned_through,
+                        (SELECT MIN(m.cursor) FROM group_members m WHERE m.group_id = g.id
+                           AND (m.removed_seq IS NULL OR m.cursor < m.removed_seq)),
+                        (SELECT MAX(l.seq) FROM group_log l WHERE l.group_id = g.id
+                           AND l.created_at < $1)
+                     FROM groups g",
+                    &[&cutoff],
+                )
+                .await
+                .map_err(|e| db("prune", e))?;
+            let mut dropped = 0u64;
+            for r in rows {
+                let id: Vec<u8> = r.get(0);
+                let (head, pruned): (i64, i64) = (r.get(1), r.get(2));
+                let min_cursor: Option<i64> = r.get(3);
+                let aged: Option<i64> = r.get(4);
+                let through = min_cursor.unwrap_or(head).max(aged.unwrap_or(0)).min(head);
+                if through <= pruned {
+                    continue;
+                }
+                // Raise the mark first: a crash in between leaves entries behind a gap
+                // (harmless), never a hole without a gap.
+                c.execute(
+                    "UPDATE groups SET pruned_through = GREATEST(pruned_through, $2) WHERE id = $1",
+                    &[&id, &through],
+                )
+                .await
+                .map_err(|e| db("prune", e))?;
+                dropped += c
+                    .execute(
+                        "DELETE FROM group_log WHERE group_id = $1 AND seq <= $2",
+                        &[&id, &through],
+                    )
+                    .await
+                    .map_err(|e| db("prune", e))?;
+            }
+            let exec = |sql: &'static str, v: i64| {
+                let c = &c;
+                async move {
+                    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&v];
+                    c.execute(sql, &p[..]).await.map_err(|e| db("prune", e))
+                }
+            };
+            dropped += exec("DELETE FROM mailbox WHERE created_at < $1", cutoff).await?;
+            // A blob nobody references any more (uncommitted ones are invisible here).
+            dropped += exec(
+                "DELETE FROM mailbox_blobs b WHERE b.created_at <= $1
+                 AND NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.blob = b.id)",
+                i64_of(now),
+            )
+            .await?;
+            dropped += exec(
+                "DELETE FROM key_packages WHERE not_after <= $1",
+                i64_of(now),
+            )
+            .await?;
+            dropped += exec("DELETE FROM posts WHERE created_at < $1", cutoff).await?;
+            Ok(dropped)
+        }
+        .await;
+        self.inner.count(r)
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    fn durability(&self) -> &str {
+        self.durability_text()
+    }
+
+    fn healthy(&self) -> bool {
+        self.inner
+            .healthy
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.render_pg_metrics(out);
+    }
+}
