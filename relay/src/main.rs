@@ -163,6 +163,9 @@ Health (200 when the database answers) and Prometheus metrics, on the same liste
 \fBSOTTO_LOG\fR
 The log filter (tracing EnvFilter syntax), default \fBinfo\fR; logs go to standard error.
 .TP
+\fBSOTTO_RELAY_DATABASE\fR
+The default of \fB\-\-database\fR (keeps a PostgreSQL password out of the process list).
+.TP
 \fBSTATE_DIRECTORY\fR
 The default of \fB\-\-data\-dir\fR (set by systemd's StateDirectory=).
 .SH "SEE ALSO"
