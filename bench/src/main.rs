@@ -4,6 +4,7 @@
 //! a figure, only when a scenario cannot run at all.
 
 mod children;
+mod pg;
 mod procs;
 mod relay_client;
 mod report;
@@ -40,6 +41,8 @@ enum Scenario {
     Client,
     /// 9. The cost of the post-quantum ciphersuite beside 0x0001.
     Pq,
+    /// 10. Relay throughput on PostgreSQL, one and two relay processes, beside SQLite.
+    RelayPg,
 }
 
 /// Sotto's benchmark harness (release builds give the real figures).
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
                 Scenario::Paced => scenarios::paced::run(&ctx).await,
                 Scenario::Client => scenarios::client::run(&ctx).await,
                 Scenario::Pq => scenarios::pq::run(&ctx).await,
+                Scenario::RelayPg => scenarios::relay_pg::run(&ctx).await,
             }
         });
         match result {

@@ -130,6 +130,8 @@ pub struct Relay {
     _dir: TempDir,
     child: Child,
     pub addr: SocketAddr,
+    /// The relay's public URL (from its listening line).
+    pub url: String,
 }
 
 /// Flags that lift the relay's per-client rate limits for a benchmark.
@@ -195,10 +197,12 @@ impl Relay {
             .next()
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("unexpected relay line {line:?}"))?;
+        let url = parts.next().unwrap_or_default().to_owned();
         Ok(Relay {
             _dir: dir,
             child,
             addr,
+            url,
         })
     }
 

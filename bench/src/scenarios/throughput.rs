@@ -24,7 +24,7 @@ const POOL: usize = 256;
 const BATCH: usize = 256;
 
 /// One client's run: its ack latencies.
-async fn client_run(
+pub(crate) async fn client_run(
     relay: std::net::SocketAddr,
     dev: Device,
     sink: sotto_protocol::relay::DeviceRef,
@@ -95,7 +95,7 @@ async fn client_run(
 }
 
 /// The relay's `synchronous` setting from its /metrics.
-fn relay_durability(relay: &Relay) -> String {
+pub(crate) fn relay_durability(relay: &Relay) -> String {
     use std::io::{Read as _, Write as _};
     let get = || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect(relay.addr)?;
