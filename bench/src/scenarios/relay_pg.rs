@@ -1,8 +1,8 @@
 //! 10. Relay throughput on PostgreSQL: the load of scenario 2 (K raw clients, half group
-//!    log and half mailbox posts, W in flight each) against one relay process on
-//!    PostgreSQL and against two processes on one database (clients alternate between
-//!    them), beside the same load on the default SQLite backend, with the durability
-//!    settings in force printed beside each figure.
+//!     log and half mailbox posts, W in flight each) against one relay process on
+//!     PostgreSQL and against two processes on one database (clients alternate between
+//!     them), beside the same load on the default SQLite backend, with the durability
+//!     settings in force printed beside each figure.
 
 use std::time::Instant;
 
