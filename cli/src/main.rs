@@ -73,6 +73,13 @@ enum Command {
     ///
     /// Keys are listed with `?` (or F1) inside; docs/chat.md describes the screen.
     Chat(commands::chat::ChatArgs),
+    /// Mark a conversation read (every client then shows it without unread messages)
+    Read(commands::read::ReadArgs),
+    /// Search this device's message history, best match first
+    ///
+    /// The query is plain words: each must occur in the message as a word, the last one
+    /// may also be the beginning of a word. Punctuation is just text.
+    Search(commands::search::SearchArgs),
 }
 
 /// What every command gets.
@@ -100,10 +107,12 @@ fn main() -> ExitCode {
         Command::Conversation(cmd) => commands::conversation::run(&ctx, cmd),
         Command::Send(args) => commands::send::run(&ctx, args),
         Command::Messages(args) => commands::messages::run(&ctx, args),
+        Command::Read(args) => commands::read::run(&ctx, args),
+        Command::Search(args) => commands::search::run(&ctx, args),
+        Command::Chat(args) => commands::chat::run(&ctx, args),
         // These two never talk to the daemon.
         Command::Completions(args) => commands::completions::run(args),
         Command::Man(args) => commands::man::run(args),
-        Command::Chat(args) => commands::chat::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

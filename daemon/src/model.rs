@@ -33,9 +33,15 @@ pub struct ConvRow {
     pub acked: u64,
     /// For a direct conversation: the peer's address.
     pub peer: Option<String>,
+    /// The read marker: received messages at log positions above it are unread.
+    pub read_position: u64,
+    /// When the conversation was created or last changed (name, state, epoch).
+    pub changed_at: String,
+    /// Activity order: higher was touched (a message, a change) more recently.
+    pub activity: i64,
 }
 
-const CONV_COLUMNS: &str = "id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer";
+const CONV_COLUMNS: &str = "id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer, read_position, COALESCE(changed_at, created_at), activity";
 
 fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
     Ok(ConvRow {
@@ -49,6 +55,9 @@ fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
         cursor: r.get::<_, i64>(7)? as u64,
         acked: r.get::<_, i64>(8)? as u64,
         peer: r.get(9)?,
+        read_position: r.get::<_, i64>(10)? as u64,
+        changed_at: r.get(11)?,
+        activity: r.get(12)?,
     })
 }
 
@@ -74,6 +83,7 @@ pub fn conversations(conn: &Connection) -> Result<Vec<ConvRow>, StoreError> {
 
 /// The API shape of a conversation, with members and pending changes.
 pub fn conversation_api(conn: &Connection, row: &ConvRow) -> Result<Conversation, StoreError> {
+    let last_message = last_message(conn, &row.id)?;
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT address FROM members WHERE conversation = ?1 ORDER BY address",
     )?;
@@ -121,6 +131,75 @@ pub fn conversation_api(conn: &Connection, row: &ConvRow) -> Result<Conversation
             .unwrap_or_else(|_| format!("0x{:04x}", row.ciphersuite)),
         relay: row.relay.clone(),
         pending,
+        unread: unread(conn, &row.id, row.read_position)?,
+        last_activity_at: last_activity(&row.changed_at, last_message.as_ref()),
+        last_message,
+    })
+}
+
+/// Received messages of `conv` after the read marker `read_position` (an indexed count).
+pub fn unread(conn: &Connection, conv: &str, read_position: u64) -> Result<u64, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages INDEXED BY messages_received
+             WHERE conversation = ?1 AND state = 'received' AND position > ?2",
+        )?
+        .query_row(params![conv, read_position as i64], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// The newest message of `conv` in `message.list` order (a queued one is newest): one
+/// read of the order-key index.
+pub fn last_message(conn: &Connection, conv: &str) -> Result<Option<Message>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_by_order
+             WHERE conversation = ?1 ORDER BY {MESSAGE_ORDER_KEY} DESC LIMIT 1"
+        ))?
+        .query_row([conv], message_from_row)
+        .optional()?
+        .map(|(m, _)| m))
+}
+
+/// The later of the conversation's last change and its newest message (when this device
+/// received it, or sent it). RFC 3339 UTC strings of one shape compare as times.
+fn last_activity(changed_at: &str, last: Option<&Message>) -> String {
+    let message_at = last.map(|m| m.received_at.as_deref().unwrap_or(&m.sent_at));
+    match message_at {
+        Some(t) if t > changed_at => t.to_owned(),
+        _ => changed_at.to_owned(),
+    }
+}
+
+/// The log position up to which `conv` is read when marked read up to message `up_to`
+/// (every message so far without one); `None` when `up_to` is not in the conversation.
+pub fn read_target(
+    conn: &Connection,
+    conv: &str,
+    up_to: Option<&str>,
+) -> Result<Option<u64>, StoreError> {
+    let newest = || -> Result<u64, StoreError> {
+        let p: Option<i64> = conn
+            .prepare_cached("SELECT MAX(position) FROM messages WHERE conversation = ?1")?
+            .query_row([conv], |r| r.get(0))?;
+        Ok(p.unwrap_or(0).max(0) as u64)
+    };
+    let Some(id) = up_to else {
+        return Ok(Some(newest()?));
+    };
+    let found: Option<Option<i64>> = conn
+        .prepare_cached(
+            "SELECT MAX(position), COUNT(*) FROM messages WHERE conversation = ?1 AND id = ?2",
+        )?
+        .query_row(params![conv, id], |r| {
+            let n: i64 = r.get(1)?;
+            Ok((n > 0).then_some(r.get::<_, Option<i64>>(0)?))
+        })?;
+    Ok(match found {
+        None => None,
+        Some(Some(p)) => Some(p.max(0) as u64),
+        // A queued message sorts after everything in the log: all of it is read.
+        Some(None) => Some(newest()?),
     })
 }
 

@@ -916,3 +916,180 @@ fn signals_resume_after_the_subscription_overflows() {
     );
     bob.stop();
 }
+
+/// The read state, search, account creation and safety numbers of the desktop app, over
+/// D-Bus against the socket: `CreateAccount`, `SafetyNumber`, `VerifyContact`, the new
+/// conversation keys, `MarkRead` (and its `ConversationChanged`), `SearchMessages`.
+#[test]
+fn read_state_search_and_identity_over_dbus() {
+    let relay = Relay::start();
+    let bus = SessionBus::start();
+    let alice = daemon_on(&bus);
+    let watch = bus.monitor("type='signal',interface='org.sotto.Sotto1'");
+
+    // An option account.create does not take is refused before anything is created; one
+    // it takes (`invite`, once invitations exist) passes through to it.
+    match gdbus(
+        &bus,
+        "CreateAccount",
+        &["alice", &relay.host, "{'invite': <'t0ken'>}"],
+    ) {
+        Err(err) => {
+            assert!(
+                ["InvalidParams", "InviteInvalid", "InviteRequired"]
+                    .iter()
+                    .any(|k| err.contains(&format!("org.sotto.Sotto1.Error.{k}"))),
+                "{err}"
+            );
+            assert!(err.contains("invite"), "{err}");
+            let err = gdbus(&bus, "AccountInfo", &["{}"]).unwrap_err();
+            assert!(err.contains("org.sotto.Sotto1.Error.NoAccount"), "{err}");
+            let created = busctl(
+                &bus,
+                "CreateAccount",
+                &["ssa{sv}", "alice", &relay.host, "0"],
+            )
+            .unwrap();
+            assert_eq!(created["address"], format!("alice@{}", relay.host).as_str());
+        }
+        Ok(out) => assert!(out.contains("'address': <'alice@"), "{out}"),
+    }
+    let me = alice.client().ok("account.info", json!({}));
+    assert_same_as_socket(&bus, &alice, "AccountInfo", "account.info");
+    let err = gdbus(&bus, "CreateAccount", &["alice2", &relay.host, "{}"]).unwrap_err();
+    assert!(
+        err.contains("org.sotto.Sotto1.Error.AccountExists"),
+        "{err}"
+    );
+
+    // Safety numbers: the same as the socket's; a wrong one is refused, the right one verifies.
+    let mut bob = Daemon::new("file");
+    let bob_address = bob.account(&relay, "bob");
+    alice
+        .client()
+        .ok("contact.add", json!({"address": bob_address}));
+    let number = busctl(&bus, "SafetyNumber", &["sa{sv}", &bob_address, "0"]).unwrap();
+    let via_rpc = alice
+        .client()
+        .ok("contact.safety_number", json!({"address": bob_address}));
+    assert_eq!(number, via_rpc);
+    let digits = number["safety_number"].as_str().unwrap().to_owned();
+    let wrong = digits.replacen(&digits[..1], if &digits[..1] == "0" { "1" } else { "0" }, 1);
+    let err = gdbus(&bus, "VerifyContact", &[&bob_address, &wrong, "{}"]).unwrap_err();
+    assert!(
+        err.contains("org.sotto.Sotto1.Error.SafetyNumberMismatch"),
+        "{err}"
+    );
+    let verified = busctl(
+        &bus,
+        "VerifyContact",
+        &["ssa{sv}", &bob_address, &digits.replace(' ', ""), "0"],
+    )
+    .unwrap();
+    assert_eq!(verified["verified"], true, "{verified}");
+
+    // Bob writes; Alice's conversation shows two unread, over both transports.
+    let conv = bob.sotto_json(&["conversation", "create", me["address"].as_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for t in ["hello over dbus", "lunch at noon"] {
+        assert_eq!(bob.sotto_json(&["send", &conv, t])["state"], "sent");
+    }
+    alice.wait_messages(&conv, "both messages", |l| l.len() == 2);
+    assert_same(
+        &bus,
+        &alice,
+        "ListConversations",
+        &["a{sv}", "0"],
+        ("conversation.list", json!({})),
+    );
+    let got = gdbus(&bus, "GetConversation", &[&conv, "{}"]).unwrap();
+    assert!(got.contains("'unread': <uint32 2>"), "{got}");
+    assert!(got.contains("'last_message': <{"), "{got}");
+    assert!(got.contains("'last_activity_at': <'"), "{got}");
+
+    // Search, like message.search; bad queries are InvalidParams.
+    let hits = busctl(&bus, "SearchMessages", &["sa{sv}", "noon", "0"]).unwrap();
+    assert_eq!(hits[0]["snippet"], "lunch at [noon]", "{hits}");
+    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_same(
+        &bus,
+        &alice,
+        "SearchMessages",
+        &[
+            "sa{sv}",
+            "over",
+            "2",
+            "conversation",
+            "s",
+            &conv,
+            "limit",
+            "u",
+            "5",
+        ],
+        (
+            "message.search",
+            json!({"query": "over", "conversation": conv, "limit": 5}),
+        ),
+    );
+    for q in ["", "  "] {
+        let err = gdbus(&bus, "SearchMessages", &[q, "{}"]).unwrap_err();
+        assert!(
+            err.contains("org.sotto.Sotto1.Error.InvalidParams") && err.contains("empty"),
+            "{err}"
+        );
+    }
+    let err = gdbus(&bus, "SearchMessages", &["noon", "{'limit': <'ten'>}"]).unwrap_err();
+    assert!(
+        err.contains("org.sotto.Sotto1.Error.InvalidParams"),
+        "{err}"
+    );
+
+    // MarkRead: the result, the signal with `unread` (u) in its extras, the socket agrees.
+    let err = gdbus(
+        &bus,
+        "MarkRead",
+        &[&conv, &format!("{{'up_to': <'{}'>}}", "0".repeat(32))],
+    )
+    .unwrap_err();
+    assert!(err.contains("org.sotto.Sotto1.Error.NotFound"), "{err}");
+    let read = gdbus(&bus, "MarkRead", &[&conv, "{}"]).unwrap();
+    assert!(read.contains("'unread': <uint32 0>"), "{read}");
+    let text = watch.wait_for("ConversationChanged for conversation.read", |t| {
+        signal_blocks(t, "ConversationChanged")
+            .iter()
+            .any(|b| b.contains("string \"conversation.read\""))
+    });
+    let block = signal_blocks(&text, "ConversationChanged")
+        .into_iter()
+        .find(|b| b.contains("string \"conversation.read\""))
+        .unwrap();
+    assert!(block.contains(&format!("string \"{conv}\"")), "{block}");
+    let lines: Vec<&str> = block.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == "string \"unread\"")
+        .unwrap_or_else(|| panic!("no unread in the extras: {block}"));
+    assert_eq!(
+        lines[at + 1].split_whitespace().collect::<Vec<_>>(),
+        ["variant", "uint32", "0"],
+        "{block}"
+    );
+    assert_eq!(
+        alice
+            .client()
+            .ok("conversation.get", json!({"conversation": conv}))["unread"],
+        0
+    );
+    // The event is in the log a late client reads.
+    let events = busctl(&bus, "GetEvents", &["tu", "0", "0"]).unwrap();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "conversation.read" && e["conversation"]["unread"] == 0),
+        "{events}"
+    );
+}

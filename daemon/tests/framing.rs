@@ -432,7 +432,7 @@ fn rpc_discover_lists_exactly_the_served_methods() {
     let d = daemon();
     let mut c = d.client();
     let doc = c.ok("rpc.discover", json!({}));
-    assert_eq!(doc["openrpc"], "1.2.6");
+    assert_eq!(doc["openrpc"], sotto_protocol::openrpc::OPENRPC_VERSION);
     let listed: Vec<String> = doc["methods"]
         .as_array()
         .unwrap()

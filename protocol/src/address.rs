@@ -260,7 +260,8 @@ impl schemars::JsonSchema for Address {
         schemars::json_schema!({
             "type": "string",
             "description": "name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}",
-            "pattern": "^[a-z0-9][a-z0-9._-]{0,31}@.+$"
+            "pattern": "^[a-z0-9][a-z0-9._-]{0,31}@.+$",
+            "examples": ["alice@relay.example"]
         })
     }
 }

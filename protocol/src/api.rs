@@ -171,6 +171,16 @@ pub struct Conversation {
     pub relay: String,
     /// Changes queued and not yet complete.
     pub pending: Vec<PendingChange>,
+    /// Received messages after this device's read marker (`conversation.mark_read` moves it).
+    #[serde(default)]
+    pub unread: u64,
+    /// The newest message in the conversation's order (what `message.list` shows last).
+    #[serde(default)]
+    pub last_message: Option<Message>,
+    /// When the newest message arrived or was sent, or the conversation last changed
+    /// (created, joined, renamed, members or epoch), whichever is later.
+    #[serde(default)]
+    pub last_activity_at: String,
 }
 
 /// A message's delivery state.
@@ -303,6 +313,12 @@ pub enum EventPayload {
         /// The conversation.
         conversation: Conversation,
     },
+    /// The read marker of a conversation moved (from any client): `unread` is recomputed.
+    #[serde(rename = "conversation.read")]
+    ConversationRead {
+        /// The conversation.
+        conversation: Conversation,
+    },
     /// A contact's identity key changed.
     #[serde(rename = "contact.identity_changed")]
     ContactIdentityChanged {
@@ -343,6 +359,7 @@ impl EventPayload {
             EventPayload::ConversationChangeFailed { .. } => "conversation.change_failed",
             EventPayload::ConversationRemoved { .. } => "conversation.removed",
             EventPayload::ConversationBroken { .. } => "conversation.broken",
+            EventPayload::ConversationRead { .. } => "conversation.read",
             EventPayload::ContactIdentityChanged { .. } => "contact.identity_changed",
             EventPayload::RelayConnected { .. } => "relay.connected",
             EventPayload::RelayDisconnected { .. } => "relay.disconnected",

@@ -205,6 +205,44 @@ pub struct MessageListParams {
     pub limit: Option<u32>,
 }
 
+/// Params of `conversation.mark_read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationMarkReadParams {
+    /// Id, address or unique name.
+    pub conversation: String,
+    /// Mark read up to and including this message id; default: everything so far. The
+    /// marker never moves backwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to: Option<String>,
+}
+
+/// Params of `message.search`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageSearchParams {
+    /// Plain words: each must occur as a word, the last may also be a word's beginning.
+    /// Punctuation and search-syntax characters are just text.
+    pub query: String,
+    /// Only this conversation (id, address or unique name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+    /// At most this many hits (default 20, at most 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One hit of `message.search`: the message and a snippet of its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchHit {
+    /// The message.
+    #[serde(flatten)]
+    pub message: Message,
+    /// The matching part of the text, the matched words between `[` and `]`, cut parts
+    /// marked with `…`.
+    pub snippet: String,
+}
+
 /// Params of `events.subscribe`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +282,8 @@ methods! {
     ConversationRotateKeys = "conversation.rotate_keys", "Queue a key update for this device", ConversationParams => Conversation;
     MessageSend = "message.send", "Queue a text message", MessageSendParams => Message;
     MessageList = "message.list", "A conversation's history, oldest first", MessageListParams => Vec<Message>;
+    ConversationMarkRead = "conversation.mark_read", "Move a conversation's read marker forward (emits `conversation.read`)", ConversationMarkReadParams => Conversation;
+    MessageSearch = "message.search", "Full-text search over this device's history, best match first", MessageSearchParams => Vec<SearchHit>;
     EventsSubscribe = "events.subscribe", "Stream events (replaying from `since` when given)", SubscribeParams => String;
     EventsUnsubscribe = "events.unsubscribe", "End a subscription", UnsubscribeParams => bool;
 }
@@ -262,7 +302,7 @@ mod tests {
             assert!(seen.insert(m.name), "duplicate {}", m.name);
             assert!(m.name.contains('.'), "{} is not area.verb", m.name);
         }
-        assert_eq!(ALL.len(), 23);
+        assert_eq!(ALL.len(), 25);
     }
 
     #[test]

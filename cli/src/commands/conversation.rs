@@ -115,8 +115,12 @@ pub fn print_line(c: &Conversation) {
     } else {
         format!("  ({} pending)", c.pending.len())
     };
+    let unread = match c.unread {
+        0 => String::new(),
+        n => format!("  [{n} unread]"),
+    };
     println!(
-        "{}  {:<6} {:<7} epoch {:<4} {title}{pending}",
+        "{}  {:<6} {:<7} epoch {:<4} {title}{unread}{pending}",
         c.id,
         format!("{:?}", c.kind).to_lowercase(),
         format!("{:?}", c.state).to_lowercase(),
@@ -128,6 +132,13 @@ fn print_full(c: &Conversation) {
     print_line(c);
     println!("  relay        {}", c.relay);
     println!("  ciphersuite  {}", c.ciphersuite);
+    println!("  unread       {}", c.unread);
+    if !c.last_activity_at.is_empty() {
+        println!("  activity     {}", c.last_activity_at);
+    }
+    if let Some(m) = &c.last_message {
+        println!("  last         {}", super::messages::line(m));
+    }
     for m in &c.members {
         println!("  member       {m}");
     }

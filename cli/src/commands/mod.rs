@@ -8,6 +8,8 @@ pub mod conversation;
 pub mod listen;
 pub mod man;
 pub mod messages;
+pub mod read;
+pub mod search;
 pub mod send;
 pub mod status;
 pub mod wait;

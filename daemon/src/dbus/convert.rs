@@ -12,6 +12,7 @@ use sotto_protocol::api::{
     Account, Contact, Conversation, ErrorInfo, Event, EventPayload, Message, PendingChange,
     RelayStatus, Status,
 };
+use sotto_protocol::methods::SearchHit;
 use zbus::zvariant::Value;
 
 /// One object: `a{sv}`.
@@ -107,7 +108,15 @@ pub fn conversation(c: &Conversation) -> Dict {
         .put("ciphersuite", c.ciphersuite.clone())
         .put("relay", c.relay.clone())
         .put("pending", c.pending.iter().map(pending).collect::<Vec<_>>())
+        .put("unread", unread_u32(c.unread))
+        .opt("last_message", c.last_message.as_ref().map(message))
+        .put("last_activity_at", c.last_activity_at.clone())
         .done()
+}
+
+/// An unread count as `u` (saturating: nobody has 4 billion unread messages).
+pub fn unread_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn pending(p: &PendingChange) -> Dict {
@@ -133,6 +142,18 @@ pub fn message(m: &Message) -> Dict {
         .opt("error", m.error.as_ref().map(error_info))
         .put("position", m.position)
         .done()
+}
+
+/// A `message.search` hit: the message's fields and `snippet`.
+pub fn search_hit(h: &SearchHit) -> Dict {
+    let mut d = message(&h.message);
+    d.insert("snippet".to_owned(), Value::from(h.snippet.clone()));
+    d
+}
+
+/// `contact.safety_number`'s result.
+pub fn safety_number(n: &str) -> Dict {
+    D::new().put("safety_number", n.to_owned()).done()
 }
 
 /// `{kind, message}` of a failed message.
@@ -173,7 +194,8 @@ pub fn event(e: &Event) -> Dict {
             conversation: c, ..
         }
         | EventPayload::ConversationRemoved { conversation: c }
-        | EventPayload::ConversationBroken { conversation: c } => {
+        | EventPayload::ConversationBroken { conversation: c }
+        | EventPayload::ConversationRead { conversation: c } => {
             d.put("conversation", conversation(c))
         }
         EventPayload::ContactIdentityChanged {

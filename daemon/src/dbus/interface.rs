@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sotto_protocol::methods::{
-    AccountInfo, ContactAdd, ContactList, ConversationAdd, ConversationCreate, ConversationGet,
-    ConversationLeave, ConversationList, ConversationRemove, ConversationRename, DaemonStatus,
-    MessageList, MessageSend,
+    AccountCreate, AccountInfo, ContactAdd, ContactList, ContactSafetyNumber, ContactVerify,
+    ConversationAdd, ConversationCreate, ConversationGet, ConversationLeave, ConversationList,
+    ConversationMarkRead, ConversationRemove, ConversationRename, DaemonStatus, MessageList,
+    MessageSearch, MessageSend,
 };
 use zbus::object_server::SignalEmitter;
 
@@ -175,6 +176,68 @@ impl Sotto1 {
         Ok(convert::contact(&self.service.contact_add(p).await?))
     }
 
+    /// `conversation.mark_read`: move the read marker forward (never back); options:
+    /// `up_to` (s, a message id; default: everything so far). Returns the conversation with
+    /// `unread` recomputed.
+    #[zbus(out_args("conversation"))]
+    async fn mark_read(&self, conversation: String, options: Options) -> Result<Dict, DbusError> {
+        let p = decode::<ConversationMarkRead>(json!({"conversation": conversation}), options)?;
+        Ok(convert::conversation(
+            &self.service.conversation_mark_read(p).await?,
+        ))
+    }
+
+    /// `message.search`, best match first, each message with a `snippet` (s); options:
+    /// `conversation` (s), `limit` (u).
+    #[zbus(out_args("messages"))]
+    async fn search_messages(
+        &self,
+        query: String,
+        options: Options,
+    ) -> Result<Vec<Dict>, DbusError> {
+        let p = decode::<MessageSearch>(json!({"query": query}), options)?;
+        let hits = self.service.message_search(p).await?;
+        Ok(hits.iter().map(convert::search_hit).collect())
+    }
+
+    /// `account.create`: create this device's identity and register it with `relay`
+    /// (`host[:port]` or a URL); options: those `account.create` accepts beyond `name`
+    /// and `relay` (e.g. `invite` (s) where the relay needs one).
+    #[zbus(out_args("account"))]
+    async fn create_account(
+        &self,
+        name: String,
+        relay: String,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let p = decode::<AccountCreate>(json!({"name": name, "relay": relay}), options)?;
+        Ok(convert::account(
+            &self.service.account_create(&p.name, &p.relay).await?,
+        ))
+    }
+
+    /// `contact.safety_number`: `{safety_number}` to compare with the contact.
+    #[zbus(out_args("safety_number"))]
+    async fn safety_number(&self, address: String, options: Options) -> Result<Dict, DbusError> {
+        let p = decode::<ContactSafetyNumber>(json!({"address": address}), options)?;
+        let safety_number = self.service.contact_safety_number(&p.address).await?;
+        Ok(convert::safety_number(&safety_number))
+    }
+
+    /// `contact.verify`: mark the contact verified if `safety_number` matches (whitespace
+    /// ignored); `SafetyNumberMismatch` otherwise.
+    #[zbus(out_args("contact"))]
+    async fn verify_contact(
+        &self,
+        address: String,
+        safety_number: String,
+        options: Options,
+    ) -> Result<Dict, DbusError> {
+        let args = json!({"address": address, "safety_number": safety_number});
+        let p = decode::<ContactVerify>(args, options)?;
+        Ok(convert::contact(&self.service.contact_verify(p).await?))
+    }
+
     /// Persisted events with `seq > since`, oldest first, at most `limit` (0: the maximum,
     /// 1000): what a client that starts late missed. Each event is flattened.
     #[zbus(out_args("events"))]
@@ -224,7 +287,8 @@ impl Sotto1 {
         extras: Dict,
     ) -> zbus::Result<()>;
 
-    /// `conversation.*`; `extras` has `seq`, `type` and the `conversation`.
+    /// `conversation.*` (`conversation.read` included); `extras` has `seq`, `type`,
+    /// `unread` (u) and the `conversation`.
     #[zbus(signal)]
     pub async fn conversation_changed(
         emitter: &SignalEmitter<'_>,

@@ -109,8 +109,10 @@ async fn emit(iface: &InterfaceRef<Sotto1>, notifier: Option<&Notifier>, e: &Eve
             conversation: c, ..
         }
         | EventPayload::ConversationRemoved { conversation: c }
-        | EventPayload::ConversationBroken { conversation: c } => {
+        | EventPayload::ConversationBroken { conversation: c }
+        | EventPayload::ConversationRead { conversation: c } => {
             extras.insert("type".into(), Value::from(e.payload.type_name()));
+            extras.insert("unread".into(), Value::from(convert::unread_u32(c.unread)));
             extras.insert("conversation".into(), Value::from(convert::conversation(c)));
             Sotto1::conversation_changed(em, &c.id, extras).await
         }

@@ -3,9 +3,10 @@
 
 use openmls::prelude::*;
 use rusqlite::params;
-use sotto_protocol::api::Conversation;
+use sotto_protocol::api::{Conversation, EventPayload};
 use sotto_protocol::methods::{
-    ConversationCreateParams, ConversationMembersParams, ConversationRenameParams,
+    ConversationCreateParams, ConversationMarkReadParams, ConversationMembersParams,
+    ConversationRenameParams,
 };
 use sotto_protocol::{Address, ErrorKind};
 
@@ -105,17 +106,58 @@ impl Service {
             .await?
     }
 
-    /// `conversation.list`.
+    /// `conversation.list`: the one with the newest activity (a message, a change) first.
     pub async fn conversation_list(&self) -> Result<Vec<Conversation>, ApiError> {
         Ok(self
             .store
             .call(|db| {
-                model::conversations(db.conn())?
-                    .iter()
+                let mut rows = model::conversations(db.conn())?;
+                rows.sort_by(|a, b| b.activity.cmp(&a.activity).then_with(|| a.id.cmp(&b.id)));
+                rows.iter()
                     .map(|r| model::conversation_api(db.conn(), r))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?)
+    }
+
+    /// `conversation.mark_read`: moves the read marker forward to `up_to` (default: every
+    /// message so far), never backwards; emits `conversation.read` when it moved.
+    pub async fn conversation_mark_read(
+        &self,
+        p: ConversationMarkReadParams,
+    ) -> Result<Conversation, ApiError> {
+        let row = self.resolve(&p.conversation).await?;
+        let up_to = p.up_to.map(|m| m.to_ascii_lowercase());
+        self.store
+            .call(move |db| {
+                db.write(|tx| {
+                    let Some(target) = model::read_target(tx.conn(), &row.id, up_to.as_deref())?
+                    else {
+                        return Ok(Err(ApiError::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "no message {} in this conversation",
+                                up_to.as_deref().unwrap_or_default()
+                            ),
+                        )
+                        .with("up_to", up_to.clone().unwrap_or_default())));
+                    };
+                    let moved = tx.conn().execute(
+                        "UPDATE conversations SET read_position = ?2 WHERE id = ?1 AND read_position < ?2",
+                        params![row.id, target as i64],
+                    )?;
+                    let row = model::conversation(tx.conn(), &row.id)?
+                        .ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
+                    let conversation = model::conversation_api(tx.conn(), &row)?;
+                    if moved > 0 {
+                        tx.emit(EventPayload::ConversationRead {
+                            conversation: conversation.clone(),
+                        })?;
+                    }
+                    Ok(Ok(conversation))
+                })
+            })
+            .await?
     }
 
     /// `conversation.get`.

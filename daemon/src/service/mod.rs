@@ -9,6 +9,7 @@ mod conversations;
 mod error;
 mod events;
 mod messages;
+mod search;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -108,8 +108,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         group_id TEXT PRIMARY KEY,
         epoch INTEGER NOT NULL
     );",
-    ),
-    (
+    ),    (
         // One `message.list` page in O(page), not O(history): an index on the exact order
         // key `model::messages` sorts by (log position, queued ones last), so a page is a
         // range read instead of a sort of the whole conversation; and the `before` message
@@ -118,6 +117,57 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "CREATE INDEX messages_by_order ON messages (conversation, COALESCE(position, 4503599627370496 + rowid));
     CREATE INDEX messages_by_id ON messages (conversation, id);",
     ),
+    (
+        // Read state and activity order (docs/api.md, `conversation.mark_read`), and the
+        // full-text index of `message.search`. Both are kept by triggers, so every path
+        // that writes messages or conversations (the engine's receive path included)
+        // keeps them in its own transaction. `activity` is a counter, not a time: the
+        // conversation touched last (a message, a change) has the highest.
+        4,
+        "ALTER TABLE conversations ADD COLUMN read_position INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN changed_at TEXT;
+    ALTER TABLE conversations ADD COLUMN activity INTEGER NOT NULL DEFAULT 0;
+    UPDATE conversations SET changed_at = created_at;
+    UPDATE conversations SET activity = ranked.n FROM (
+        SELECT c.id, ROW_NUMBER() OVER (ORDER BY MAX(c.created_at, COALESCE(
+            (SELECT MAX(COALESCE(m.received_at, m.sent_at)) FROM messages m WHERE m.conversation = c.id),
+            '')), c.id) AS n
+        FROM conversations c
+    ) AS ranked WHERE conversations.id = ranked.id;
+    CREATE INDEX conversations_by_activity ON conversations (activity);
+    CREATE TRIGGER conversations_activity_insert AFTER INSERT ON conversations BEGIN
+        UPDATE conversations SET activity = (SELECT MAX(activity) FROM conversations) + 1
+        WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER conversations_changed_at AFTER UPDATE OF name, state, epoch ON conversations
+    WHEN OLD.name IS NOT NEW.name OR OLD.state IS NOT NEW.state OR OLD.epoch IS NOT NEW.epoch
+    BEGIN
+        UPDATE conversations SET changed_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
+            activity = (SELECT MAX(activity) FROM conversations) + 1
+        WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER messages_activity AFTER INSERT ON messages BEGIN
+        UPDATE conversations SET activity = (SELECT MAX(activity) FROM conversations) + 1
+        WHERE id = NEW.conversation;
+    END;
+    CREATE INDEX messages_received ON messages (conversation, position)
+        WHERE state = 'received';
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        text, content = 'messages', content_rowid = 'rowid',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, text) VALUES (NEW.rowid, NEW.text);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', OLD.rowid, OLD.text);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', OLD.rowid, OLD.text);
+        INSERT INTO messages_fts (rowid, text) VALUES (NEW.rowid, NEW.text);
+    END;",
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -125,6 +175,12 @@ pub const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Applies every migration newer than the database's version.
 pub fn apply(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    apply_through(conn, LATEST)
+}
+
+/// Applies the migrations newer than the database's version up to `last` (tests build old
+/// databases with it).
+pub fn apply_through(conn: &mut Connection, last: i64) -> Result<(), rusqlite::Error> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS sotto_migrations (
             version INTEGER PRIMARY KEY,
@@ -140,7 +196,10 @@ pub fn apply(conn: &mut Connection) -> Result<(), rusqlite::Error> {
         // Reported by `check_version` with a clear message.
         return Ok(());
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (version, sql) in MIGRATIONS
+        .iter()
+        .filter(|(v, _)| *v > current && *v <= last)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute(

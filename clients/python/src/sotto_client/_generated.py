@@ -26,7 +26,7 @@ class SyncMethods:
         params: Dict[str, Any] = {}
         return self.call_params('daemon.shutdown', params)
 
-    def rpc_discover(self) -> Any:
+    def rpc_discover(self) -> Dict[str, Any]:
         """The OpenRPC document of every method"""
         params: Dict[str, Any] = {}
         return self.call_params('rpc.discover', params)
@@ -53,7 +53,7 @@ class SyncMethods:
     def contact_add(self, *, address: str, alias: Optional[str] = None) -> Dict[str, Any]:
         """Fetch a peer's identity key from its relay and pin it
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         ``alias`` (optional): A local alias.
         """
         params: Dict[str, Any] = {}
@@ -70,7 +70,7 @@ class SyncMethods:
     def contact_remove(self, *, address: str) -> Dict[str, Any]:
         """Forget a contact
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         """
         params: Dict[str, Any] = {}
         params['address'] = address
@@ -79,7 +79,7 @@ class SyncMethods:
     def contact_safety_number(self, *, address: str) -> Dict[str, Any]:
         """The safety number to compare with a contact
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         """
         params: Dict[str, Any] = {}
         params['address'] = address
@@ -88,7 +88,7 @@ class SyncMethods:
     def contact_verify(self, *, address: str, safety_number: str) -> Dict[str, Any]:
         """Mark a contact verified after comparing safety numbers
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         ``safety_number``: The safety number read from the peer (whitespace ignored).
         """
         params: Dict[str, Any] = {}
@@ -99,7 +99,7 @@ class SyncMethods:
     def contact_trust(self, *, address: str, fingerprint: str) -> Dict[str, Any]:
         """Accept a contact's changed key without comparing numbers
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         ``fingerprint``: The fingerprint of the key to accept.
         """
         params: Dict[str, Any] = {}
@@ -110,14 +110,14 @@ class SyncMethods:
     def conversation_create(self, *, members: List[str], ciphersuite: Optional[str] = None, name: Optional[str] = None) -> Dict[str, Any]:
         """Create a direct or group conversation
 
-        ``ciphersuite`` (optional): The MLS ciphersuite (name or hex code); default 0x0001.
         ``members``: The other members.
+        ``ciphersuite`` (optional): The MLS ciphersuite (name or hex code); default 0x0001.
         ``name`` (optional): A name (makes it a group even with one peer).
         """
         params: Dict[str, Any] = {}
+        params['members'] = members
         if ciphersuite is not None:
             params['ciphersuite'] = ciphersuite
-        params['members'] = members
         if name is not None:
             params['name'] = name
         return self.call_params('conversation.create', params)
@@ -191,33 +191,60 @@ class SyncMethods:
         """Queue a text message
 
         ``conversation``: Id, address or unique name.
+        ``text``: The text (at most `max_text_bytes` UTF-8 bytes).
         ``idempotency_key`` (optional): A key that makes retries of the same send safe (kept at least 7 days).
         ``reply_to`` (optional): The id of the message this replies to.
-        ``text``: The text (at most `max_text_bytes` UTF-8 bytes).
         """
         params: Dict[str, Any] = {}
         params['conversation'] = conversation
+        params['text'] = text
         if idempotency_key is not None:
             params['idempotency_key'] = idempotency_key
         if reply_to is not None:
             params['reply_to'] = reply_to
-        params['text'] = text
         return self.call_params('message.send', params)
 
     def message_list(self, *, conversation: str, before: Optional[str] = None, limit: Optional[int] = None) -> List[Dict[str, Any]]:
         """A conversation's history, oldest first
 
-        ``before`` (optional): Only messages before this message id.
         ``conversation``: Id, address or unique name.
+        ``before`` (optional): Only messages before this message id.
         ``limit`` (optional): At most this many (the newest ones), oldest first.
         """
         params: Dict[str, Any] = {}
+        params['conversation'] = conversation
         if before is not None:
             params['before'] = before
-        params['conversation'] = conversation
         if limit is not None:
             params['limit'] = limit
         return self.call_params('message.list', params)
+
+    def conversation_mark_read(self, *, conversation: str, up_to: Optional[str] = None) -> Dict[str, Any]:
+        """Move a conversation's read marker forward (emits `conversation.read`)
+
+        ``conversation``: Id, address or unique name.
+        ``up_to`` (optional): Mark read up to and including this message id; default: everything so far. The marker never moves backwards.
+        """
+        params: Dict[str, Any] = {}
+        params['conversation'] = conversation
+        if up_to is not None:
+            params['up_to'] = up_to
+        return self.call_params('conversation.mark_read', params)
+
+    def message_search(self, *, query: str, conversation: Optional[str] = None, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Full-text search over this device's history, best match first
+
+        ``query``: Plain words: each must occur as a word, the last may also be a word's beginning. Punctuation and search-syntax characters are just text.
+        ``conversation`` (optional): Only this conversation (id, address or unique name).
+        ``limit`` (optional): At most this many hits (default 20, at most 200).
+        """
+        params: Dict[str, Any] = {}
+        params['query'] = query
+        if conversation is not None:
+            params['conversation'] = conversation
+        if limit is not None:
+            params['limit'] = limit
+        return self.call_params('message.search', params)
 
     def events_subscribe(self, *, since: Optional[int] = None) -> str:
         """Stream events (replaying from `since` when given)
@@ -255,7 +282,7 @@ class AsyncMethods:
         params: Dict[str, Any] = {}
         return await self.call_params('daemon.shutdown', params)
 
-    async def rpc_discover(self) -> Any:
+    async def rpc_discover(self) -> Dict[str, Any]:
         """The OpenRPC document of every method"""
         params: Dict[str, Any] = {}
         return await self.call_params('rpc.discover', params)
@@ -282,7 +309,7 @@ class AsyncMethods:
     async def contact_add(self, *, address: str, alias: Optional[str] = None) -> Dict[str, Any]:
         """Fetch a peer's identity key from its relay and pin it
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         ``alias`` (optional): A local alias.
         """
         params: Dict[str, Any] = {}
@@ -299,7 +326,7 @@ class AsyncMethods:
     async def contact_remove(self, *, address: str) -> Dict[str, Any]:
         """Forget a contact
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         """
         params: Dict[str, Any] = {}
         params['address'] = address
@@ -308,7 +335,7 @@ class AsyncMethods:
     async def contact_safety_number(self, *, address: str) -> Dict[str, Any]:
         """The safety number to compare with a contact
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         """
         params: Dict[str, Any] = {}
         params['address'] = address
@@ -317,7 +344,7 @@ class AsyncMethods:
     async def contact_verify(self, *, address: str, safety_number: str) -> Dict[str, Any]:
         """Mark a contact verified after comparing safety numbers
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         ``safety_number``: The safety number read from the peer (whitespace ignored).
         """
         params: Dict[str, Any] = {}
@@ -328,7 +355,7 @@ class AsyncMethods:
     async def contact_trust(self, *, address: str, fingerprint: str) -> Dict[str, Any]:
         """Accept a contact's changed key without comparing numbers
 
-        ``address``: name@host[:port]; name [a-z0-9][a-z0-9._-]{0,31}
+        ``address``: The contact's address.
         ``fingerprint``: The fingerprint of the key to accept.
         """
         params: Dict[str, Any] = {}
@@ -339,14 +366,14 @@ class AsyncMethods:
     async def conversation_create(self, *, members: List[str], ciphersuite: Optional[str] = None, name: Optional[str] = None) -> Dict[str, Any]:
         """Create a direct or group conversation
 
-        ``ciphersuite`` (optional): The MLS ciphersuite (name or hex code); default 0x0001.
         ``members``: The other members.
+        ``ciphersuite`` (optional): The MLS ciphersuite (name or hex code); default 0x0001.
         ``name`` (optional): A name (makes it a group even with one peer).
         """
         params: Dict[str, Any] = {}
+        params['members'] = members
         if ciphersuite is not None:
             params['ciphersuite'] = ciphersuite
-        params['members'] = members
         if name is not None:
             params['name'] = name
         return await self.call_params('conversation.create', params)
@@ -420,33 +447,60 @@ class AsyncMethods:
         """Queue a text message
 
         ``conversation``: Id, address or unique name.
+        ``text``: The text (at most `max_text_bytes` UTF-8 bytes).
         ``idempotency_key`` (optional): A key that makes retries of the same send safe (kept at least 7 days).
         ``reply_to`` (optional): The id of the message this replies to.
-        ``text``: The text (at most `max_text_bytes` UTF-8 bytes).
         """
         params: Dict[str, Any] = {}
         params['conversation'] = conversation
+        params['text'] = text
         if idempotency_key is not None:
             params['idempotency_key'] = idempotency_key
         if reply_to is not None:
             params['reply_to'] = reply_to
-        params['text'] = text
         return await self.call_params('message.send', params)
 
     async def message_list(self, *, conversation: str, before: Optional[str] = None, limit: Optional[int] = None) -> List[Dict[str, Any]]:
         """A conversation's history, oldest first
 
-        ``before`` (optional): Only messages before this message id.
         ``conversation``: Id, address or unique name.
+        ``before`` (optional): Only messages before this message id.
         ``limit`` (optional): At most this many (the newest ones), oldest first.
         """
         params: Dict[str, Any] = {}
+        params['conversation'] = conversation
         if before is not None:
             params['before'] = before
-        params['conversation'] = conversation
         if limit is not None:
             params['limit'] = limit
         return await self.call_params('message.list', params)
+
+    async def conversation_mark_read(self, *, conversation: str, up_to: Optional[str] = None) -> Dict[str, Any]:
+        """Move a conversation's read marker forward (emits `conversation.read`)
+
+        ``conversation``: Id, address or unique name.
+        ``up_to`` (optional): Mark read up to and including this message id; default: everything so far. The marker never moves backwards.
+        """
+        params: Dict[str, Any] = {}
+        params['conversation'] = conversation
+        if up_to is not None:
+            params['up_to'] = up_to
+        return await self.call_params('conversation.mark_read', params)
+
+    async def message_search(self, *, query: str, conversation: Optional[str] = None, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Full-text search over this device's history, best match first
+
+        ``query``: Plain words: each must occur as a word, the last may also be a word's beginning. Punctuation and search-syntax characters are just text.
+        ``conversation`` (optional): Only this conversation (id, address or unique name).
+        ``limit`` (optional): At most this many hits (default 20, at most 200).
+        """
+        params: Dict[str, Any] = {}
+        params['query'] = query
+        if conversation is not None:
+            params['conversation'] = conversation
+        if limit is not None:
+            params['limit'] = limit
+        return await self.call_params('message.search', params)
 
     async def events_subscribe(self, *, since: Optional[int] = None) -> str:
         """Stream events (replaying from `since` when given)

@@ -59,6 +59,9 @@ fn sample_conversation() -> Conversation {
             op: "add".into(),
             state: "queued".into(),
         }],
+        unread: 2,
+        last_message: Some(sample_message(false)),
+        last_activity_at: "2026-01-01T00:00:01Z".into(),
     }
 }
 
@@ -141,6 +144,13 @@ fn events_are_flattened() {
         },
         EventPayload::ConversationChanged {
             conversation: sample_conversation(),
+        },
+        EventPayload::ConversationRead {
+            conversation: Conversation {
+                last_message: None,
+                unread: 0,
+                ..sample_conversation()
+            },
         },
         EventPayload::ContactIdentityChanged {
             address: addr("bob@relay.example"),

@@ -2,7 +2,7 @@
 
 use sotto_protocol::methods::{
     ConversationAdd, ConversationCreate, ConversationGet, ConversationLeave, ConversationList,
-    ConversationRemove, ConversationRename, ConversationRotateKeys,
+    ConversationMarkRead, ConversationRemove, ConversationRename, ConversationRotateKeys,
 };
 
 use crate::rpc::Registry;
@@ -28,6 +28,9 @@ pub fn register(r: &mut Registry) {
     });
     r.register::<ConversationRename, _, _>(|ctx, p| async move {
         ctx.service.conversation_rename(p).await
+    });
+    r.register::<ConversationMarkRead, _, _>(|ctx, p| async move {
+        ctx.service.conversation_mark_read(p).await
     });
     r.register::<ConversationRotateKeys, _, _>(|ctx, p| async move {
         ctx.service.conversation_rotate_keys(&p.conversation).await
