@@ -927,33 +927,60 @@ fn read_state_search_and_identity_over_dbus() {
     let alice = daemon_on(&bus);
     let watch = bus.monitor("type='signal',interface='org.sotto.Sotto1'");
 
-    // An option account.create does not take is refused before anything is created; one
-    // it takes (`invite`, once invitations exist) passes through to it.
-    match gdbus(
+    // CreateAccount passes `invite` through to account.create: an invite-only relay refuses
+    // none or a wrong one (nothing is created), and accepts a token it issued.
+    let keys = tempfile::tempdir().unwrap();
+    let admin = keys.path().join("admin.key");
+    let out = std::process::Command::new(bin("sotto-relay"))
+        .args(["invite", "create", "--uses", "1", "--admin-key"])
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let closed = Relay::start_with(&["--invite-only", "--admin-key", admin.to_str().unwrap()]);
+    let err = gdbus(&bus, "CreateAccount", &["alice", &closed.host, "{}"]).unwrap_err();
+    assert!(
+        err.contains("org.sotto.Sotto1.Error.InviteRequired"),
+        "{err}"
+    );
+    let err = gdbus(
         &bus,
         "CreateAccount",
-        &["alice", &relay.host, "{'invite': <'t0ken'>}"],
-    ) {
-        Err(err) => {
-            assert!(
-                ["InvalidParams", "InviteInvalid", "InviteRequired"]
-                    .iter()
-                    .any(|k| err.contains(&format!("org.sotto.Sotto1.Error.{k}"))),
-                "{err}"
-            );
-            assert!(err.contains("invite"), "{err}");
-            let err = gdbus(&bus, "AccountInfo", &["{}"]).unwrap_err();
-            assert!(err.contains("org.sotto.Sotto1.Error.NoAccount"), "{err}");
-            let created = busctl(
-                &bus,
-                "CreateAccount",
-                &["ssa{sv}", "alice", &relay.host, "0"],
-            )
-            .unwrap();
-            assert_eq!(created["address"], format!("alice@{}", relay.host).as_str());
-        }
-        Ok(out) => assert!(out.contains("'address': <'alice@"), "{out}"),
-    }
+        &["alice", &closed.host, "{'invite': <'sotto-invite1.x'>}"],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("org.sotto.Sotto1.Error.InviteInvalid"),
+        "{err}"
+    );
+    let err = gdbus(
+        &bus,
+        "CreateAccount",
+        &["alice", &closed.host, "{'colour': <'red'>}"],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("org.sotto.Sotto1.Error.InvalidParams"),
+        "{err}"
+    );
+    let err = gdbus(&bus, "AccountInfo", &["{}"]).unwrap_err();
+    assert!(err.contains("org.sotto.Sotto1.Error.NoAccount"), "{err}");
+    let created = busctl(
+        &bus,
+        "CreateAccount",
+        &["ssa{sv}", "alice", &closed.host, "1", "invite", "s", &token],
+    )
+    .unwrap();
+    assert_eq!(
+        created["address"],
+        format!("alice@{}", closed.host).as_str()
+    );
     let me = alice.client().ok("account.info", json!({}));
     assert_same_as_socket(&bus, &alice, "AccountInfo", "account.info");
     let err = gdbus(&bus, "CreateAccount", &["alice2", &relay.host, "{}"]).unwrap_err();

@@ -201,8 +201,8 @@ impl Sotto1 {
     }
 
     /// `account.create`: create this device's identity and register it with `relay`
-    /// (`host[:port]` or a URL); options: those `account.create` accepts beyond `name`
-    /// and `relay` (e.g. `invite` (s) where the relay needs one).
+    /// (`host[:port]` or a URL); options: `invite` (s), the token an invite-only relay
+    /// needs.
     #[zbus(out_args("account"))]
     async fn create_account(
         &self,
@@ -212,7 +212,10 @@ impl Sotto1 {
     ) -> Result<Dict, DbusError> {
         let p = decode::<AccountCreate>(json!({"name": name, "relay": relay}), options)?;
         Ok(convert::account(
-            &self.service.account_create(&p.name, &p.relay).await?,
+            &self
+                .service
+                .account_create_invited(&p.name, &p.relay, p.invite.as_deref())
+                .await?,
         ))
     }
 

@@ -34,15 +34,15 @@ class SyncMethods:
     def account_create(self, *, name: str, relay: str, invite: Optional[str] = None) -> Dict[str, Any]:
         """Create this device's identity and account on a relay
 
-        ``invite`` (optional): An invitation token for an invite-only relay (`sotto-relay invite create`).
         ``name``: The account name, `[a-z0-9][a-z0-9._-]{0,31}`.
         ``relay``: The home relay: `host[:port]` or a `ws://`/`wss://` URL.
+        ``invite`` (optional): An invitation token for an invite-only relay (`sotto-relay invite create`).
         """
         params: Dict[str, Any] = {}
-        if invite is not None:
-            params['invite'] = invite
         params['name'] = name
         params['relay'] = relay
+        if invite is not None:
+            params['invite'] = invite
         return self.call_params('account.create', params)
 
     def account_info(self) -> Dict[str, Any]:
@@ -290,15 +290,15 @@ class AsyncMethods:
     async def account_create(self, *, name: str, relay: str, invite: Optional[str] = None) -> Dict[str, Any]:
         """Create this device's identity and account on a relay
 
-        ``invite`` (optional): An invitation token for an invite-only relay (`sotto-relay invite create`).
         ``name``: The account name, `[a-z0-9][a-z0-9._-]{0,31}`.
         ``relay``: The home relay: `host[:port]` or a `ws://`/`wss://` URL.
+        ``invite`` (optional): An invitation token for an invite-only relay (`sotto-relay invite create`).
         """
         params: Dict[str, Any] = {}
-        if invite is not None:
-            params['invite'] = invite
         params['name'] = name
         params['relay'] = relay
+        if invite is not None:
+            params['invite'] = invite
         return await self.call_params('account.create', params)
 
     async def account_info(self) -> Dict[str, Any]:
