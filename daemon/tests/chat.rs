@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tempfile::TempDir;
 
 use crate::support::{Daemon, Relay, bin};
@@ -167,6 +168,15 @@ fn list_pane(screen: &str) -> String {
         .join("\n")
 }
 
+/// The unread count the list shows beside "plans", if any.
+fn plans_unread(screen: &str) -> Option<u64> {
+    list_pane(screen)
+        .lines()
+        .find(|l| l.trim_start_matches([' ', '▸']).starts_with("plans"))
+        .and_then(|l| l.trim_end_matches('│').split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+}
+
 /// Alice and Bob on one relay with a direct conversation and a group "plans"; the direct one
 /// has the newest activity.
 struct Pair {
@@ -275,6 +285,47 @@ fn chat_lists_opens_sends_receives_survives_a_restart_and_exits_cleanly() {
     assert!(
         history_pane(&s).contains("live from bob"),
         "the open conversation stays open:\n{s}"
+    );
+    // ...with the daemon's unread count; the open one, its newest message on screen, has
+    // none (the chat marked it read).
+    assert_eq!(plans_unread(&s), Some(1), "plans counts one unread:\n{s}");
+    let daemon_view = p.alice.sotto_json(&["conversation", "list"]);
+    let unread = |id: &str| {
+        daemon_view
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["id"] == id))
+            .map(|c| c["unread"].clone())
+    };
+    assert_eq!(unread(&p.plans), Some(json!(1)), "{daemon_view}");
+    assert_eq!(unread(&p.direct), Some(json!(0)), "{daemon_view}");
+    // Opening plans shows the news and marks it read: the count goes, here and at the daemon.
+    t.keys(&["Escape"]);
+    t.wait_screen("the list focused", |s| s.contains("Tab to type"));
+    t.keys(&["Home", "Enter"]);
+    let s = t.wait_screen("plans read", |s| {
+        history_pane(s).contains("news in plans") && plans_unread(s).is_none()
+    });
+    assert!(s.contains("daemon: ok"), "{s}");
+    p.alice
+        .wait_conversation("plans marked read at the daemon", |c| {
+            c["id"] == p.plans.as_str() && c["unread"] == 0
+        });
+
+    // `/` searches every conversation; Enter jumps to the hit in its conversation.
+    t.keys(&["Escape"]);
+    t.wait_screen("the list focused", |s| s.contains("Tab to type"));
+    t.type_text("/");
+    t.wait_screen("the search box", |s| s.contains("search (Enter"));
+    t.type_text("before the");
+    t.keys(&["Enter"]);
+    t.wait_screen("a hit", |s| s.contains("[before]") || s.contains("[the]"));
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("the jump", |s| {
+        !s.contains("search (Enter") && history_pane(s).contains("hello from alice before the chat")
+    });
+    assert!(
+        s.lines().next().is_some_and(|l| l.contains(&p.bob_addr)),
+        "the direct conversation is open:\n{s}"
     );
 
     // The daemon restarts; what was sent meanwhile shows once the chat has reconnected.
