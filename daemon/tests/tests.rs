@@ -11,6 +11,7 @@ mod client_api;
 mod clients;
 mod dbus;
 mod ephemeral;
+mod faults_db;
 mod framing;
 mod identity;
 mod invite;

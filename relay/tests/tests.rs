@@ -12,6 +12,10 @@ mod harness;
 #[path = "cases/mls.rs"]
 mod mls;
 
+/// The SQLite database file damaged or from a newer relay (SQLite only).
+#[path = "cases/faults_db.rs"]
+mod faults_db;
+
 #[path = "cases/pg.rs"]
 mod pg;
 

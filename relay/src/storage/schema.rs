@@ -99,6 +99,16 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Creates or checks the schema.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        // Never run an older schema over a newer one's data (found by the faults suite:
+        // a newer database used to be opened and written as if it were this version's).
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the database was written by a newer sotto-relay (schema {version}, this one knows {SCHEMA_VERSION}); upgrade sotto-relay"
+            )),
+        ));
+    }
     if version < SCHEMA_VERSION {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
