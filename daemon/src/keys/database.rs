@@ -104,6 +104,16 @@ pub enum DatabaseKeyError {
         /// The missing reference file.
         keyref: PathBuf,
     },
+    /// The database is empty or gone but its key exists: it held data once.
+    #[error(
+        "the database {db} is empty or missing, but {keyref} names its key, so it held data once (a failed copy, a full disk, or a deleted file): sottod will not start over with an empty database in its place. Restore the file or a backup; to really start anew, remove {keyref} too"
+    )]
+    Emptied {
+        /// The database file.
+        db: PathBuf,
+        /// The reference file naming its key.
+        keyref: PathBuf,
+    },
     /// The reference file is unreadable or malformed.
     #[error("the database key reference {path} is invalid: {reason}")]
     BadKeyRef {
@@ -207,6 +217,12 @@ pub async fn database_key(
         .await
         .map_err(unreadable)?;
     match store.load_secret(&reference.entry).await {
+        // Found by the faults suite: an emptied file was silently replaced by a new,
+        // empty database (the account and history gone without a word).
+        Ok(_) if file == DbFile::Absent => Err(DatabaseKeyError::Emptied {
+            db: db.to_owned(),
+            keyref: keyref_path,
+        }),
         Ok(secret) => DbKey::from_bytes(&secret).ok_or_else(|| DatabaseKeyError::BadKeyRef {
             path: keyref_path,
             reason: format!(

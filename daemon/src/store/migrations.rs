@@ -213,7 +213,7 @@ pub fn apply_through(conn: &mut Connection, last: i64) -> Result<(), rusqlite::E
 }
 
 /// Refuses a database written by a newer daemon.
-pub fn check_version(conn: &Connection) -> Result<(), StoreError> {
+pub fn check_version(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
     let current: i64 = conn.query_row(
         "SELECT COALESCE(MAX(version), 0) FROM sotto_migrations",
         [],
@@ -221,6 +221,7 @@ pub fn check_version(conn: &Connection) -> Result<(), StoreError> {
     )?;
     if current > LATEST {
         return Err(StoreError::TooNew {
+            path: path.to_owned(),
             found: current,
             known: LATEST,
         });

@@ -60,9 +60,11 @@ pub enum StoreError {
     },
     /// The database was written by a newer sottod.
     #[error(
-        "the database was written by a newer sottod (schema {found}, this one knows {known}); upgrade sottod"
+        "the database {path} was written by a newer sottod (schema {found}, this one knows {known}); it has been left untouched: upgrade sottod"
     )]
     TooNew {
+        /// The database file.
+        path: PathBuf,
         /// The schema version in the file.
         found: i64,
         /// The newest this build knows.
@@ -115,8 +117,14 @@ impl Store {
         event_retention: u64,
     ) -> Result<Store, StoreError> {
         cipher::migrate_if_plain(path, key)?;
-        let conn = open_connection(path, key)?;
-        Store::start(conn, path, events, event_retention)
+        let sidecars = absent_sidecars(path);
+        let opened = open_connection(path, key)
+            .and_then(|conn| Store::start(conn, path, events, event_retention));
+        if opened.is_err() {
+            // Every connection is closed by now.
+            remove_new_sidecars(&sidecars);
+        }
+        opened
     }
 
     /// Opens a fresh database that lives only in this process's memory (`sottod
@@ -170,7 +178,7 @@ impl Store {
             last_seq: Default::default(),
         };
         migrations::apply(&mut db.conn).map_err(|e| classify(path, e))?;
-        migrations::check_version(&db.conn)?;
+        migrations::check_version(&db.conn, path)?;
         crate::mls::run_migrations(&mut db.conn).map_err(StoreError::Decode)?;
         db.last_seq
             .store(db.last_event_seq()?, std::sync::atomic::Ordering::Relaxed);
@@ -222,6 +230,7 @@ fn writer_loop(mut db: Db, rx: mpsc::Receiver<Job>) {
 }
 
 fn open_connection(path: &Path, key: &DbKey) -> Result<Connection, StoreError> {
+    let sidecars = absent_sidecars(path);
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -252,8 +261,42 @@ fn open_connection(path: &Path, key: &DbKey) -> Result<Connection, StoreError> {
         }
         Ok(())
     };
-    setup().map_err(|e| classify(path, e))?;
+    if let Err(e) = setup() {
+        drop(conn);
+        remove_new_sidecars(&sidecars);
+        return Err(classify(path, e));
+    }
     Ok(conn)
+}
+
+/// The WAL and shared-memory files beside `path` that do not exist yet.
+fn absent_sidecars(path: &Path) -> Vec<PathBuf> {
+    ["-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut s = path.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        })
+        .filter(|p| !p.exists())
+        .collect()
+}
+
+/// Removes the empty WAL and the shared memory a refused open created (`created` did not
+/// exist before it), so a damaged database is left exactly as it was found (found by the
+/// faults suite: a refused start used to leave new `-wal`/`-shm` files beside it).
+fn remove_new_sidecars(created: &[PathBuf]) {
+    for p in created {
+        let is_wal = p.to_string_lossy().ends_with("-wal");
+        if is_wal && std::fs::metadata(p).is_ok_and(|m| m.len() > 0) {
+            continue;
+        }
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), cause = %e, "cannot remove");
+        }
+    }
 }
 
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {

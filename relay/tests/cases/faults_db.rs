@@ -1,6 +1,7 @@
-//! Faults: the relay's SQLite database damaged, truncated, emptied, or written by a newer
-//! relay. Each is refused at start with an error naming the file; the database files are
-//! left byte for byte as they were.
+//! Faults: the relay's SQLite database written by a newer relay is refused at start with an
+//! error naming the file; the database files are left byte for byte as they were.
+
+#![allow(clippy::unwrap_used)]
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,12 @@ fn assert_refused(db: &Path, expect: &str) -> String {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(!status.success(), "the relay started anyway:\n{err}");
     assert!(
         err.contains(&db.display().to_string()),
@@ -85,32 +91,11 @@ fn assert_refused(db: &Path, expect: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_database_with_a_garbage_header_is_refused_and_untouched() {
-    let (_relay, db) = stopped_relay_with_data().await;
-    let mut bytes = std::fs::read(&db).unwrap();
-    bytes[..100].fill(0x42);
-    std::fs::write(&db, &bytes).unwrap();
-    assert_refused(&db, "not a database");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_truncated_relay_database_is_refused_and_untouched() {
-    let (_relay, db) = stopped_relay_with_data().await;
-    let len = std::fs::metadata(&db).unwrap().len();
-    assert!(len > 4 * 4096, "{len} bytes");
-    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-    f.set_len(len / 2).unwrap();
-    drop(f);
-    assert_refused(&db, "damaged");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_database_from_a_newer_relay_is_refused_and_untouched() {
     let (_relay, db) = stopped_relay_with_data().await;
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.pragma_update(None, "user_version", 9999).unwrap();
-        conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
     }
     let err = assert_refused(&db, "newer");
     assert!(err.contains("9999"), "{err}");
