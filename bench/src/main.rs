@@ -43,6 +43,8 @@ enum Scenario {
     Pq,
     /// 10. Relay throughput on PostgreSQL, one and two relay processes, beside SQLite.
     RelayPg,
+    /// 11. Encryption at rest: SQLCipher against plain SQLite, start-up with a big history.
+    AtRest,
 }
 
 /// Sotto's benchmark harness (release builds give the real figures).
@@ -115,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 Scenario::Client => scenarios::client::run(&ctx).await,
                 Scenario::Pq => scenarios::pq::run(&ctx).await,
                 Scenario::RelayPg => scenarios::relay_pg::run(&ctx).await,
+                Scenario::AtRest => scenarios::at_rest::run(&ctx).await,
             }
         });
         match result {

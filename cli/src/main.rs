@@ -40,6 +40,9 @@ enum Command {
     /// Manage this device's account
     #[command(subcommand)]
     Account(commands::account::AccountCommand),
+    /// Back up this install to a passphrase-encrypted file, or restore one (takeover)
+    #[command(subcommand)]
+    Backup(commands::backup::BackupCommand),
     /// Show this device's address, device id and key fingerprint
     Whoami,
     /// Stream events (messages, membership changes, connection state) until interrupted
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Status => commands::status::run(&ctx),
         Command::Account(cmd) => commands::account::run(&ctx, cmd),
+        Command::Backup(cmd) => commands::backup::run(&ctx, cmd),
         Command::Whoami => commands::whoami::run(&ctx),
         Command::Listen(args) => commands::listen::run(&ctx, args),
         Command::Contact(cmd) => commands::contact::run(&ctx, cmd),

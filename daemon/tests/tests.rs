@@ -5,6 +5,7 @@
 mod support;
 
 mod at_rest;
+mod backup;
 mod chat;
 mod cli;
 mod client_api;

@@ -67,6 +67,17 @@ pub struct Account {
     pub key_store: KeyStoreKind,
 }
 
+/// The result of `backup.export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BackupInfo {
+    /// The file written.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When the snapshot was taken (RFC 3339, UTC).
+    pub created_at: String,
+}
+
 /// A relay connection's state, as reported by `daemon.status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RelayStatus {

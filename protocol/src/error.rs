@@ -86,6 +86,12 @@ error_kinds! {
     /// The invitation was refused: malformed, a bad signature, another relay's, expired or
     /// used up.
     InviteInvalid = (-32031, "invite_invalid"),
+    /// The backup's passphrase is wrong (nothing was changed).
+    BadPassphrase = (-32040, "bad_passphrase"),
+    /// The backup file is damaged, truncated or not a Sotto backup (nothing was changed).
+    BackupCorrupt = (-32041, "backup_corrupt"),
+    /// This install was taken over by another (a restored backup); it no longer sends.
+    SessionRevoked = (-32042, "session_revoked"),
 }
 
 impl ErrorKind {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
-use crate::api::{Account, Contact, Conversation, Message, Status};
+use crate::api::{Account, BackupInfo, Contact, Conversation, Message, Status};
 
 /// A method of the local API.
 pub trait Method {
@@ -85,6 +85,25 @@ pub struct AccountCreateParams {
     /// An invitation token for an invite-only relay (`sotto-relay invite create`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invite: Option<String>,
+}
+
+/// Params of `backup.export` and `backup.import`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// The backup file (an absolute path on the daemon's machine).
+    pub path: String,
+    /// The passphrase that encrypts the backup (never logged).
+    pub passphrase: String,
+}
+
+impl std::fmt::Debug for BackupParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupParams")
+            .field("path", &self.path)
+            .field("passphrase", &"<hidden>")
+            .finish()
+    }
 }
 
 /// Params naming one contact.
@@ -286,6 +305,8 @@ methods! {
     MessageSearch = "message.search", "Full-text search over this device's history, best match first", MessageSearchParams => Vec<SearchHit>;
     EventsSubscribe = "events.subscribe", "Stream events (replaying from `since` when given)", SubscribeParams => String;
     EventsUnsubscribe = "events.unsubscribe", "End a subscription", UnsubscribeParams => bool;
+    BackupExport = "backup.export", "Write everything this install holds to a passphrase-encrypted file", BackupParams => BackupInfo;
+    BackupImport = "backup.import", "Restore a backup on a daemon without an account and take the account over", BackupParams => Account;
 }
 
 /// The notification method that carries subscription events.

@@ -19,7 +19,7 @@ use openmls_rust_crypto::RustCrypto;
 use openmls_sqlite_storage::SqliteStorageProvider;
 use openmls_traits::OpenMlsProvider;
 use rusqlite::Connection;
-use sottod::keys::DeviceKey;
+use sottod::keys::{DbKey, DeviceKey};
 use sottod::mls::{self as smls, JsonCodec, Provider};
 
 use crate::relay_client::Device;
@@ -46,9 +46,13 @@ pub enum Sync {
     Off,
 }
 
-/// A database with the daemon's pragmas (but `sync`) and openmls's tables.
-fn open_db(path: &Path, sync: Sync) -> anyhow::Result<Connection> {
+/// A database with the daemon's pragmas (but `sync`) and openmls's tables; keyed with
+/// SQLCipher as the daemon's when `key` is given.
+fn open_db(path: &Path, sync: Sync, key: Option<&DbKey>) -> anyhow::Result<Connection> {
     let mut conn = Connection::open(path)?;
+    if let Some(key) = key {
+        sottod::store::cipher::key(&conn, key)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let level = match sync {
         Sync::Full => "FULL",
@@ -100,8 +104,18 @@ fn protocol_message(bytes: &[u8]) -> anyhow::Result<ProtocolMessage> {
 
 /// The daemon's way (see the module comment).
 pub fn ours(dir: &Path, others: &[Vec<u8>], sync: Sync) -> anyhow::Result<Steps> {
-    let mut creator = open_db(&dir.join("ours-creator.db"), sync)?;
-    let mut joiner = open_db(&dir.join("ours-joiner.db"), sync)?;
+    ours_keyed(dir, others, sync, None)
+}
+
+/// [`ours`], both databases SQLCipher-encrypted under `key` when given (as the daemon's).
+pub fn ours_keyed(
+    dir: &Path,
+    others: &[Vec<u8>],
+    sync: Sync,
+    key: Option<&DbKey>,
+) -> anyhow::Result<Steps> {
+    let mut creator = open_db(&dir.join("ours-creator.db"), sync, key)?;
+    let mut joiner = open_db(&dir.join("ours-joiner.db"), sync, key)?;
     let (ckey, jkey) = (DeviceKey::generate(), DeviceKey::generate());
     let ccred = smls::credential("owner@bench.invalid", "d1", &ckey.public_key());
     let jcred = smls::credential("joiner@bench.invalid", "d1", &jkey.public_key());
@@ -250,8 +264,8 @@ fn raw_signer() -> (SignatureKeyPair, CredentialWithKey) {
 
 /// Raw openmls (see the module comment).
 pub fn raw(dir: &Path, others: &[Vec<u8>], sync: Sync) -> anyhow::Result<Steps> {
-    let mut creator = open_db(&dir.join("raw-creator.db"), sync)?;
-    let mut joiner = open_db(&dir.join("raw-joiner.db"), sync)?;
+    let mut creator = open_db(&dir.join("raw-creator.db"), sync, None)?;
+    let mut joiner = open_db(&dir.join("raw-joiner.db"), sync, None)?;
     let (csign, ccred) = raw_signer();
     let (jsign, jcred) = raw_signer();
     let joiner_kp = in_tx(&mut joiner, |c| {

@@ -1,6 +1,7 @@
 //! The scenarios of issue 6, each measured beside a baseline taken in the same run.
 
 pub mod api;
+pub mod at_rest;
 pub mod client;
 pub mod footprint;
 pub mod groups;

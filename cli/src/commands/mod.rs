@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod account;
+pub mod backup;
 pub mod chat;
 pub mod completions;
 pub mod contact;

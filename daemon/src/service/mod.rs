@@ -4,6 +4,7 @@
 //! from a method means the change is already persisted.
 
 mod account;
+mod backup;
 mod contacts;
 mod conversations;
 mod error;

@@ -9,6 +9,7 @@
 pub mod cipher;
 mod events;
 mod migrations;
+mod snapshot;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -23,6 +24,10 @@ use tokio::sync::{broadcast, oneshot};
 use crate::keys::DbKey;
 
 pub use events::EventPage;
+pub use snapshot::image_connection;
+
+/// The newest schema version of this build's own tables.
+pub const SCHEMA_VERSION: i64 = migrations::LATEST;
 
 /// The most objects [`Tx::keep`] holds between transactions (each conversation's
 /// `MlsGroup`); past it, arbitrary ones are dropped and loaded again when next needed.
@@ -92,6 +97,8 @@ pub struct Store {
 pub struct Db {
     conn: Connection,
     cache: Cache,
+    path: PathBuf,
+    key: DbKey,
     events: broadcast::Sender<Event>,
     event_retention: u64,
     last_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -173,15 +180,13 @@ impl Store {
         let mut db = Db {
             conn,
             cache: Cache::new(),
+            path: path.to_owned(),
+            key: key.clone(),
             events,
             event_retention,
             last_seq: Default::default(),
         };
-        migrations::apply(&mut db.conn).map_err(|e| classify(path, e))?;
-        migrations::check_version(&db.conn, path)?;
-        crate::mls::run_migrations(&mut db.conn).map_err(StoreError::Decode)?;
-        db.last_seq
-            .store(db.last_event_seq()?, std::sync::atomic::Ordering::Relaxed);
+        db.prepare()?;
         let last_seq = db.last_seq.clone();
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -314,6 +319,16 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 }
 
 impl Db {
+    /// Applies migrations (ours and openmls's) and loads the newest event seq.
+    fn prepare(&mut self) -> Result<(), StoreError> {
+        migrations::apply(&mut self.conn).map_err(|e| classify(&self.path, e))?;
+        migrations::check_version(&self.conn, &self.path)?;
+        crate::mls::run_migrations(&mut self.conn).map_err(StoreError::Decode)?;
+        self.last_seq
+            .store(self.last_event_seq()?, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The connection, for reads.
     pub fn conn(&self) -> &Connection {
         &self.conn

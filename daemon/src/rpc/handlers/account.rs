@@ -1,6 +1,6 @@
 //! `account.*`.
 
-use sotto_protocol::methods::{AccountCreate, AccountInfo};
+use sotto_protocol::methods::{AccountCreate, AccountInfo, BackupExport, BackupImport};
 
 use crate::rpc::Registry;
 
@@ -11,4 +11,10 @@ pub fn register(r: &mut Registry) {
             .await
     });
     r.register::<AccountInfo, _, _>(|ctx, _| async move { ctx.service.account_info().await });
+    r.register::<BackupExport, _, _>(|ctx, p| async move {
+        ctx.service.backup_export(&p.path, &p.passphrase).await
+    });
+    r.register::<BackupImport, _, _>(|ctx, p| async move {
+        ctx.service.backup_import(&p.path, &p.passphrase).await
+    });
 }
