@@ -265,6 +265,28 @@ class SyncMethods:
         params['subscription'] = subscription
         return self.call_params('events.unsubscribe', params)
 
+    def backup_export(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+        """Write everything this install holds to a passphrase-encrypted file
+
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
+        ``path``: The backup file (an absolute path on the daemon's machine).
+        """
+        params: Dict[str, Any] = {}
+        params['passphrase'] = passphrase
+        params['path'] = path
+        return self.call_params('backup.export', params)
+
+    def backup_import(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+        """Restore a backup on a daemon without an account and take the account over
+
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
+        ``path``: The backup file (an absolute path on the daemon's machine).
+        """
+        params: Dict[str, Any] = {}
+        params['passphrase'] = passphrase
+        params['path'] = path
+        return self.call_params('backup.import', params)
+
 
 class AsyncMethods:
     """One coroutine per API method; mixed into ``AsyncClient``."""
@@ -520,3 +542,25 @@ class AsyncMethods:
         params: Dict[str, Any] = {}
         params['subscription'] = subscription
         return await self.call_params('events.unsubscribe', params)
+
+    async def backup_export(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+        """Write everything this install holds to a passphrase-encrypted file
+
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
+        ``path``: The backup file (an absolute path on the daemon's machine).
+        """
+        params: Dict[str, Any] = {}
+        params['passphrase'] = passphrase
+        params['path'] = path
+        return await self.call_params('backup.export', params)
+
+    async def backup_import(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+        """Restore a backup on a daemon without an account and take the account over
+
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
+        ``path``: The backup file (an absolute path on the daemon's machine).
+        """
+        params: Dict[str, Any] = {}
+        params['passphrase'] = passphrase
+        params['path'] = path
+        return await self.call_params('backup.import', params)
