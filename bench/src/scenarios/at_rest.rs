@@ -1,15 +1,17 @@
 //! 10. The cost of encryption at rest (SQLCipher, issue 15), each beside the same work on
 //!    a plain SQLite database in the same run:
-//!    (a) the MLS step of `mls_step` (N=10), the daemon's way, with both databases keyed
-//!        as the daemon keys its own, against the same unkeyed (synchronous=FULL, then OFF);
-//!    (b) one durable message-row insert transaction (the daemon's pragmas), keyed
-//!        against plain;
-//!    (c) daemon start-up (spawn → first served `daemon.status`) with a history of
-//!        100,000 messages (10,000 in quick mode) in its encrypted database — the start
-//!        runs `PRAGMA quick_check`, which reads every page — against a fresh daemon; and
-//!        the open + key + quick_check of that database in-process, against a plain copy.
-//!    The end-to-end latency with and without is the `latency` scenario run on this build
-//!    and on the build before encryption (docs/performance.md says how).
+//!
+//! - (a) the MLS step of `mls_step` (N=10), the daemon's way, with both databases keyed as
+//!   the daemon keys its own, against the same unkeyed (synchronous=FULL, then OFF);
+//! - (b) one durable message-row insert transaction (the daemon's pragmas), keyed against
+//!   plain;
+//! - (c) daemon start-up (spawn → first served `daemon.status`) with a history of 100,000
+//!   messages (10,000 in quick mode) in its encrypted database — the start runs
+//!   `PRAGMA quick_check`, which reads every page — against a fresh daemon; and the open +
+//!   key + quick_check of that database in-process, against a plain copy.
+//!
+//! The end-to-end latency with and without is the `latency` scenario run on this build and
+//! on the build before encryption (docs/performance.md says how).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
