@@ -1,5 +1,5 @@
-//! 10. The cost of encryption at rest (SQLCipher, issue 15), each beside the same work on
-//!    a plain SQLite database in the same run:
+//! Scenario 10, the cost of encryption at rest (SQLCipher, issue 15), each beside the same
+//! work on a plain SQLite database in the same run:
 //!
 //! - (a) the MLS step of `mls_step` (N=10), the daemon's way, with both databases keyed as
 //!   the daemon keys its own, against the same unkeyed (synchronous=FULL, then OFF);
