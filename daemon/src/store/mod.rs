@@ -98,7 +98,8 @@ pub struct Db {
     conn: Connection,
     cache: Cache,
     path: PathBuf,
-    key: DbKey,
+    /// The SQLCipher key; `None` for the in-memory database of `--ephemeral`.
+    key: Option<DbKey>,
     events: broadcast::Sender<Event>,
     event_retention: u64,
     last_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -126,7 +127,7 @@ impl Store {
         cipher::migrate_if_plain(path, key)?;
         let sidecars = absent_sidecars(path);
         let opened = open_connection(path, key)
-            .and_then(|conn| Store::start(conn, path, events, event_retention));
+            .and_then(|conn| Store::start(conn, path, Some(key), events, event_retention));
         if opened.is_err() {
             // Every connection is closed by now.
             remove_new_sidecars(&sidecars);
@@ -167,13 +168,14 @@ impl Store {
             Ok(())
         };
         setup().map_err(|e| classify(&path, e))?;
-        Store::start(conn, &path, events, event_retention)
+        Store::start(conn, &path, None, events, event_retention)
     }
 
     /// Migrates the opened database and starts the writer thread.
     fn start(
         conn: Connection,
         path: &Path,
+        key: Option<&DbKey>,
         events: broadcast::Sender<Event>,
         event_retention: u64,
     ) -> Result<Store, StoreError> {
@@ -181,7 +183,7 @@ impl Store {
             conn,
             cache: Cache::new(),
             path: path.to_owned(),
-            key: key.clone(),
+            key: key.cloned(),
             events,
             event_retention,
             last_seq: Default::default(),

@@ -63,6 +63,11 @@ impl Db {
         source: Connection,
         fix: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        let key = self.key.clone().ok_or_else(|| {
+            StoreError::Decode(
+                "a backup cannot be restored into the in-memory database of --ephemeral".into(),
+            )
+        })?;
         let importing = sibling(&self.path, ".importing");
         for p in [importing.clone(), sibling(&importing, "-journal")] {
             let _ = std::fs::remove_file(p);
@@ -72,7 +77,7 @@ impl Db {
             .ok_or_else(|| StoreError::Decode("the data directory path is not UTF-8".into()))?;
         source.execute(
             "ATTACH DATABASE ?1 AS restored KEY ?2",
-            rusqlite::params![target, self.key.sql_literal().as_str()],
+            rusqlite::params![target, key.sql_literal().as_str()],
         )?;
         source.query_row("SELECT sqlcipher_export('restored')", [], |_| Ok(()))?;
         let version: i64 = source.query_row("PRAGMA main.user_version", [], |r| r.get(0))?;
@@ -99,7 +104,7 @@ impl Db {
         if let Some(dir) = self.path.parent() {
             sync(dir)?;
         }
-        self.conn = open_connection(&self.path, &self.key)?;
+        self.conn = open_connection(&self.path, &key)?;
         self.prepare()?;
         let tx = self.conn.transaction()?;
         fix(&tx)?;
