@@ -265,26 +265,26 @@ class SyncMethods:
         params['subscription'] = subscription
         return self.call_params('events.unsubscribe', params)
 
-    def backup_export(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+    def backup_export(self, *, path: str, passphrase: str) -> Dict[str, Any]:
         """Write everything this install holds to a passphrase-encrypted file
 
-        ``passphrase``: The passphrase that encrypts the backup (never logged).
         ``path``: The backup file (an absolute path on the daemon's machine).
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
         """
         params: Dict[str, Any] = {}
-        params['passphrase'] = passphrase
         params['path'] = path
+        params['passphrase'] = passphrase
         return self.call_params('backup.export', params)
 
-    def backup_import(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+    def backup_import(self, *, path: str, passphrase: str) -> Dict[str, Any]:
         """Restore a backup on a daemon without an account and take the account over
 
-        ``passphrase``: The passphrase that encrypts the backup (never logged).
         ``path``: The backup file (an absolute path on the daemon's machine).
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
         """
         params: Dict[str, Any] = {}
-        params['passphrase'] = passphrase
         params['path'] = path
+        params['passphrase'] = passphrase
         return self.call_params('backup.import', params)
 
 
@@ -543,24 +543,24 @@ class AsyncMethods:
         params['subscription'] = subscription
         return await self.call_params('events.unsubscribe', params)
 
-    async def backup_export(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+    async def backup_export(self, *, path: str, passphrase: str) -> Dict[str, Any]:
         """Write everything this install holds to a passphrase-encrypted file
 
-        ``passphrase``: The passphrase that encrypts the backup (never logged).
         ``path``: The backup file (an absolute path on the daemon's machine).
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
         """
         params: Dict[str, Any] = {}
-        params['passphrase'] = passphrase
         params['path'] = path
+        params['passphrase'] = passphrase
         return await self.call_params('backup.export', params)
 
-    async def backup_import(self, *, passphrase: str, path: str) -> Dict[str, Any]:
+    async def backup_import(self, *, path: str, passphrase: str) -> Dict[str, Any]:
         """Restore a backup on a daemon without an account and take the account over
 
-        ``passphrase``: The passphrase that encrypts the backup (never logged).
         ``path``: The backup file (an absolute path on the daemon's machine).
+        ``passphrase``: The passphrase that encrypts the backup (never logged).
         """
         params: Dict[str, Any] = {}
-        params['passphrase'] = passphrase
         params['path'] = path
+        params['passphrase'] = passphrase
         return await self.call_params('backup.import', params)
