@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
