@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use sotto_protocol::api::{Event, EventPayload};
 use tokio::sync::{broadcast, oneshot};
@@ -249,6 +250,10 @@ fn open_connection(path: &Path, key: &DbKey) -> Result<Connection, StoreError> {
         source,
     })?;
     let setup = || -> rusqlite::Result<()> {
+        // Until the file has passed its checks, closing must not checkpoint: SQLite would
+        // copy the WAL into a database it is about to refuse and delete the WAL (found by
+        // the faults suite: a refused start changed the damaged file).
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         // The key first: every page, the WAL's included, is read and written through it.
         cipher::key(&conn, key)?;
         // A wrong key and a damaged file both fail here with NotADatabase.
@@ -266,6 +271,7 @@ fn open_connection(path: &Path, key: &DbKey) -> Result<Connection, StoreError> {
                 Some(ok),
             ));
         }
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
         Ok(())
     };
     if let Err(e) = setup() {
