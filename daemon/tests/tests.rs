@@ -19,6 +19,11 @@ mod invite;
 mod lost_ack;
 mod messaging;
 mod openrpc;
+/// The PostgreSQL test cluster of the relay's suite (Debian's server in a temp dir).
+#[allow(dead_code)]
+#[path = "../../relay/tests/cases/pg.rs"]
+mod pg;
 mod postquantum;
+mod scaleout;
 mod socket;
 mod systemd;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod relay_client;
 
 use std::ffi::OsString;
@@ -806,6 +807,14 @@ impl Relay {
         self.host = parts.next().expect("address").to_owned();
         self.url = parts.next().expect("url").to_owned();
         self.child = Some(child);
+    }
+
+    /// Kills the relay (SIGKILL) without starting it again.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Stops the relay (kill -9) and starts it again on the same port and data.
