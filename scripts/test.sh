@@ -8,3 +8,6 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"
+# The fuzz targets in fuzz/, a few seconds each (scripts/fuzz.sh --long runs them for hours;
+# SOTTO_SKIP_FUZZ=1 skips them).
+[ "${SOTTO_SKIP_FUZZ:-}" = 1 ] || scripts/fuzz.sh

@@ -118,8 +118,14 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
         .write(true)
         .read(true)
         .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .open(&path);
+    let file = match file {
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => bail!(
+            "the data directory {} is on a read-only file system: sottod keeps its database there and cannot start; remount it read-write or choose another XDG_DATA_HOME",
+            data_dir.display()
+        ),
+        other => other.with_context(|| format!("opening {}", path.display()))?,
+    };
     if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
         bail!(

@@ -81,6 +81,9 @@ error_kinds! {
     InvalidState = (-32016, "invalid_state"),
     /// The socket peer runs as another user.
     PermissionDenied = (-32017, "permission_denied"),
+    /// The daemon's data directory is full or read-only: nothing was written; reads keep
+    /// working and writes succeed again by themselves once space returns.
+    StorageFull = (-32018, "storage_full"),
     /// The relay registers new accounts only with an invitation (`--invite TOKEN`).
     InviteRequired = (-32030, "invite_required"),
     /// The invitation was refused: malformed, a bad signature, another relay's, expired or

@@ -1,7 +1,7 @@
 //! JSON-RPC 2.0 envelopes as used on the socket (one JSON text per line).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::ErrorKind;
 
@@ -49,6 +49,17 @@ pub struct ErrorObject {
 }
 
 impl ErrorObject {
+    /// An error of `kind`: its code, `message`, and `data: {kind}`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let mut data = Map::new();
+        data.insert("kind".into(), Value::from(kind.as_str()));
+        ErrorObject {
+            code: kind.code(),
+            message: message.into(),
+            data: Some(Value::Object(data)),
+        }
+    }
+
     /// The error's kind from `data.kind`, if it names one this client knows.
     pub fn kind(&self) -> Option<ErrorKind> {
         self.data
@@ -122,4 +133,116 @@ pub struct EventNotification {
     pub subscription: String,
     /// An [`crate::api::Event`] or a [`crate::api::SubscriptionClosed`].
     pub result: Value,
+}
+
+/// One request object read by the framing rules (API.md 2–5, 8): what to call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The id to echo: a number or a string, `null` when absent or null.
+    pub id: Value,
+    /// The request had no `id` member: a notification, answered by nothing.
+    pub notification: bool,
+    /// The method name.
+    pub method: String,
+    /// The params, always an object (`{}` when absent or null).
+    pub params: Value,
+}
+
+/// A request object that breaks the framing rules: the error to answer with (nothing is
+/// sent for a notification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The id to echo (`null` when it could not be read).
+    pub id: Value,
+    /// The request had no `id` member.
+    pub notification: bool,
+    /// The error.
+    pub error: ErrorObject,
+}
+
+/// What one line holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// One request object.
+    Single(Result<Call, Rejected>),
+    /// A non-empty batch, in order.
+    Batch(Vec<Result<Call, Rejected>>),
+    /// Not JSON, or an empty batch: the error to answer with (id `null`).
+    Invalid(ErrorObject),
+}
+
+/// Reads one line (without its newline) by the framing rules. Never panics, whatever the
+/// bytes: the daemon's socket reader calls it on every line, and the `jsonrpc_lines` fuzz
+/// target drives it.
+pub fn parse_line(line: &[u8]) -> Line {
+    match serde_json::from_slice::<Value>(line) {
+        Err(e) => Line::Invalid(ErrorObject::new(
+            ErrorKind::ParseError,
+            format!("parse error: {e}"),
+        )),
+        Ok(Value::Array(items)) if items.is_empty() => Line::Invalid(ErrorObject::new(
+            ErrorKind::InvalidRequest,
+            "invalid request: empty batch",
+        )),
+        Ok(Value::Array(items)) => Line::Batch(items.into_iter().map(parse_request).collect()),
+        Ok(other) => Line::Single(parse_request(other)),
+    }
+}
+
+/// Reads one request object.
+pub fn parse_request(value: Value) -> Result<Call, Rejected> {
+    let invalid = |id: Value, notification: bool, message: &str| Rejected {
+        id,
+        notification,
+        error: ErrorObject::new(
+            ErrorKind::InvalidRequest,
+            format!("invalid request: {message}"),
+        ),
+    };
+    let Value::Object(mut obj) = value else {
+        return Err(invalid(
+            Value::Null,
+            false,
+            "a request must be a JSON object",
+        ));
+    };
+    let id = obj.remove("id");
+    let notification = id.is_none();
+    let id = match id {
+        None | Some(Value::Null) => Value::Null,
+        Some(v @ (Value::Number(_) | Value::String(_))) => v,
+        Some(_) => {
+            return Err(invalid(
+                Value::Null,
+                false,
+                "id must be a string or a number",
+            ));
+        }
+    };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid(id, notification, "jsonrpc must be \"2.0\""));
+    }
+    let Some(Value::String(method)) = obj.remove("method") else {
+        return Err(invalid(id, notification, "method must be a string"));
+    };
+    let params = match obj.remove("params") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(p @ Value::Object(_)) => p,
+        Some(_) => {
+            return Err(Rejected {
+                id,
+                notification,
+                error: ErrorObject::new(
+                    ErrorKind::InvalidParams,
+                    "params must be an object: Sotto takes params by name",
+                ),
+            });
+        }
+    };
+    Ok(Call {
+        id,
+        notification,
+        method,
+        params,
+    })
 }

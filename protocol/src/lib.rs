@@ -16,6 +16,15 @@ pub mod paths;
 pub mod relay;
 pub mod wire;
 
+// The fuzz targets' bodies (fuzz/src/lib.rs) name this crate by its package name; its unit
+// tests compile them too.
+#[cfg(test)]
+extern crate self as sotto_protocol;
+#[cfg(test)]
+mod fuzz_corpus;
+#[cfg(test)]
+mod proptests;
+
 pub use address::{Address, AddressError, RelayUrl};
 pub use error::ErrorKind;
 pub use methods::Method;

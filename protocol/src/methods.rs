@@ -35,6 +35,9 @@ pub struct MethodInfo {
     pub params_schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// The JSON schema of its result.
     pub result_schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Decodes a params object into the method's params type exactly as the daemon does
+    /// (unknown fields refused); `Err` holds the decoder's message. For the fuzz targets.
+    pub decode_params: fn(serde_json::Value) -> Result<(), String>,
 }
 
 macro_rules! methods {
@@ -60,6 +63,9 @@ macro_rules! methods {
                 summary: $summary,
                 params_schema: |g| g.subschema_for::<$params>(),
                 result_schema: |g| g.subschema_for::<$result>(),
+                decode_params: |v| {
+                    serde_json::from_value::<$params>(v).map(|_| ()).map_err(|e| e.to_string())
+                },
             },
         )*];
     };

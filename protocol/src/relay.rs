@@ -12,6 +12,7 @@
 mod auth;
 mod error;
 mod frames;
+mod parse;
 
 pub use auth::{AUTH_LABEL, auth_message, credential_identity};
 pub use error::{RelayError, RelayErrorKind};
@@ -20,6 +21,7 @@ pub use frames::{
     Hello, KeyPackageCount, MailboxEntry, MailboxPayload, PostId, Principal, Push, Request,
     Response, ServerFrame, WelcomeEnvelope,
 };
+pub use parse::parse_client_frame;
 
 /// The version byte that starts every frame of this protocol revision.
 pub const WIRE_VERSION: u8 = 1;

@@ -13,15 +13,15 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use sotto_protocol::relay::{
-    ClientFrame, Hello, MIN_WIRE_VERSION, Principal, RelayError, RelayErrorKind, Request, Response,
-    ServerFrame, WIRE_VERSION,
+    Hello, MIN_WIRE_VERSION, Principal, RelayError, RelayErrorKind, Request, Response, ServerFrame,
+    WIRE_VERSION,
 };
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::codec::{self, DecodeError};
+use crate::codec;
 use crate::handlers::Plan;
 use crate::hub::Registration;
 use crate::limits::{IpSlot, TokenBucket};
@@ -211,38 +211,9 @@ impl<S: Store> Conn<S> {
     async fn on_frame(&mut self, bytes: &[u8]) -> Result<(), Gone> {
         Metrics::inc(&self.shared.metrics.frames_in);
         let max = self.shared.config.limits.max_frame_bytes;
-        if bytes.len() > max as usize {
-            return self
-                .fatal(
-                    RelayErrorKind::TooLarge { max_bytes: max },
-                    format!("frame of {} bytes exceeds the limit of {max}", bytes.len()),
-                )
-                .await
-                .and(Err(Gone));
-        }
-        let frame: ClientFrame = match codec::decode(bytes) {
+        let frame = match sotto_protocol::relay::parse_client_frame(bytes, max) {
             Ok(f) => f,
-            Err(DecodeError::Version { version }) => {
-                let kind = RelayErrorKind::UnsupportedVersion {
-                    min: MIN_WIRE_VERSION,
-                    max: WIRE_VERSION,
-                };
-                let msg = format!(
-                    "wire version {version} is not spoken here; this relay speaks {MIN_WIRE_VERSION} to {WIRE_VERSION}: {}",
-                    if version > WIRE_VERSION {
-                        "the client is newer than this relay"
-                    } else {
-                        "the client is too old, upgrade it"
-                    }
-                );
-                return self.fatal(kind, msg).await.and(Err(Gone));
-            }
-            Err(e) => {
-                return self
-                    .fatal(RelayErrorKind::Malformed, e.to_string())
-                    .await
-                    .and(Err(Gone));
-            }
+            Err(e) => return self.fatal(e.kind, e.message).await.and(Err(Gone)),
         };
         let is_subscribe = matches!(
             frame.request,

@@ -16,6 +16,10 @@ mod mls;
 #[path = "cases/faults_db.rs"]
 mod faults_db;
 
+/// The disk under the SQLite database fills up (SQLite only: a tmpfs in the test).
+#[path = "cases/faults_disk.rs"]
+mod faults_disk;
+
 #[path = "cases/pg.rs"]
 mod pg;
 

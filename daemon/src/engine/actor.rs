@@ -418,9 +418,7 @@ async fn post_run(
                     .await?;
                 return Ok(Step::Again);
             }
-            Err(RelayCallError::Refused(e))
-                if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
-            {
+            Err(RelayCallError::Refused(e)) if retryable(&e.kind) => {
                 // Retried later with the same bytes and post ids (idempotent).
                 step = Step::Retry(e.to_string());
             }
@@ -437,6 +435,17 @@ async fn post_run(
         }
     }
     Ok(step)
+}
+
+/// A refusal that says "try again later" (a rate limit, or a relay whose storage failed
+/// or is full): the post is retried with the same bytes and post id, never given up.
+/// Found by the faults suite: a relay with a full disk answered `internal` and the
+/// daemon marked the message `failed` although the relay had stored nothing.
+fn retryable(kind: &RelayErrorKind) -> bool {
+    matches!(
+        kind,
+        RelayErrorKind::RateLimited { .. } | RelayErrorKind::Internal
+    )
 }
 
 enum CatchUp {
@@ -722,9 +731,7 @@ async fn post(
                 .await?;
             Ok(Step::Again)
         }
-        Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::RateLimited { .. }) => {
-            Ok(Step::Retry(e.to_string()))
-        }
+        Err(RelayCallError::Refused(e)) if retryable(&e.kind) => Ok(Step::Retry(e.to_string())),
         Err(RelayCallError::Refused(e)) => {
             fail_change(
                 engine,
@@ -790,9 +797,7 @@ async fn send_welcomes(
                 .await
             {
                 Ok(_) => {}
-                Err(RelayCallError::Refused(e))
-                    if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
-                {
+                Err(RelayCallError::Refused(e)) if retryable(&e.kind) => {
                     return Ok(Step::Retry(e.to_string()));
                 }
                 Err(RelayCallError::Refused(e)) => {

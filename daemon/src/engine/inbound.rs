@@ -303,6 +303,9 @@ fn others_entry(
     }
     let processed = match group.process_message(&provider, message) {
         Ok(p) => p,
+        // The database failed under openmls (a full disk): not the entry's fault. The
+        // transaction rolls back and the entry is processed again later.
+        Err(ProcessMessageError::StorageError(e)) => return Err(StoreError::Sqlite(e)),
         Err(e) => {
             if is_commit {
                 mark_broken(

@@ -73,6 +73,7 @@ pub async fn follow(engine: Arc<Engine>, mut entries: mpsc::UnboundedReceiver<Ve
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             let mut joined = Vec::new();
+            let mut failed = false;
             for entry in batch {
                 if entry.seq <= cursor {
                     continue;
@@ -99,6 +100,7 @@ pub async fn follow(engine: Arc<Engine>, mut entries: mpsc::UnboundedReceiver<Ve
                     Ok(None) => {}
                     Err(e) => {
                         tracing::error!(cause = %e, seq, "processing a mailbox entry failed; will retry");
+                        failed = true;
                         break;
                     }
                 }
@@ -118,6 +120,17 @@ pub async fn follow(engine: Arc<Engine>, mut entries: mpsc::UnboundedReceiver<Ve
             }
             if let Err(e) = super::keypackages::refill(&engine).await {
                 tracing::debug!(cause = %e, "key-package refill after a join failed");
+            }
+            if failed {
+                // The failed entry and the rest of its batch are not pushed again: after a
+                // pause, subscribe again from the cursor so the relay sends them anew.
+                // (Found by the faults suite: a Welcome that arrived while the disk was
+                // full was joined only after a reconnect.)
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                break;
             }
         }
     }

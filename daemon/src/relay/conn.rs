@@ -24,8 +24,22 @@ use crate::keys::DeviceKey;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long connecting and authenticating may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A ping keeps the relay's idle timer from closing a quiet connection.
+/// A ping keeps the relay's idle timer from closing a quiet connection, and tells a dead
+/// one: when nothing at all (not even the answer to the last ping) arrived during one
+/// interval, the connection is dropped and a new one made. A network cut without a
+/// close is noticed within two intervals. `SOTTO_RELAY_KEEPALIVE` (seconds) changes it.
 const KEEPALIVE: Duration = Duration::from_secs(20);
+
+fn keepalive() -> Duration {
+    static VALUE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *VALUE.get_or_init(|| {
+        std::env::var("SOTTO_RELAY_KEEPALIVE")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.1)
+            .map_or(KEEPALIVE, Duration::from_secs_f64)
+    })
+}
 
 /// Why a relay call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -276,10 +290,18 @@ impl RelayConn {
             closed,
             local,
         });
+        // Whether any frame arrived since the last keepalive tick; `dead` ends the reader
+        // when one interval passed in silence (found by the faults suite: after a network
+        // cut without a close, the daemon kept the dead connection forever and every
+        // request on it timed out; nothing reconnected).
+        let heard = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let dead = Arc::new(tokio::sync::Notify::new());
         // Writer (with keepalive pings).
         let writer_url = url_s.clone();
+        let (w_heard, w_dead) = (heard.clone(), dead.clone());
         tokio::spawn(async move {
-            let mut ping = tokio::time::interval(KEEPALIVE);
+            let interval = keepalive();
+            let mut ping = tokio::time::interval(interval);
             ping.tick().await;
             loop {
                 tokio::select! {
@@ -288,18 +310,31 @@ impl RelayConn {
                         None => break,
                     },
                     _ = ping.tick() => {
+                        if !w_heard.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(relay = %writer_url, silent = ?interval, "the relay stopped answering; dropping the connection");
+                            w_dead.notify_one();
+                            break;
+                        }
                         let frame = wire::encode(&ClientFrame { id: 0, request: Request::Ping });
                         if tx_ws.send(WsMessage::Binary(frame.into())).await.is_err() { break }
                     }
                 }
             }
-            let _ = tx_ws.close().await;
+            // A dead peer may never take the close frame.
+            let _ = tokio::time::timeout(Duration::from_secs(1), tx_ws.close()).await;
+            w_dead.notify_one();
             tracing::debug!(relay = %writer_url, "relay writer ended");
         });
         // Reader.
         let reader_url = url_s;
         tokio::spawn(async move {
-            while let Some(msg) = rx_ws.next().await {
+            loop {
+                let msg = tokio::select! {
+                    m = rx_ws.next() => m,
+                    () = dead.notified() => break,
+                };
+                let Some(msg) = msg else { break };
+                heard.store(true, Ordering::Relaxed);
                 let Ok(msg) = msg else { break };
                 let bytes = match msg {
                     WsMessage::Binary(b) => b,

@@ -2,26 +2,18 @@
 
 use serde_json::{Value, json};
 use sotto_protocol::ErrorKind;
-use sotto_protocol::jsonrpc::{ErrorObject, Response};
+use sotto_protocol::jsonrpc::{self, Call, ErrorObject, Line, Rejected, Response};
 
 use super::error::{protocol_error, to_error_object};
 use super::registry::{CallCtx, Registry};
 
 /// Handles one line: a request, a notification or a batch. Returns the line to write, if any.
+/// The framing rules are read by [`jsonrpc::parse_line`] (the `jsonrpc_lines` fuzz target
+/// drives the same function).
 pub async fn dispatch_line(registry: &Registry, ctx: &CallCtx, line: &[u8]) -> Option<String> {
-    let value: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => {
-            let err = protocol_error(ErrorKind::ParseError, format!("parse error: {e}"));
-            return Some(encode(&Response::err(Value::Null, err)));
-        }
-    };
-    match value {
-        Value::Array(items) if items.is_empty() => {
-            let err = protocol_error(ErrorKind::InvalidRequest, "invalid request: empty batch");
-            Some(encode(&Response::err(Value::Null, err)))
-        }
-        Value::Array(items) => {
+    match jsonrpc::parse_line(line) {
+        Line::Invalid(err) => Some(encode(&Response::err(Value::Null, err))),
+        Line::Batch(items) => {
             let mut responses = Vec::new();
             // In order: state-changing calls of one connection run in arrival order.
             for item in items {
@@ -31,7 +23,7 @@ pub async fn dispatch_line(registry: &Registry, ctx: &CallCtx, line: &[u8]) -> O
             }
             (!responses.is_empty()).then(|| encode(&responses))
         }
-        other => handle(registry, ctx, other).await.map(|r| encode(&r)),
+        Line::Single(item) => handle(registry, ctx, item).await.map(|r| encode(&r)),
     }
 }
 
@@ -42,34 +34,21 @@ fn encode<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// Handles one request object. `None` for a notification (no `id` member).
-async fn handle(registry: &Registry, ctx: &CallCtx, value: Value) -> Option<Response> {
-    let Value::Object(mut obj) = value else {
-        return Some(invalid(Value::Null, "a request must be a JSON object"));
+async fn handle(
+    registry: &Registry,
+    ctx: &CallCtx,
+    parsed: Result<Call, Rejected>,
+) -> Option<Response> {
+    let call = match parsed {
+        Ok(call) => call,
+        Err(r) => return reply(r.notification, Response::err(r.id, r.error)),
     };
-    let id = obj.remove("id");
-    let is_notification = id.is_none();
-    let id = match id {
-        None | Some(Value::Null) => Value::Null,
-        Some(v @ (Value::Number(_) | Value::String(_))) => v,
-        Some(_) => return Some(invalid(Value::Null, "id must be a string or a number")),
-    };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return reply(is_notification, invalid(id, "jsonrpc must be \"2.0\""));
-    }
-    let Some(Value::String(method)) = obj.remove("method") else {
-        return reply(is_notification, invalid(id, "method must be a string"));
-    };
-    let params = match obj.remove("params") {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => {
-            let err = protocol_error(
-                ErrorKind::InvalidParams,
-                "params must be an object: Sotto takes params by name",
-            );
-            return reply(is_notification, Response::err(id, err));
-        }
-    };
+    let Call {
+        id,
+        notification: is_notification,
+        method,
+        params,
+    } = call;
     let Some(handler) = registry.get(&method) else {
         let err: ErrorObject = protocol_error(
             ErrorKind::MethodNotFound,
@@ -93,16 +72,6 @@ async fn handle(registry: &Registry, ctx: &CallCtx, value: Value) -> Option<Resp
 
 fn reply(is_notification: bool, r: Response) -> Option<Response> {
     (!is_notification).then_some(r)
-}
-
-fn invalid(id: Value, message: &str) -> Response {
-    Response::err(
-        id,
-        protocol_error(
-            ErrorKind::InvalidRequest,
-            format!("invalid request: {message}"),
-        ),
-    )
 }
 
 trait WithMethod {

@@ -50,6 +50,13 @@ impl std::error::Error for ApiError {}
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_full() {
+            tracing::warn!(cause = %e, "the data directory is full or read-only; nothing was written");
+            return ApiError::new(
+                ErrorKind::StorageFull,
+                "the disk holding the daemon's database is full or read-only: nothing was written; free some space and retry (with the same idempotency_key); reads keep working",
+            );
+        }
         tracing::error!(cause = %e, "database error");
         ApiError::new(ErrorKind::Storage, e.to_string())
     }

@@ -84,6 +84,21 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// The disk holding the database is full, or the file system went read-only
+    /// (`SQLITE_FULL`, `SQLITE_READONLY`): the transaction was rolled back, nothing was
+    /// written, and the same write can succeed once space returns.
+    pub fn is_full(&self) -> bool {
+        use rusqlite::ErrorCode::{DiskFull, ReadOnly};
+        match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => {
+                matches!(e.sqlite_error_code(), Some(DiskFull | ReadOnly))
+            }
+            _ => false,
+        }
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
 /// A handle to the writer thread. Cheap to clone.

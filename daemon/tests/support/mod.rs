@@ -759,6 +759,7 @@ pub struct Relay {
     /// The canonical URL.
     pub url: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Relay {
@@ -768,16 +769,37 @@ impl Relay {
 
     /// A relay with extra flags (e.g. `--public-url`).
     pub fn start_with(extra: &[&str]) -> Relay {
+        Relay::start_prepared(extra, |_| {})
+    }
+
+    /// A relay whose data directory `prepare` sets up first (e.g. mounts a [`Tmpfs`]
+    /// there); the directory exists when `prepare` runs.
+    pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Relay {
+        Relay::start_full(extra, &[], prepare)
+    }
+
+    /// A relay with extra flags and environment variables (e.g. `SOTTO_LOG=trace`).
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Relay {
+        Relay::start_full(extra, env, |_| {})
+    }
+
+    fn start_full(extra: &[&str], env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Relay {
         let dir = tempfile::Builder::new()
             .prefix("sotto-relay-test")
             .tempdir()
             .expect("tempdir");
+        std::fs::create_dir(dir.path().join("data")).expect("mkdir data");
+        prepare(&dir.path().join("data"));
         let mut relay = Relay {
             dir,
             child: None,
             host: String::new(),
             url: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         relay.spawn("127.0.0.1:0");
         relay
@@ -794,6 +816,7 @@ impl Relay {
             .arg(self.dir.path().join("data"))
             .args(&self.extra)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -892,5 +915,98 @@ impl Daemon {
                 .find(|c| pred(c))
                 .cloned()
         })
+    }
+}
+
+/// A small tmpfs mounted at a directory for the disk-full and read-only tests; lazily
+/// unmounted on drop (the processes using it may still be running).
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"16m"`) at `path` (created if missing), mode 0700.
+    /// Mounting needs root (the test command runs as root here and in CI). When it is
+    /// impossible the test fails loudly, unless `SOTTO_TEST_SKIP_MOUNT=1` is set: then
+    /// it says SKIPPED on stderr and returns `None`.
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
+            .arg(path)
+            .output()
+            .expect("run mount (package mount)");
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            if std::env::var_os("SOTTO_TEST_SKIP_MOUNT").is_some_and(|v| v == "1") {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs at {} ({why}); this fault test did not run",
+                    path.display()
+                );
+                return None;
+            }
+            panic!(
+                "cannot mount a tmpfs at {} ({why}): this test needs root (or CAP_SYS_ADMIN); set SOTTO_TEST_SKIP_MOUNT=1 to skip it knowingly",
+                path.display()
+            );
+        }
+        Some(Tmpfs {
+            path: path.to_owned(),
+        })
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.path.join("filler")
+    }
+
+    /// Fills the file system to the last byte; returns how many bytes the filler took.
+    pub fn fill(&self) -> u64 {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .expect("filler");
+        let mut written = 0u64;
+        for chunk in [1 << 16, 4096, 512, 1] {
+            let buf = vec![0x5au8; chunk];
+            while f.write_all(&buf).is_ok() {
+                written += chunk as u64;
+            }
+        }
+        let _ = f.sync_all();
+        written
+    }
+
+    /// Deletes the filler: the space is back.
+    pub fn free(&self) {
+        std::fs::remove_file(self.filler()).expect("remove the filler");
+    }
+
+    /// Remounts read-only (`ro`) or read-write.
+    pub fn remount(&self, read_only: bool) {
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let out = Command::new("mount")
+            .args(["-o", mode])
+            .arg(&self.path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -o {mode} {}: {}",
+            self.path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }

@@ -2,11 +2,13 @@
 //! more backends (relay processes). New connections go to the backend the test routes them
 //! to, or to the next one that accepts when that one refuses (a dead process), as a load
 //! balancer with health checks would. The test can also freeze every connection (bytes are
-//! held, nothing is closed: a network cut without a FIN) and count what is connected where.
+//! held, nothing is closed: a network cut without a FIN), cut the current connections
+//! silently for good while new ones go through ([`Proxy::cut_silently`]), and count what is
+//! connected where.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +17,8 @@ struct State {
     backends: Mutex<Vec<SocketAddr>>,
     route: AtomicUsize,
     frozen: AtomicBool,
+    /// Connections made before the last [`Proxy::cut_silently`] have an older generation.
+    generation: AtomicU64,
     stop: AtomicBool,
     /// Open connections per backend.
     live: Mutex<Vec<usize>>,
@@ -86,6 +90,13 @@ impl Proxy {
         self.state.frozen.store(frozen, Ordering::SeqCst);
     }
 
+    /// Cuts every current connection without a close, for good: their bytes are held until
+    /// the proxy is dropped (a dead NAT entry, a pulled cable). Connections made later are
+    /// forwarded as usual.
+    pub fn cut_silently(&self) {
+        self.state.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Closes every open connection (both ends).
     pub fn cut_all(&self) {
         for s in lock(&self.state.open).drain(..) {
@@ -114,6 +125,7 @@ fn connect(st: Arc<State>, client: TcpStream) {
     if backends.is_empty() {
         return;
     }
+    let generation = st.generation.load(Ordering::SeqCst);
     let first = st.route.load(Ordering::SeqCst) % backends.len();
     let chosen = (0..backends.len()).find_map(|k| {
         let i = (first + k) % backends.len();
@@ -140,22 +152,25 @@ fn connect(st: Arc<State>, client: TcpStream) {
         _ => return,
     };
     let st2 = Arc::clone(&st);
-    let up = std::thread::spawn(move || pipe(&st2, client, server));
-    pipe(&st, s2, c2);
+    let up = std::thread::spawn(move || pipe(&st2, client, server, generation));
+    pipe(&st, s2, c2, generation);
     let _ = up.join();
     lock(&st.live)[i] -= 1;
 }
 
 /// Copies `from` → `to` until either side ends, holding bytes while frozen; then closes
 /// both so the other direction ends too.
-fn pipe(st: &State, mut from: TcpStream, mut to: TcpStream) {
+fn pipe(st: &State, mut from: TcpStream, mut to: TcpStream, generation: u64) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        while st.frozen.load(Ordering::SeqCst) && !st.stop.load(Ordering::SeqCst) {
+        while (st.frozen.load(Ordering::SeqCst)
+            || st.generation.load(Ordering::SeqCst) != generation)
+            && !st.stop.load(Ordering::SeqCst)
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         if to.write_all(&buf[..n]).is_err() {

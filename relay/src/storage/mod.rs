@@ -12,6 +12,8 @@
 //! on one PostgreSQL database.
 
 pub mod postgres;
+#[cfg(test)]
+mod proptests;
 mod schema;
 mod sql_directory;
 mod sql_groups;

@@ -27,7 +27,18 @@ trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller: with the job's own result if the batch committed (its changes
     /// go to `notify` first), else with the commit failure.
-    fn finish(self: Box<Self>, committed: Result<(), &str>, notify: &broadcast::Sender<Change>);
+    fn finish(
+        self: Box<Self>,
+        committed: Result<(), &rusqlite::Error>,
+        notify: &broadcast::Sender<Change>,
+    );
+}
+
+/// The disk is full or the file system read-only (`SQLITE_FULL`, `SQLITE_READONLY`):
+/// the write was rolled back and may be retried once space returns.
+fn disk_full(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{DiskFull, ReadOnly};
+    matches!(e.sqlite_error_code(), Some(DiskFull | ReadOnly))
 }
 
 struct Pending<T, F> {
@@ -51,11 +62,25 @@ where
         ok
     }
 
-    fn finish(self: Box<Self>, committed: Result<(), &str>, notify: &broadcast::Sender<Change>) {
+    fn finish(
+        self: Box<Self>,
+        committed: Result<(), &rusqlite::Error>,
+        notify: &broadcast::Sender<Change>,
+    ) {
+        // A full disk is retryable (the client resends the same post id); found by the
+        // faults suite: it used to answer `internal`, which clients treat as final.
         let answer = match (self.result, committed) {
+            (Some(Err(source)), _) if disk_full(&source) => Err(StoreError::Unavailable {
+                context: self.context,
+                reason: format!("the disk is full or read-only ({source})"),
+            }),
             (Some(Err(source)), _) => Err(StoreError::Sqlite {
                 context: self.context,
                 source,
+            }),
+            (_, Err(e)) if disk_full(e) => Err(StoreError::Unavailable {
+                context: self.context,
+                reason: format!("the disk is full or read-only ({e})"),
             }),
             (Some(Ok(value)), Ok(())) => {
                 for change in self.changes {
@@ -63,8 +88,8 @@ where
                 }
                 Ok(value)
             }
-            (_, Err(message)) => Err(StoreError::Commit {
-                message: message.to_owned(),
+            (_, Err(e)) => Err(StoreError::Commit {
+                message: e.to_string(),
             }),
             (None, Ok(())) => Err(StoreError::Closed),
         };
@@ -265,14 +290,11 @@ fn writer_loop(
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            e.to_string()
+            e
         });
         let _ = checkpoint.try_send(());
         for job in batch {
-            job.finish(
-                committed.as_ref().map(|_| ()).map_err(String::as_str),
-                notify,
-            );
+            job.finish(committed.as_ref().map(|_| ()), notify);
         }
     }
 }

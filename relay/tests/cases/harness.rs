@@ -61,6 +61,21 @@ impl Relay {
         Relay::spawn_with(self.extra.clone(), Some(&self.url))
     }
 
+    /// Starts a relay (SQLite) whose data directory `prepare` sets up first (e.g. mounts
+    /// a small tmpfs there for the disk-full tests).
+    pub fn start_prepared(prepare: impl FnOnce(&Path)) -> Relay {
+        let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
+        let (child, addr, url) = spawn(dir.path(), &[], None);
+        Relay {
+            child: Some(child),
+            addr,
+            url,
+            extra: Vec::new(),
+            dir,
+        }
+    }
+
     fn spawn_with(extra: Vec<String>, public_url: Option<&str>) -> Relay {
         let dir = tempfile::tempdir().expect("temp dir");
         let (child, addr, url) = spawn(dir.path(), &extra, public_url);

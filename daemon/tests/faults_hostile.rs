@@ -1,0 +1,271 @@
+//! Hostile input at the daemon: a member of the group posts garbage and replayed
+//! ciphertext into the group log (the relay accepts both: their MLS framing is fine), and
+//! an outsider posts junk and a forged Welcome into a mailbox. Each daemon rejects every
+//! such entry with one log line and the conversation keeps working. (The relay-level
+//! checks are in relay/tests/cases/hostile.rs.)
+
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::*;
+use serde_json::{Value, json};
+use sotto_protocol::envelope::Envelope;
+use sotto_protocol::relay::{
+    DeviceRef, MailboxPayload, Push, Request, Response, WelcomeEnvelope, content_type,
+};
+
+use crate::support::relay_client::{Conn, Member, block_on};
+use crate::support::{Daemon, Relay};
+
+const SUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+fn texts(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Lines of `log` that report a rejected group-log entry.
+fn rejected_entries(log: &str) -> usize {
+    log.lines()
+        .filter(|l| {
+            l.contains("an entry could not be processed; skipped")
+                || l.contains("undecodable entry skipped")
+                || l.contains("an unreadable envelope was skipped")
+        })
+        .count()
+}
+
+fn post_id() -> [u8; 16] {
+    rand::random()
+}
+
+#[test]
+fn garbage_and_replays_from_a_member_are_rejected_and_the_group_goes_on() {
+    let relay = Relay::start();
+    let mut alice = Daemon::new("file");
+    let _a = alice.account(&relay, "alice");
+    let mut bob = Daemon::new("file");
+    let b = bob.account(&relay, "bob");
+    let mallory = Member::new(&format!("mallory@{}", relay.host));
+    block_on(async {
+        let mut c = Conn::register(&relay.host, &mallory).await;
+        let r = c
+            .request(Request::PublishKeyPackages {
+                ciphersuite: u16::from(SUITE),
+                key_packages: vec![mallory.key_package(SUITE)],
+                last_resort: None,
+            })
+            .await;
+        assert!(matches!(r, Ok(Response::KeyPackageCount(_))), "{r:?}");
+    });
+    let created = alice.sotto_json(&[
+        "conversation",
+        "create",
+        "--name",
+        "hostile",
+        "--ciphersuite",
+        "1",
+        &b,
+        &mallory.address,
+    ]);
+    assert_eq!(created["state"], "active", "{created}");
+    let conv = created["id"].as_str().unwrap().to_owned();
+    bob.wait_conversation("the Welcome at bob", |c| c["id"] == conv.as_str());
+
+    // Mallory joins from its Welcome, sends one real message, then replays it and posts
+    // a tampered copy: same group, epoch and content type, so the relay stores them.
+    block_on(async {
+        let mut c = Conn::register(&relay.host, &mallory).await;
+        let r = c
+            .request(Request::SubscribeMailbox {
+                device: mallory.device_ref(),
+                after: 0,
+            })
+            .await;
+        assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+        let env = loop {
+            if let Push::Mailbox { entries } = c.push().await {
+                let payload: MailboxPayload =
+                    sotto_protocol::wire::decode(&entries[0].payload).expect("a mailbox payload");
+                let MailboxPayload::Welcome(env) = payload else {
+                    panic!("not a Welcome")
+                };
+                break env;
+            }
+        };
+        let MlsMessageBodyIn::Welcome(w) = MlsMessageIn::tls_deserialize_exact(&env.welcome)
+            .expect("an MLS message")
+            .extract()
+        else {
+            panic!("not a Welcome");
+        };
+        let mut group = StagedWelcome::new_from_welcome(
+            &mallory.provider,
+            &sottod::mls::join_config(),
+            w,
+            None,
+        )
+        .expect("stage the Welcome")
+        .into_group(&mallory.provider)
+        .expect("join");
+        let sealed = Envelope {
+            id: rand::random(),
+            kind: "text".into(),
+            body: "hello from mallory".into(),
+            sent_at: 1_700_000_000,
+            reply_to: None,
+        }
+        .seal()
+        .unwrap();
+        let real = group
+            .create_message(&mallory.provider, &mallory.signer, &sealed)
+            .expect("encrypt")
+            .tls_serialize_detached()
+            .unwrap();
+        let mut tampered = real.clone();
+        let n = tampered.len();
+        for b in &mut tampered[n - 48..] {
+            *b ^= 0xa5;
+        }
+        for (what, bytes) in [
+            ("the real message", &real),
+            ("a replay", &real),
+            ("a tampered copy", &tampered),
+        ] {
+            let r = c
+                .request(Request::PostGroup {
+                    post_id: post_id(),
+                    group_id: env.group_id.clone(),
+                    message: bytes.clone(),
+                    added: vec![],
+                    removed: vec![],
+                })
+                .await;
+            assert!(
+                matches!(r, Ok(Response::Accepted { .. })),
+                "the relay stores {what} (its framing is valid): {r:?}"
+            );
+        }
+        // Nothing but the framing is checked at the relay: the entries are application
+        // messages in the current epoch.
+        let r = c
+            .request(Request::ReadGroup {
+                group_id: env.group_id.clone(),
+                after: 0,
+                limit: 100,
+            })
+            .await;
+        let Ok(Response::GroupEntries { entries, .. }) = r else {
+            panic!("{r:?}")
+        };
+        let apps = entries
+            .iter()
+            .filter(|e| e.content_type == content_type::APPLICATION)
+            .count();
+        assert_eq!(apps, 3);
+    });
+
+    // Bob and alice show mallory's message once, and go on talking.
+    for d in [&alice, &bob] {
+        d.wait_messages(&conv, "mallory's message", |l| {
+            texts(l).contains(&"hello from mallory".to_owned())
+        });
+    }
+    bob.client().ok(
+        "message.send",
+        json!({"conversation": conv, "text": "bob after the garbage"}),
+    );
+    alice.sotto_ok(&["send", "hostile", "alice after the garbage"]);
+    let expected = [
+        "hello from mallory",
+        "bob after the garbage",
+        "alice after the garbage",
+    ];
+    for d in [&alice, &bob] {
+        let got = d.wait_messages(&conv, "both messages after the garbage", |l| l.len() >= 3);
+        let mut got = texts(&got);
+        // The two later ones may be ordered either way by the relay.
+        got[1..].sort();
+        let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        want[1..].sort();
+        assert_eq!(
+            got, want,
+            "mallory's message once, nothing from the replay or the garbage"
+        );
+        let c = d
+            .client()
+            .ok("conversation.get", json!({"conversation": conv}));
+        assert_eq!(c["state"], "active", "{c}");
+        assert_eq!(
+            rejected_entries(&d.log_text()),
+            2,
+            "one log line for each rejected entry:\n{}",
+            d.log_text()
+        );
+    }
+}
+
+#[test]
+fn junk_and_a_forged_welcome_from_an_outsider_are_dropped_and_the_mailbox_goes_on() {
+    let relay = Relay::start();
+    let mut alice = Daemon::new("file");
+    let a = alice.account(&relay, "alice");
+    let device_id = alice.client().ok("account.info", json!({}))["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bob = Daemon::new("file");
+    let b = bob.account(&relay, "bob");
+    let eve = Member::new(&format!("eve@{}", relay.host));
+    let to_alice = DeviceRef {
+        address: a.clone(),
+        device_id,
+    };
+    block_on(async {
+        let mut c = Conn::register(&relay.host, &eve).await;
+        let forged = MailboxPayload::Welcome(WelcomeEnvelope {
+            relay_url: relay.url.clone(),
+            group_id: vec![7; 16],
+            join_seq: 1,
+            welcome: vec![0x00, 0x01, 0x00, 0x03, 0xde, 0xad, 0xbe, 0xef],
+        });
+        for payload in [
+            b"not a sotto payload at all".to_vec(),
+            sotto_protocol::wire::encode(&forged),
+        ] {
+            let r = c
+                .request(Request::PostMailbox {
+                    post_id: post_id(),
+                    recipients: vec![to_alice.clone()],
+                    payload,
+                })
+                .await;
+            assert!(matches!(r, Ok(Response::Posted { .. })), "{r:?}");
+        }
+    });
+    // A real Welcome after the junk: alice's mailbox follower went on.
+    let conv = bob.sotto_json(&["conversation", "create", "--name", "after eve", &a])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.wait_conversation("the real Welcome after the junk", |c| {
+        c["id"] == conv.as_str()
+    });
+    let all = alice.client().ok("conversation.list", json!({}));
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        1,
+        "nothing joined from the junk: {all}"
+    );
+    bob.client().ok(
+        "message.send",
+        json!({"conversation": conv, "text": "hi alice"}),
+    );
+    alice.wait_messages(&conv, "bob's message", |l| l.len() == 1);
+    let log = alice.log_text();
+    let skipped = log
+        .lines()
+        .filter(|l| l.contains("mailbox entry skipped"))
+        .count();
+    assert_eq!(skipped, 2, "one line per dropped entry:\n{log}");
+    let _ = b;
+}
