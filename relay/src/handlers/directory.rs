@@ -190,15 +190,38 @@ impl<S: Store> Ctx<S> {
                 ),
             )
         })?;
-        let now = Instant::now();
-        self.shared
-            .claims_by_claimer
-            .take(&me.key, now)
-            .map_err(|w| rate_limited(w, "key-package claims by this principal"))?;
-        self.shared
-            .claims_by_target
-            .take(&target, now)
-            .map_err(|w| rate_limited(w, "key-package claims for this device"))?;
+        // Shared across relay processes when the backend can (PostgreSQL); else this
+        // process's buckets.
+        let limits = &self.shared.config.limits;
+        for (bucket, key, per_min, what) in [
+            (
+                "claims_by_claimer",
+                me.key,
+                limits.claims_per_min_per_claimer,
+                "key-package claims by this principal",
+            ),
+            (
+                "claims_by_target",
+                target,
+                limits.claims_per_min_per_target,
+                "key-package claims for this device",
+            ),
+        ] {
+            let shared = self
+                .shared
+                .store
+                .take_shared_token(bucket, key, per_min)
+                .await
+                .map_err(internal)?;
+            let taken = match shared {
+                Some(taken) => taken,
+                None if bucket == "claims_by_claimer" => {
+                    self.shared.claims_by_claimer.take(&key, Instant::now())
+                }
+                None => self.shared.claims_by_target.take(&key, Instant::now()),
+            };
+            taken.map_err(|w| rate_limited(w, what))?;
+        }
         let claimed = self
             .shared
             .store

@@ -389,4 +389,20 @@ pub trait Store: Send + Sync + 'static {
     fn render_metrics(&self, out: &mut String) {
         let _ = out;
     }
+
+    /// Takes one token from the shared bucket `bucket`/`key` (`per_min` tokens a minute,
+    /// a burst of `per_min`), for limits that must hold across relay processes on one
+    /// database. `Ok(None)`: this backend has no shared state (one process owns the
+    /// database), so the caller uses its in-process bucket. `Ok(Some(Err(wait)))`: refused,
+    /// retry after `wait`.
+    fn take_shared_token(
+        &self,
+        bucket: &'static str,
+        key: Principal,
+        per_min: f64,
+    ) -> impl Future<Output = Result<Option<Result<(), std::time::Duration>>, StoreError>> + Send
+    {
+        let _ = (bucket, key, per_min);
+        std::future::ready(Ok(None))
+    }
 }

@@ -292,6 +292,7 @@ fn migrate_is_idempotent_needs_no_listen_and_refuses_a_newer_schema() {
         .next()
         .and_then(|d| d.split('?').next())
         .expect("db");
+    let mut versions = Vec::new();
     for _ in 0..2 {
         let out = migrate(&url);
         assert!(
@@ -299,10 +300,22 @@ fn migrate_is_idempotent_needs_no_listen_and_refuses_a_newer_schema() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("schema version 2"), "{text}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let version: u32 = text
+            .split("schema version ")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no schema version in {text:?}"));
+        versions.push(version);
     }
-    assert_eq!(cluster.psql(db, "SELECT count(*) FROM sotto_schema"), "2");
+    // The second run applies nothing: the same version, one row per migration.
+    assert_eq!(versions[0], versions[1]);
+    assert!(versions[0] >= 3, "{versions:?}");
+    assert_eq!(
+        cluster.psql(db, "SELECT count(*) FROM sotto_schema"),
+        versions[0].to_string()
+    );
     cluster.psql(db, "INSERT INTO sotto_schema (version) VALUES (99)");
     let out = migrate(&url);
     assert!(!out.status.success());
@@ -463,4 +476,56 @@ async fn a_database_outage_under_load_loses_nothing_and_healthz_goes_503_and_bac
     );
     assert!(relay.metric("sotto_relay_db_errors_total") > 0);
     drop(cluster);
+}
+
+/// The per-principal claim limits are one budget across processes: a claimer spreading
+/// its claims over two processes gets no more than it would from one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_limits_are_shared_by_the_processes() {
+    const PER_MIN: usize = 4;
+    let one = Relay::start_with(&["--claims-per-min", &PER_MIN.to_string()]);
+    let two = one.sibling();
+    let bob = Device::new(&one.address("bob"));
+    let mut b = Client::registered(one.addr, &bob).await;
+    let r = b
+        .request(Request::PublishKeyPackages {
+            ciphersuite: CS_ID,
+            key_packages: vec![],
+            last_resort: Some(last_resort(&bob)),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::KeyPackageCount(_))), "{r:?}");
+    let eve = Device::new("eve@elsewhere.example");
+    let mut via_one = Client::authenticated(one.addr, &eve).await;
+    let mut via_two = Client::authenticated(two.addr, &eve).await;
+    let claim = Request::ClaimKeyPackage {
+        device: bob.device_ref(),
+        ciphersuite: CS_ID,
+    };
+    let (mut granted, mut refused) = (0, 0);
+    for i in 0..3 * PER_MIN {
+        let c = if i % 2 == 0 {
+            &mut via_one
+        } else {
+            &mut via_two
+        };
+        match c.request(claim.clone()).await {
+            Ok(Response::KeyPackage(_)) => granted += 1,
+            Err(e) if matches!(e.kind, RelayErrorKind::RateLimited { retry_after_ms } if retry_after_ms > 0) => {
+                refused += 1
+            }
+            other => panic!("claim {i}: {other:?}"),
+        }
+    }
+    // The burst is PER_MIN; at PER_MIN a minute at most one more token can have refilled
+    // while the test ran. Per-process buckets would have granted 2 × PER_MIN.
+    assert!(
+        (PER_MIN..=PER_MIN + 1).contains(&granted),
+        "granted {granted}, refused {refused}"
+    );
+    assert_eq!(granted + refused, 3 * PER_MIN);
+    assert_eq!(
+        one.count("SELECT COUNT(*) FROM rate_buckets WHERE bucket = 'claims_by_claimer'"),
+        1
+    );
 }

@@ -14,10 +14,10 @@ use crate::storage::StoreError;
 const MIGRATION_LOCK: i64 = 0x736f_7474_6f01;
 
 /// `(version, SQL)`, in order. Never edit a migration that has shipped; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The newest schema version this binary knows.
-pub const LATEST: i32 = 2;
+pub const LATEST: i32 = 3;
 
 const V1: &str = r#"
 CREATE TABLE devices (
@@ -223,6 +223,20 @@ CREATE TABLE invite_uses (
     uses integer NOT NULL,
     last_used_at bigint NOT NULL
 );
+";
+
+/// Token buckets of the per-principal limits (key-package claims) shared by every relay
+/// process on the database; time is the database's clock, so the processes' clocks
+/// need not agree.
+const V3: &str = "
+CREATE TABLE rate_buckets (
+    bucket text NOT NULL,
+    key bytea NOT NULL,
+    tokens double precision NOT NULL,
+    at_ms bigint NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+CREATE INDEX rate_buckets_by_age ON rate_buckets (at_ms);
 ";
 
 /// Applies every missing migration; refuses a schema newer than [`LATEST`].

@@ -687,6 +687,14 @@ impl Store for PgStore {
             )
             .await?;
             dropped += exec("DELETE FROM posts WHERE created_at < $1", cutoff).await?;
+            // Buckets untouched for ten minutes are full again at any configured rate of
+            // at least one a minute: dropping them changes nothing.
+            c.execute(
+                "DELETE FROM rate_buckets WHERE at_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 600000",
+                &[],
+            )
+            .await
+            .map_err(|e| db("prune", e))?;
             Ok(dropped)
         }
         .await;
@@ -709,5 +717,54 @@ impl Store for PgStore {
 
     fn render_metrics(&self, out: &mut String) {
         self.render_pg_metrics(out);
+    }
+
+    async fn take_shared_token(
+        &self,
+        bucket: &'static str,
+        key: Principal,
+        per_min: f64,
+    ) -> Result<Option<Result<(), std::time::Duration>>, StoreError> {
+        self.op("rate limit", async {
+            let c = self.inner.client().await?;
+            let k = &key[..];
+            let burst = per_min.max(1.0);
+            let per_ms = per_min / 60_000.0;
+            // One statement: refill by the database's clock, take a token if there is
+            // one. The row lock of the upsert serialises takers of one bucket across
+            // processes. No row back means refused.
+            let taken = c
+                .query_opt(
+                    "INSERT INTO rate_buckets AS b (bucket, key, tokens, at_ms)
+                     VALUES ($1::text, $2::bytea, $3::float8 - 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                     ON CONFLICT (bucket, key) DO UPDATE SET
+                        tokens = LEAST($3::float8, b.tokens + (EXCLUDED.at_ms - b.at_ms) * $4::float8) - 1,
+                        at_ms = EXCLUDED.at_ms
+                     WHERE LEAST($3::float8, b.tokens + (EXCLUDED.at_ms - b.at_ms) * $4::float8) >= 1
+                     RETURNING tokens",
+                    &[&bucket, &k, &burst, &per_ms],
+                )
+                .await
+                .map_err(|e| db("rate limit", e))?;
+            if taken.is_some() {
+                return Ok(Some(Ok(())));
+            }
+            let row = c
+                .query_opt(
+                    "SELECT LEAST($3::float8, tokens + ((extract(epoch FROM clock_timestamp()) * 1000)::bigint - at_ms) * $4::float8)
+                     FROM rate_buckets WHERE bucket = $1::text AND key = $2::bytea",
+                    &[&bucket, &k, &burst, &per_ms],
+                )
+                .await
+                .map_err(|e| db("rate limit", e))?;
+            let have: f64 = row.map_or(0.0, |r| r.get(0));
+            let wait_ms = if per_ms > 0.0 {
+                ((1.0 - have) / per_ms).clamp(1.0, 3_600_000.0)
+            } else {
+                3_600_000.0
+            };
+            Ok(Some(Err(std::time::Duration::from_millis(wait_ms as u64))))
+        })
+        .await
     }
 }
