@@ -121,15 +121,38 @@ fn garbage_and_replays_from_a_member_are_rejected_and_the_group_goes_on() {
             .expect("encrypt")
             .tls_serialize_detached()
             .unwrap();
-        let mut tampered = real.clone();
-        let n = tampered.len();
-        for b in &mut tampered[n - 48..] {
-            *b ^= 0xa5;
+        let tamper = |bytes: &[u8]| {
+            let mut t = bytes.to_vec();
+            let n = t.len();
+            for b in &mut t[n - 48..] {
+                *b ^= 0xa5;
+            }
+            t
+        };
+        let tampered = tamper(&real);
+        // A tampered copy of the next message, posted before the message itself: its
+        // failed decryption must not use up the key the real one needs.
+        let sealed2 = Envelope {
+            id: rand::random(),
+            kind: "text".into(),
+            body: "second from mallory".into(),
+            sent_at: 1_700_000_001,
+            reply_to: None,
         }
+        .seal()
+        .unwrap();
+        let second = group
+            .create_message(&mallory.provider, &mallory.signer, &sealed2)
+            .expect("encrypt")
+            .tls_serialize_detached()
+            .unwrap();
+        let second_tampered = tamper(&second);
         for (what, bytes) in [
             ("the real message", &real),
             ("a replay", &real),
             ("a tampered copy", &tampered),
+            ("a tampered copy of the next message", &second_tampered),
+            ("the next message", &second),
         ] {
             let r = c
                 .request(Request::PostGroup {
@@ -161,13 +184,14 @@ fn garbage_and_replays_from_a_member_are_rejected_and_the_group_goes_on() {
             .iter()
             .filter(|e| e.content_type == content_type::APPLICATION)
             .count();
-        assert_eq!(apps, 3);
+        assert_eq!(apps, 5);
     });
 
     // Bob and alice show mallory's message once, and go on talking.
     for d in [&alice, &bob] {
-        d.wait_messages(&conv, "mallory's message", |l| {
+        d.wait_messages(&conv, "mallory's messages", |l| {
             texts(l).contains(&"hello from mallory".to_owned())
+                && texts(l).contains(&"second from mallory".to_owned())
         });
     }
     bob.client().ok(
@@ -177,16 +201,17 @@ fn garbage_and_replays_from_a_member_are_rejected_and_the_group_goes_on() {
     alice.sotto_ok(&["send", "hostile", "alice after the garbage"]);
     let expected = [
         "hello from mallory",
+        "second from mallory",
         "bob after the garbage",
         "alice after the garbage",
     ];
     for d in [&alice, &bob] {
-        let got = d.wait_messages(&conv, "both messages after the garbage", |l| l.len() >= 3);
+        let got = d.wait_messages(&conv, "both messages after the garbage", |l| l.len() >= 4);
         let mut got = texts(&got);
         // The two later ones may be ordered either way by the relay.
-        got[1..].sort();
+        got[2..].sort();
         let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-        want[1..].sort();
+        want[2..].sort();
         assert_eq!(
             got, want,
             "mallory's message once, nothing from the replay or the garbage"
@@ -197,7 +222,7 @@ fn garbage_and_replays_from_a_member_are_rejected_and_the_group_goes_on() {
         assert_eq!(c["state"], "active", "{c}");
         assert_eq!(
             rejected_entries(&d.log_text()),
-            2,
+            3,
             "one log line for each rejected entry:\n{}",
             d.log_text()
         );
