@@ -20,6 +20,10 @@ mod faults_db;
 #[path = "cases/faults_disk.rs"]
 mod faults_disk;
 
+/// A flood against one relay process while connected clients talk (SQLite only).
+#[path = "cases/faults_flood.rs"]
+mod faults_flood;
+
 #[path = "cases/pg.rs"]
 mod pg;
 
