@@ -26,7 +26,10 @@ async fn latencies(a: &mut Client, b: &mut Client, bob: &DeviceRef, n: usize) ->
                 payload: format!("latency {i}").into_bytes(),
             })
             .await;
-        assert!(matches!(r, Ok(Response::Posted { .. })), "a connected client is served: {r:?}");
+        assert!(
+            matches!(r, Ok(Response::Posted { .. })),
+            "a connected client is served: {r:?}"
+        );
         loop {
             let Push::Mailbox { entries } = b.push().await else {
                 continue;
@@ -85,7 +88,11 @@ async fn frame_flood(relay: std::net::SocketAddr, n: usize) -> (usize, usize) {
 
 /// Opens up to `n` connections (each registering a fresh name) and holds them; returns
 /// how many the relay refused and the ones it accepted.
-async fn connection_flood(relay: std::net::SocketAddr, n: usize, host: &str) -> (usize, Vec<Client>) {
+async fn connection_flood(
+    relay: std::net::SocketAddr,
+    n: usize,
+    host: &str,
+) -> (usize, Vec<Client>) {
     let mut refused = 0;
     let mut held = Vec::new();
     for i in 0..n {
@@ -174,7 +181,10 @@ async fn a_flood_is_limited_and_connected_clients_keep_working() {
         frames_limited + frames_other,
         held.len()
     );
-    assert!(frames_limited > 0, "the per-connection request limit engaged");
+    assert!(
+        frames_limited > 0,
+        "the per-connection request limit engaged"
+    );
     assert!(claims_limited > 0, "the per-claimer claim limit engaged");
     assert!(refused > 0, "the per-IP connection limit engaged");
     drop(held);
@@ -183,4 +193,3 @@ async fn a_flood_is_limited_and_connected_clients_keep_working() {
     b.ping_ok().await;
     e.ping_ok().await;
 }
-
