@@ -1,6 +1,8 @@
 //! Rows of the daemon's own tables and their API shapes. Pure functions over a
 //! connection, called on the store's writer thread.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension as _, params};
 use sotto_protocol::Address;
 use sotto_protocol::api::{
@@ -99,23 +101,109 @@ pub fn conversation_api(conn: &Connection, row: &ConvRow) -> Result<Conversation
     )?;
     let pending = stmt
         .query_map([&row.id], |r| {
-            let prepared: bool = r.get(2)?;
-            let welcoming: bool = r.get(3)?;
-            Ok(PendingChange {
-                id: r.get::<_, i64>(0)?.to_string(),
-                op: r.get(1)?,
-                state: if welcoming {
-                    "welcoming"
-                } else if prepared {
-                    "sending"
-                } else {
-                    "queued"
-                }
-                .to_owned(),
-            })
+            Ok(pending_from_row(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Conversation {
+    let unread = unread(conn, &row.id, row.read_position)?;
+    Ok(api_shape(row, members, pending, unread, last_message))
+}
+
+/// Every conversation in the API shape, in `conversation.list` order (newest activity
+/// first, then by id), in a constant number of queries whatever the count: the rows, the
+/// unread counts, the last messages, every member and every pending change are each one
+/// set-based query, joined here. The same result as [`conversation_api`] per row.
+pub fn conversations_api(conn: &Connection) -> Result<Vec<Conversation>, StoreError> {
+    let mut rows = conversations(conn)?;
+    rows.sort_by(|a, b| b.activity.cmp(&a.activity).then_with(|| a.id.cmp(&b.id)));
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The unread count of every conversation: one indexed count per row, in one statement.
+    let mut unread: HashMap<String, u64> = HashMap::with_capacity(rows.len());
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, (SELECT COUNT(*) FROM messages INDEXED BY messages_received
+                       WHERE conversation = c.id AND state = 'received' AND position > c.read_position)
+         FROM conversations c",
+    )?;
+    for r in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (id, n) = r?;
+        unread.insert(id, n.max(0) as u64);
+    }
+    // The newest message of every conversation: one read of the order-key index per row.
+    let mut last: HashMap<String, Message> = HashMap::with_capacity(rows.len());
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE rowid IN (
+             SELECT (SELECT rowid FROM messages INDEXED BY messages_by_order
+                     WHERE conversation = c.id ORDER BY {MESSAGE_ORDER_KEY} DESC LIMIT 1)
+             FROM conversations c)"
+    ))?;
+    for r in stmt.query_map([], message_from_row)? {
+        let (m, _) = r?;
+        last.insert(m.conversation.clone(), m);
+    }
+    let mut members: HashMap<String, Vec<Address>> = HashMap::with_capacity(rows.len());
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT conversation, address FROM members ORDER BY conversation, address",
+    )?;
+    for r in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (conv, address) = r?;
+        if let Ok(a) = Address::parse(&address) {
+            members.entry(conv).or_default().push(a);
+        }
+    }
+    let mut pending: HashMap<String, Vec<PendingChange>> = HashMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT conversation, id, op, mls_message IS NOT NULL, join_seq IS NOT NULL FROM outbox
+         WHERE op != 'message' ORDER BY conversation, id",
+    )?;
+    for r in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            pending_from_row(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+        ))
+    })? {
+        let (conv, change) = r?;
+        pending.entry(conv).or_default().push(change);
+    }
+    Ok(rows
+        .iter()
+        .map(|row| {
+            api_shape(
+                row,
+                members.remove(&row.id).unwrap_or_default(),
+                pending.remove(&row.id).unwrap_or_default(),
+                unread.get(&row.id).copied().unwrap_or(0),
+                last.remove(&row.id),
+            )
+        })
+        .collect())
+}
+
+fn pending_from_row(id: i64, op: String, prepared: bool, welcoming: bool) -> PendingChange {
+    PendingChange {
+        id: id.to_string(),
+        op,
+        state: if welcoming {
+            "welcoming"
+        } else if prepared {
+            "sending"
+        } else {
+            "queued"
+        }
+        .to_owned(),
+    }
+}
+
+/// The API shape of `row` from its parts (shared by [`conversation_api`] and
+/// [`conversations_api`], so one conversation and the list cannot disagree).
+fn api_shape(
+    row: &ConvRow,
+    members: Vec<Address>,
+    pending: Vec<PendingChange>,
+    unread: u64,
+    last_message: Option<Message>,
+) -> Conversation {
+    Conversation {
         id: row.id.clone(),
         name: row.name.clone(),
         kind: if row.kind == "direct" {
@@ -131,10 +219,10 @@ pub fn conversation_api(conn: &Connection, row: &ConvRow) -> Result<Conversation
             .unwrap_or_else(|_| format!("0x{:04x}", row.ciphersuite)),
         relay: row.relay.clone(),
         pending,
-        unread: unread(conn, &row.id, row.read_position)?,
+        unread,
         last_activity_at: last_activity(&row.changed_at, last_message.as_ref()),
         last_message,
-    })
+    }
 }
 
 /// Received messages of `conv` after the read marker `read_position` (an indexed count).
@@ -360,4 +448,140 @@ pub fn contacts(conn: &Connection) -> Result<Vec<Contact>, StoreError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+    use crate::store::Store;
+
+    /// Many conversations with every part the list shows (members with several devices,
+    /// received / sent / queued messages, read markers, pending changes of each state, no
+    /// messages at all): the batched list equals `conversation_api` of each row, in order.
+    #[tokio::test]
+    async fn the_list_equals_get_for_each_of_many_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        let (events, _rx) = tokio::sync::broadcast::channel(16);
+        let store = Store::open(
+            &dir.path().join("db.sqlite"),
+            &crate::keys::DbKey::generate(),
+            events,
+            100,
+        )
+        .unwrap();
+        let n = 300usize;
+        let (list, each) = store
+            .call(move |db| {
+                db.write(|tx| {
+                    let c = tx.conn();
+                    let me = "alice@relay.example";
+                    for i in 0..n {
+                        let id = format!("{i:032x}");
+                        let peer = format!("peer{i}@relay.example");
+                        c.execute(
+                            "INSERT INTO conversations (id, name, kind, state, relay, ciphersuite, epoch, peer, created_at, read_position)
+                             VALUES (?1, ?2, ?3, ?4, 'ws://r/sotto/v1', ?5, ?6, ?7, ?8, ?9)",
+                            params![
+                                id,
+                                (i % 4 == 0).then(|| format!("group {i}")),
+                                if i % 4 == 0 { "group" } else { "direct" },
+                                ["active", "pending", "left", "broken"][i % 4],
+                                if i % 7 == 0 { 0x4f } else { 1 },
+                                i as i64,
+                                (i % 4 != 0).then_some(peer.clone()),
+                                format!("2026-01-01T00:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+                                (i % 5) as i64,
+                            ],
+                        )?;
+                        for (addr, dev) in [(me, "d1"), (peer.as_str(), "d1"), (peer.as_str(), "d2")] {
+                            c.execute(
+                                "INSERT INTO members (conversation, address, device_id) VALUES (?1, ?2, ?3)",
+                                params![id, addr, dev],
+                            )?;
+                        }
+                        // Conversation i holds i % 9 messages: every third one sent by us,
+                        // the last one of every fourth conversation still queued.
+                        let count = i % 9;
+                        for m in 0..count {
+                            let queued = i % 4 == 1 && m + 1 == count;
+                            let mine = m % 3 == 0 || queued;
+                            c.execute(
+                                "INSERT INTO messages (id, conversation, sender, kind, text, sent_at, received_at, state, position)
+                                 VALUES (?1, ?2, ?3, 'text', ?4, ?5, ?6, ?7, ?8)",
+                                params![
+                                    format!("{i:016x}{m:016x}"),
+                                    id,
+                                    if mine { me } else { peer.as_str() },
+                                    format!("message {m} of {i}"),
+                                    format!("2026-02-01T00:00:{m:02}Z"),
+                                    (!mine).then(|| format!("2026-02-01T00:01:{m:02}Z")),
+                                    if queued { "queued" } else if mine { "sent" } else { "received" },
+                                    (!queued).then_some(m as i64 + 1),
+                                ],
+                            )?;
+                        }
+                        for (k, (op, prepared, join)) in [
+                            ("message", false, false),
+                            ("add", false, false),
+                            ("rename", true, false),
+                            ("create", true, true),
+                        ]
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| i % 3 == 0 || *k == 0 || (i % 5 == 1 && *k == 2))
+                        {
+                            c.execute(
+                                "INSERT INTO outbox (conversation, op, payload, mls_message, join_seq, created_at)
+                                 VALUES (?1, ?2, '{}', ?3, ?4, '2026-01-01T00:00:00Z')",
+                                params![
+                                    id,
+                                    op,
+                                    prepared.then_some(vec![k as u8]),
+                                    join.then_some(7i64)
+                                ],
+                            )?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                let list = conversations_api(db.conn())?;
+                let mut each = Vec::new();
+                for c in &list {
+                    let row = conversation(db.conn(), &c.id)?.unwrap();
+                    each.push(conversation_api(db.conn(), &row)?);
+                }
+                // The order the list had before it was batched.
+                let mut rows = conversations(db.conn())?;
+                rows.sort_by(|a, b| b.activity.cmp(&a.activity).then_with(|| a.id.cmp(&b.id)));
+                let order: Vec<String> = rows.into_iter().map(|r| r.id).collect();
+                Ok((list, (each, order)))
+            })
+            .await
+            .unwrap();
+        let (each, order) = each;
+        assert_eq!(list.len(), n);
+        assert_eq!(list.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), order);
+        for (l, g) in list.iter().zip(&each) {
+            assert_eq!(l, g, "conversation {}", l.id);
+        }
+        // The seeding covered every part: unread counts, last messages, pending changes of
+        // each state, members with two devices listed once.
+        assert!(list.iter().any(|c| c.unread > 0));
+        assert!(list.iter().any(|c| c.last_message.is_none()));
+        assert!(list.iter().any(|c| {
+            c.last_message
+                .as_ref()
+                .is_some_and(|m| m.state == MessageState::Queued)
+        }));
+        for state in ["queued", "sending", "welcoming"] {
+            assert!(
+                list.iter()
+                    .any(|c| c.pending.iter().any(|p| p.state == state)),
+                "{state}"
+            );
+        }
+        assert!(list.iter().all(|c| c.members.len() == 2));
+    }
 }

@@ -110,13 +110,7 @@ impl Service {
     pub async fn conversation_list(&self) -> Result<Vec<Conversation>, ApiError> {
         Ok(self
             .store
-            .call(|db| {
-                let mut rows = model::conversations(db.conn())?;
-                rows.sort_by(|a, b| b.activity.cmp(&a.activity).then_with(|| a.id.cmp(&b.id)));
-                rows.iter()
-                    .map(|r| model::conversation_api(db.conn(), r))
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            .call(|db| model::conversations_api(db.conn()))
             .await?)
     }
 
