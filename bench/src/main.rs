@@ -45,6 +45,8 @@ enum Scenario {
     RelayPg,
     /// 11. Encryption at rest: SQLCipher against plain SQLite, start-up with a big history.
     AtRest,
+    /// 12. One client with 256 message.send in flight, against the raw relay path.
+    Pipelined,
 }
 
 /// Sotto's benchmark harness (release builds give the real figures).
@@ -118,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                 Scenario::Pq => scenarios::pq::run(&ctx).await,
                 Scenario::RelayPg => scenarios::relay_pg::run(&ctx).await,
                 Scenario::AtRest => scenarios::at_rest::run(&ctx).await,
+                Scenario::Pipelined => scenarios::pipelined::run(&ctx).await,
             }
         });
         match result {

@@ -35,6 +35,11 @@ impl RpcClient {
         })
     }
 
+    /// The two halves, for a caller that pipelines requests itself.
+    pub fn into_split(self) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
+        (self.reader, self.writer)
+    }
+
     /// Sends a request; returns its id.
     pub async fn send(&mut self, method: &str, params: Value) -> anyhow::Result<u64> {
         self.next_id += 1;

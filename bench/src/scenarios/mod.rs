@@ -8,6 +8,7 @@ pub mod groups;
 pub mod latency;
 pub mod mls_step;
 pub mod paced;
+pub mod pipelined;
 pub mod pq;
 pub mod relay_pg;
 pub mod sustained;

@@ -104,7 +104,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let rx_rate = seen.len() as f64 / (last_rx - start).as_secs_f64().max(1e-9);
 
     progress!("baseline: raw relay path for {secs} s, {SENDERS} in flight");
-    let base = raw_path(&relay, secs).await?;
+    let base = raw_path(&relay, secs, SENDERS).await?;
 
     Ok(vec![
         Row::new(
@@ -126,8 +126,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Posts for `secs` with `SENDERS` in flight; returns pushes received per second.
-async fn raw_path(relay: &Relay, secs: u64) -> anyhow::Result<f64> {
+/// Posts for `secs` with `window` in flight; returns pushes received per second.
+pub async fn raw_path(relay: &Relay, secs: u64, window: usize) -> anyhow::Result<f64> {
     let dev = Device::new(&relay.address("rawsender"));
     let (group_id, pool) = app_messages(&dev, 256, TEXT_BYTES)?;
     let mut c = Client::authed(relay.addr, &dev, true).await?;
@@ -151,7 +151,7 @@ async fn raw_path(relay: &Relay, secs: u64) -> anyhow::Result<f64> {
         let mut sent = 0usize;
         let mut in_flight = 0usize;
         while Instant::now() < deadline || in_flight > 0 {
-            if in_flight < SENDERS && Instant::now() < deadline {
+            if in_flight < window && Instant::now() < deadline {
                 tx.send(Request::PostGroup {
                     post_id: post_id(),
                     group_id: gid.clone(),

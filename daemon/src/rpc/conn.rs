@@ -1,32 +1,45 @@
 //! One client connection: read NDJSON lines, dispatch them in order, write replies and
 //! subscription notifications through one writer task.
+//!
+//! Read-ahead: the connection keeps reading while requests run (at most [`IN_FLIGHT`]
+//! lines and [`IN_FLIGHT_BYTES`] bytes at a time). Each line runs in its own task and
+//! starts when the previous line's *turn* ends: when it is answered (and its deferred work
+//! ran), or earlier when its handler says every state change it makes is queued at the
+//! store ([`CallCtx::release_turn`], `message.send` does). So calls still take effect one
+//! after another in arrival order, and a call sees every earlier call's changes, while a
+//! run of `message.send` calls queues its writes back to back and shares commits. Replies
+//! are still written in request order (each line's reply waits for the previous line's).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use tracing::Instrument as _;
 
 use sotto_protocol::ErrorKind;
 use sotto_protocol::jsonrpc::Response;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinSet};
 
 use super::dispatch::dispatch_line;
 use super::error::protocol_error;
-use super::registry::{CallCtx, Registry};
+use super::registry::{CallCtx, Registry, RequestScope};
 use crate::service::Service;
 
 /// Lines queued for the socket; a client that stops reading fills this and then its
 /// subscriptions overflow.
 const WRITE_QUEUE: usize = 256;
 
-type Deferred = Box<dyn FnOnce() + Send>;
+/// The most request lines of one connection read ahead and not yet answered.
+pub const IN_FLIGHT: usize = 256;
+/// The most bytes of such lines (one line over it still runs, alone).
+pub const IN_FLIGHT_BYTES: usize = 4 << 20;
 
 /// Per-connection state shared with handlers.
 pub struct ConnState {
     writer: mpsc::Sender<String>,
     subscriptions: Mutex<HashMap<String, AbortHandle>>,
-    deferred: Mutex<Vec<Deferred>>,
 }
 
 impl std::fmt::Debug for ConnState {
@@ -39,12 +52,6 @@ impl ConnState {
     /// A sender of raw lines to this connection.
     pub fn writer(&self) -> mpsc::Sender<String> {
         self.writer.clone()
-    }
-
-    /// Runs `f` after the current request's reply has been queued for writing (so a
-    /// subscription's reply precedes its notifications, and `daemon.shutdown` replies first).
-    pub fn after_reply(&self, f: impl FnOnce() + Send + 'static) {
-        lock(&self.deferred).push(Box::new(f));
     }
 
     /// Records a running subscription task.
@@ -61,10 +68,6 @@ impl ConnState {
             }
             None => false,
         }
-    }
-
-    fn take_deferred(&self) -> Vec<Deferred> {
-        std::mem::take(&mut *lock(&self.deferred))
     }
 
     fn abort_all(&self) {
@@ -107,12 +110,13 @@ pub async fn serve_connection(
     let state = Arc::new(ConnState {
         writer,
         subscriptions: Mutex::new(HashMap::new()),
-        deferred: Mutex::new(Vec::new()),
     });
-    let ctx = CallCtx {
-        service,
-        conn: state.clone(),
-    };
+    let mut in_flight: JoinSet<usize> = JoinSet::new();
+    let mut in_flight_bytes = 0usize;
+    // The end of the previous line's turn: the next line starts after it.
+    let mut previous_turn: Option<oneshot::Receiver<()>> = None;
+    // The previous line's reply being queued: replies keep the request order.
+    let mut previous_reply: Option<oneshot::Receiver<()>> = None;
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
     let mut buf = Vec::with_capacity(1024);
     tracing::debug!("connected");
@@ -122,9 +126,14 @@ pub async fn serve_connection(
             r = read_line(&mut reader, &mut buf, max_line) => r,
             _ = shutdown.wait_for(|s| *s) => break,
         };
+        while let Some(done) = in_flight.try_join_next() {
+            in_flight_bytes -= done.unwrap_or(0);
+        }
         match read {
             Ok(Line::Eof) => break,
             Ok(Line::TooLong) => {
+                // The earlier lines are answered first.
+                while in_flight.join_next().await.is_some() {}
                 tracing::warn!(
                     max_line,
                     "request line over the limit; closing the connection"
@@ -149,14 +158,53 @@ pub async fn serve_connection(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                if let Some(reply) = dispatch_line(&registry, &ctx, line).await
-                    && state.writer.send(reply).await.is_err()
+                let line = line.to_vec();
+                while !in_flight.is_empty()
+                    && (in_flight.len() >= IN_FLIGHT
+                        || in_flight_bytes + line.len() > IN_FLIGHT_BYTES)
                 {
+                    if let Some(done) = in_flight.join_next().await {
+                        in_flight_bytes -= done.unwrap_or(0);
+                    }
+                }
+                if state.writer.is_closed() {
                     break;
                 }
-                for f in state.take_deferred() {
-                    f();
-                }
+                let (turn, turn_ended) = oneshot::channel();
+                let wait_for = previous_turn.replace(turn_ended);
+                let (replied, reply_queued) = oneshot::channel::<()>();
+                let reply_after = previous_reply.replace(reply_queued);
+                let ctx = CallCtx {
+                    service: service.clone(),
+                    conn: state.clone(),
+                    request: Arc::new(RequestScope::new(turn)),
+                };
+                let registry = registry.clone();
+                let writer = state.writer.clone();
+                in_flight_bytes += line.len();
+                in_flight.spawn(
+                    async move {
+                        if let Some(previous) = wait_for {
+                            // Err: the sender was dropped, which is the signal.
+                            let _ = previous.await;
+                        }
+                        let reply = dispatch_line(&registry, &ctx, &line).await;
+                        if let Some(previous) = reply_after {
+                            let _ = previous.await;
+                        }
+                        if let Some(reply) = reply {
+                            let _ = writer.send(reply).await;
+                        }
+                        drop(replied);
+                        for f in ctx.request.take_deferred() {
+                            f();
+                        }
+                        // The turn ends here at the latest.
+                        ctx.request.release_turn();
+                        line.len()
+                    }
+                    .instrument(tracing::Span::current()),
+                );
             }
             Err(e) => {
                 tracing::debug!(cause = %e, "read failed");
@@ -164,6 +212,8 @@ pub async fn serve_connection(
             }
         }
     }
+    // Every line read is answered (the drain timeout of `serve` bounds this at shutdown).
+    while in_flight.join_next().await.is_some() {}
     if *shutdown.borrow() {
         // Let subscriptions write their `subscription.closed` before the socket closes.
         let subs: Vec<_> = lock(&state.subscriptions).drain().map(|(_, t)| t).collect();
@@ -171,7 +221,7 @@ pub async fn serve_connection(
     } else {
         state.abort_all();
     }
-    drop(ctx);
+    drop(service);
     drop(state);
     let _ = write_task.await;
     tracing::debug!("disconnected");

@@ -15,12 +15,15 @@ pub async fn dispatch_line(registry: &Registry, ctx: &CallCtx, line: &[u8]) -> O
         Line::Invalid(err) => Some(encode(&Response::err(Value::Null, err))),
         Line::Batch(items) => {
             let mut responses = Vec::new();
-            // In order: state-changing calls of one connection run in arrival order.
+            // In order, inside the line's turn: state-changing calls of one connection
+            // run in arrival order.
+            let members = ctx.for_batch();
             for item in items {
-                if let Some(r) = handle(registry, ctx, item).await {
+                if let Some(r) = handle(registry, &members, item).await {
                     responses.push(r);
                 }
             }
+            ctx.adopt_deferred(&members);
             (!responses.is_empty()).then(|| encode(&responses))
         }
         Line::Single(item) => handle(registry, ctx, item).await.map(|r| encode(&r)),

@@ -1,5 +1,8 @@
 //! Messages: send (queued durably, then encrypted and posted by the actor) and history.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use rusqlite::{OptionalExtension as _, params};
 use sotto_protocol::ErrorKind;
 use sotto_protocol::api::{EventPayload, Message};
@@ -12,9 +15,20 @@ use crate::model;
 /// The most messages one `message.list` returns.
 pub const MAX_LIST: u32 = 1000;
 
+/// A `message.send` whose write is queued at the store: resolves once it is durable.
+pub type PendingSend = Pin<Box<dyn Future<Output = Result<Message, ApiError>> + Send>>;
+
 impl Service {
     /// `message.send`.
     pub async fn message_send(&self, p: MessageSendParams) -> Result<Message, ApiError> {
+        self.message_send_queued(p).await?.await
+    }
+
+    /// `message.send` up to the point where its write is queued at the store (so anything
+    /// queued afterwards runs after it); the returned future answers once it is durable.
+    /// The conversation is resolved inside that write, so consecutive sends queue without
+    /// waiting for each other and share a commit (group commit, `store` module doc).
+    pub async fn message_send_queued(&self, p: MessageSendParams) -> Result<PendingSend, ApiError> {
         let identity = self.identity().await?;
         let engine = self.engine().await?;
         if p.text.len() as u64 > self.config.max_text_bytes {
@@ -42,24 +56,25 @@ impl Service {
             }
             None => None,
         };
-        let row = self.resolve(&p.conversation).await?;
-        if !matches!(row.state.as_str(), "active" | "pending") {
-            return Err(ApiError::new(
-                ErrorKind::InvalidState,
-                format!("the conversation is {}; nothing can be sent", row.state),
-            ));
-        }
-        let conv = row.id.clone();
-        let active = row.state == "active";
+        let input = p.conversation.clone();
         let sign_key = identity.key.clone();
         let me = identity.account.address.to_string();
-        let params_json = serde_json::to_string(&(&conv, &p.text, &reply_to)).unwrap_or_default();
         let idem = p.idempotency_key.clone();
-        let text = p.text.clone();
-        let result = self
-            .store
-            .call(move |db| {
-                db.write(|tx| {
+        let text = p.text;
+        let written = self.store.submit_write(move |tx| {
+                    let row = match super::conversations::resolve(tx.conn(), &input)? {
+                        Ok(row) => row,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    if !matches!(row.state.as_str(), "active" | "pending") {
+                        return Ok(Err(ApiError::new(
+                            ErrorKind::InvalidState,
+                            format!("the conversation is {}; nothing can be sent", row.state),
+                        )));
+                    }
+                    let conv = row.id.clone();
+                    let active = row.state == "active";
+                    let params_json = serde_json::to_string(&(&conv, &text, &reply_to)).unwrap_or_default();
                     // Blocked: a verified member's key changed and was not accepted yet.
                     let blocked: Option<String> = tx
                         .conn()
@@ -126,11 +141,12 @@ impl Service {
                         .ok_or_else(|| crate::store::StoreError::Decode("the new message vanished".into()))?;
                     tx.emit(EventPayload::MessageCreated { message: message.clone() })?;
                     Ok(Ok(message))
-                })
-            })
-            .await??;
-        engine.wake(&row.id);
-        Ok(result)
+                })?;
+        Ok(Box::pin(async move {
+            let message = written.await??;
+            engine.wake(&message.conversation);
+            Ok(message)
+        }))
     }
 
     /// `message.list`.

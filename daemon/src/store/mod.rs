@@ -5,6 +5,13 @@
 //! events the change implies: they are persisted in the same transaction and broadcast to
 //! subscribers only after COMMIT. Later MLS code borrows the same connection inside its
 //! own transaction, so an MLS state change and the rows it implies commit together.
+//!
+//! Group commit: writes submitted with [`Store::write`] / [`Store::submit_write`] that are
+//! queued together share one transaction (one fsync): the writer takes every such write
+//! waiting behind the first (up to [`GROUP_MAX`], stopping at any other job, so the queue's
+//! order is kept), runs each in its own SAVEPOINT (a failing one rolls back alone), commits
+//! once, and only then answers each caller and broadcasts the events. If that COMMIT fails,
+//! every write in it gets the error and every object kept for later transactions is dropped.
 
 pub mod cipher;
 mod events;
@@ -18,7 +25,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use sotto_protocol::api::{Event, EventPayload};
 use tokio::sync::{broadcast, oneshot};
 
@@ -36,6 +43,9 @@ const CACHE_CAPACITY: usize = 256;
 
 /// Objects derived from the database and kept in memory between transactions.
 type Cache = HashMap<String, Box<dyn Any + Send>>;
+
+/// The most writes one group commit folds into one transaction.
+pub const GROUP_MAX: usize = 256;
 
 /// How often the writer truncates the WAL so deleted secrets do not linger in it.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
@@ -99,7 +109,66 @@ impl StoreError {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Db) + Send>;
+/// What the writer thread runs, in queue order.
+enum Job {
+    /// A closure on the database, alone, outside any transaction of the writer's.
+    Call(Box<dyn FnOnce(&mut Db) + Send>),
+    /// A transaction body that may share one transaction with the writes queued beside it.
+    Write(Box<dyn WriteJob>),
+}
+
+/// A queued write: its body runs inside a (possibly shared) transaction; its caller is
+/// answered only once that transaction's fate is known.
+trait WriteJob: Send {
+    /// Runs the body; true when it succeeded (its changes are to be kept).
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Answers the caller: with the body's result, or with `commit_failed`.
+    fn finish(self: Box<Self>, commit_failed: Option<StoreError>);
+}
+
+struct PendingWrite<T, F> {
+    body: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for PendingWrite<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool {
+        let Some(body) = self.body.take() else {
+            return false;
+        };
+        let result = body(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit_failed: Option<StoreError>) {
+        let answer = match (self.result, commit_failed) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(e)) => Err(e),
+            (Some(Ok(v)), None) => Ok(v),
+            (None, None) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The same failure again, for every caller of a shared transaction that failed (SQLite
+/// errors keep their code, so `storage_full` and friends still map the same way).
+fn replicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(code, msg)) => {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone()))
+        }
+        StoreError::Closed => StoreError::Closed,
+        other => StoreError::Decode(other.to_string()),
+    }
+}
 
 /// A handle to the writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -119,15 +188,21 @@ pub struct Db {
     events: broadcast::Sender<Event>,
     event_retention: u64,
     last_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Write transactions committed (a group commit counts once).
+    commits: u64,
 }
 
-/// A write transaction that can emit events.
+/// A write transaction (or one write's part of a shared one) that can emit events.
 #[derive(Debug)]
 pub struct Tx<'a> {
-    tx: Transaction<'a>,
+    conn: &'a Connection,
     emitted: Vec<Event>,
     event_retention: u64,
-    cache: Cache,
+    /// Objects matching committed state.
+    cache: &'a mut Cache,
+    /// Objects kept by the earlier writes of this shared transaction (not committed yet).
+    batch: &'a mut Cache,
+    /// Objects kept by this write.
     kept: Cache,
 }
 
@@ -203,6 +278,7 @@ impl Store {
             events,
             event_retention,
             last_seq: Default::default(),
+            commits: 0,
         };
         db.prepare()?;
         let last_seq = db.last_seq.clone();
@@ -227,24 +303,84 @@ impl Store {
     {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(move |db| {
+            .send(Job::Call(Box::new(move |db| {
                 let _ = tx.send(f(db));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` in a write transaction on the writer thread (possibly shared with other
+    /// writes queued at the same time: group commit) and returns its result once the
+    /// transaction committed. An error from `f` rolls back `f`'s changes only.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_write(f)?.await
+    }
+
+    /// Queues `f` as [`Store::write`] does, at once (before the returned future is first
+    /// polled): anything queued after this call runs after it. The future resolves once
+    /// the transaction is durable.
+    pub fn submit_write<T, F>(
+        &self,
+        f: F,
+    ) -> Result<
+        impl std::future::Future<Output = Result<T, StoreError>> + Send + use<T, F>,
+        StoreError,
+    >
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Write(Box::new(PendingWrite {
+                body: Some(f),
+                result: None,
+                reply,
+            })))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 }
 
 fn writer_loop(mut db: Db, rx: mpsc::Receiver<Job>) {
+    let mut next: Option<Job> = None;
     loop {
-        match rx.recv_timeout(CHECKPOINT_EVERY) {
-            Ok(job) => job(&mut db),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = db.checkpoint() {
-                    tracing::warn!(cause = %e, "WAL checkpoint failed");
+        let job = match next.take() {
+            Some(job) => job,
+            None => match rx.recv_timeout(CHECKPOINT_EVERY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = db.checkpoint() {
+                        tracing::warn!(cause = %e, "WAL checkpoint failed");
+                    }
+                    continue;
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        match job {
+            Job::Call(f) => f(&mut db),
+            Job::Write(first) => {
+                // Group commit: every write already waiting joins this transaction, up to
+                // the first job of another kind (it runs next, keeping the queue's order).
+                let mut group = vec![first];
+                while group.len() < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(Job::Write(w)) => group.push(w),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                db.write_group(group);
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     if let Err(e) = db.checkpoint() {
@@ -363,27 +499,120 @@ impl Db {
         &mut self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut batch = Cache::new();
         let mut tx = Tx {
-            tx,
+            conn: &self.conn,
             emitted: Vec::new(),
             event_retention: self.event_retention,
-            cache: std::mem::take(&mut self.cache),
+            cache: &mut self.cache,
+            batch: &mut batch,
             kept: Cache::new(),
         };
-        // On error the transaction rolls back on drop and the whole cache is dropped with
-        // it: the next transactions load fresh state from the database.
-        let value = f(&mut tx)?;
-        let Tx {
-            tx,
-            emitted,
-            mut cache,
-            kept,
-            ..
-        } = tx;
-        tx.commit()?;
+        let value = f(&mut tx);
+        let Tx { emitted, kept, .. } = tx;
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                self.abort();
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.abort();
+            return Err(e.into());
+        }
+        self.committed(kept, emitted);
+        Ok(value)
+    }
+
+    /// Runs queued writes in one transaction, each in its own savepoint when there are
+    /// several, commits once, then answers every caller (module doc: group commit).
+    fn write_group(&mut self, mut group: Vec<Box<dyn WriteJob>>) {
+        let shared = group.len() > 1;
+        let fail_all = |db: &mut Db, group: Vec<Box<dyn WriteJob>>, e: StoreError| {
+            db.abort();
+            for job in group {
+                job.finish(Some(replicate(&e)));
+            }
+        };
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return fail_all(self, group, e.into());
+        }
+        let mut batch = Cache::new();
+        let mut emitted_all = Vec::new();
+        let mut failed_one = false;
+        for job in group.iter_mut() {
+            if shared && let Err(e) = self.conn.execute_batch("SAVEPOINT sotto_write") {
+                return fail_all(self, group, e.into());
+            }
+            let mut tx = Tx {
+                conn: &self.conn,
+                emitted: Vec::new(),
+                event_retention: self.event_retention,
+                cache: &mut self.cache,
+                batch: &mut batch,
+                kept: Cache::new(),
+            };
+            let ok = job.run(&mut tx);
+            let Tx { emitted, kept, .. } = tx;
+            if ok {
+                if shared && let Err(e) = self.conn.execute_batch("RELEASE sotto_write") {
+                    return fail_all(self, group, e.into());
+                }
+                batch.extend(kept);
+                emitted_all.extend(emitted);
+            } else if shared {
+                // This write alone rolls back; what it kept is dropped with it, and so is
+                // every object in memory (as after any failed transaction).
+                if let Err(e) = self
+                    .conn
+                    .execute_batch("ROLLBACK TO sotto_write; RELEASE sotto_write")
+                {
+                    return fail_all(self, group, e.into());
+                }
+                failed_one = true;
+            } else {
+                self.abort();
+                for job in group {
+                    job.finish(None);
+                }
+                return;
+            }
+        }
+        if failed_one {
+            self.cache.clear();
+            batch.clear();
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            return fail_all(self, group, e.into());
+        }
+        self.committed(batch, emitted_all);
+        for job in group {
+            job.finish(None);
+        }
+    }
+
+    /// After a failed write: rolls back whatever is still open and forgets every object in
+    /// memory, so the next transactions load fresh state from the database.
+    fn abort(&mut self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(cause = %e, "ROLLBACK failed");
+        }
+        self.cache.clear();
+    }
+
+    /// Write transactions committed so far (a group commit counts once).
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    /// After COMMIT: keeps what the transaction kept and broadcasts its events.
+    fn committed(&mut self, kept: Cache, emitted: Vec<Event>) {
+        self.commits += 1;
+        let cache = &mut self.cache;
         if cache.len() + kept.len() > CACHE_CAPACITY {
             let excess = cache.len() + kept.len() - CACHE_CAPACITY;
             let victims: Vec<String> = cache.keys().take(excess).cloned().collect();
@@ -392,7 +621,6 @@ impl Db {
             }
         }
         cache.extend(kept);
-        self.cache = cache;
         if let Some(last) = emitted.last() {
             self.last_seq
                 .fetch_max(last.seq, std::sync::atomic::Ordering::Relaxed);
@@ -401,7 +629,6 @@ impl Db {
             // No receiver is fine: events are persisted and replayable.
             let _ = self.events.send(event);
         }
-        Ok(value)
     }
 
     /// Truncates the WAL so deleted pages (old secrets) leave the disk.
@@ -415,14 +642,18 @@ impl Db {
 impl Tx<'_> {
     /// The transaction's connection.
     pub fn conn(&self) -> &Connection {
-        &self.tx
+        self.conn
     }
 
     /// Takes the object kept under `key` by an earlier [`Tx::keep`] (of this transaction,
     /// or of a committed one), if it is there and a `T`. Until it is kept again, it is
     /// gone from the cache: a rollback cannot leave a changed copy behind.
     pub fn take_kept<T: Any + Send>(&mut self, key: &str) -> Option<T> {
-        let boxed = self.kept.remove(key).or_else(|| self.cache.remove(key))?;
+        let boxed = self
+            .kept
+            .remove(key)
+            .or_else(|| self.batch.remove(key))
+            .or_else(|| self.cache.remove(key))?;
         boxed.downcast::<T>().ok().map(|b| *b)
     }
 
@@ -435,12 +666,13 @@ impl Tx<'_> {
     /// Forgets whatever is kept under `key` (now and in the cache).
     pub fn forget_kept(&mut self, key: &str) {
         self.kept.remove(key);
+        self.batch.remove(key);
         self.cache.remove(key);
     }
 
     /// Persists an event in this transaction; it is broadcast after COMMIT.
     pub fn emit(&mut self, payload: EventPayload) -> Result<Event, StoreError> {
-        let event = events::append(&self.tx, payload, self.event_retention)?;
+        let event = events::append(self.conn, payload, self.event_retention)?;
         self.emitted.push(event.clone());
         Ok(event)
     }

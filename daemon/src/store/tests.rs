@@ -183,3 +183,196 @@ async fn migration_4_back_fills_an_existing_database() {
         .await
         .unwrap();
 }
+
+fn open_store(dir: &std::path::Path) -> (Store, broadcast::Receiver<sotto_protocol::api::Event>) {
+    let (tx, rx) = broadcast::channel(64);
+    let store = Store::open(
+        &dir.join("db.sqlite"),
+        &crate::keys::DbKey::generate(),
+        tx,
+        100,
+    )
+    .unwrap();
+    (store, rx)
+}
+
+/// Holds the writer thread until the returned sender is dropped, so the writes submitted
+/// meanwhile queue up together.
+async fn hold_writer(store: &Store) -> std::sync::mpsc::Sender<()> {
+    let (gate, wait) = std::sync::mpsc::channel::<()>();
+    let (entered, writer_held) = tokio::sync::oneshot::channel();
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .call(move |_db| {
+                let _ = entered.send(());
+                let _ = wait.recv();
+                Ok(())
+            })
+            .await
+    });
+    writer_held.await.unwrap();
+    gate
+}
+
+async fn commits(store: &Store) -> u64 {
+    store.call(|db| Ok(db.commits())).await.unwrap()
+}
+
+fn insert_meta(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
+    tx.conn()
+        .execute("INSERT INTO meta (key, value) VALUES (?1, 'v')", [key])?;
+    Ok(())
+}
+
+async fn meta_keys(store: &Store) -> Vec<String> {
+    store
+        .call(|db| {
+            let mut stmt = db
+                .conn()
+                .prepare("SELECT key FROM meta WHERE key LIKE 'g%' ORDER BY key")?;
+            let keys = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(keys)
+        })
+        .await
+        .unwrap()
+}
+
+/// Writes queued together share one COMMIT; one that fails rolls back alone (its rows,
+/// its event, what it kept), the others are answered only after the COMMIT, in order,
+/// with their events broadcast after it.
+#[tokio::test]
+async fn writes_queued_together_share_one_commit_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut rx) = open_store(dir.path());
+    let before = commits(&store).await;
+    let gate = hold_writer(&store).await;
+    let mut pending = Vec::new();
+    for i in 0..5u32 {
+        let w = store
+            .submit_write(move |tx| {
+                insert_meta(tx, &format!("g{i}"))?;
+                tx.emit(relay_event(i))?;
+                tx.keep(&format!("obj{i}"), i);
+                if i == 2 {
+                    return Err(StoreError::Decode("write 2 fails".into()));
+                }
+                Ok(i)
+            })
+            .unwrap();
+        pending.push(w);
+    }
+    // Nothing is answered while the writer is held.
+    assert!(rx.try_recv().is_err());
+    drop(gate);
+    let mut results = Vec::new();
+    for w in pending {
+        results.push(w.await);
+    }
+    assert!(
+        matches!(results[2], Err(StoreError::Decode(_))),
+        "{:?}",
+        results[2]
+    );
+    let ok: Vec<u32> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(ok, [0, 1, 3, 4]);
+    assert_eq!(
+        commits(&store).await,
+        before + 1,
+        "one COMMIT for the five writes"
+    );
+    assert_eq!(meta_keys(&store).await, ["g0", "g1", "g3", "g4"]);
+    let seqs: Vec<u64> = (0..4).map(|_| rx.try_recv().unwrap().seq).collect();
+    assert_eq!(
+        seqs,
+        [1, 2, 3, 4],
+        "the failed write's event is gone, seqs stay dense"
+    );
+    assert!(rx.try_recv().is_err());
+    // After a failed write nothing kept survives (the next transactions reload).
+    let kept = store
+        .write(|tx| {
+            Ok((0..5)
+                .filter(|i| tx.take_kept::<u32>(&format!("obj{i}")).is_some())
+                .count())
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    // Without a failure, what the writes kept is there for the next transaction.
+    let gate = hold_writer(&store).await;
+    let a = store
+        .submit_write(|tx| {
+            tx.keep("a", 1u8);
+            Ok(())
+        })
+        .unwrap();
+    let b = store
+        .submit_write(|tx| Ok(tx.take_kept::<u8>("a")))
+        .unwrap();
+    drop(gate);
+    a.await.unwrap();
+    assert_eq!(
+        b.await.unwrap(),
+        Some(1),
+        "a later write of the same group sees what an earlier one kept"
+    );
+}
+
+/// When the shared COMMIT itself fails, every write in it gets the error, nothing of any
+/// of them is stored or broadcast, and nothing they kept survives.
+#[tokio::test]
+async fn a_failed_group_commit_fails_every_write_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut rx) = open_store(dir.path());
+    // A deferred foreign key: the violation is only found at COMMIT.
+    store
+        .call(|db| {
+            db.conn().execute_batch(
+                "CREATE TABLE deferred_check (meta_key TEXT REFERENCES meta(key) DEFERRABLE INITIALLY DEFERRED)",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let gate = hold_writer(&store).await;
+    let first = store
+        .submit_write(|tx| {
+            insert_meta(tx, "g-first")?;
+            tx.emit(relay_event(1))?;
+            tx.keep("first", 1u8);
+            Ok(())
+        })
+        .unwrap();
+    let breaking = store
+        .submit_write(|tx| {
+            tx.conn()
+                .execute("INSERT INTO deferred_check VALUES ('no such key')", [])?;
+            Ok(())
+        })
+        .unwrap();
+    drop(gate);
+    let (first, breaking) = (first.await, breaking.await);
+    for r in [&first, &breaking] {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+    }
+    assert!(meta_keys(&store).await.is_empty());
+    assert!(
+        rx.try_recv().is_err(),
+        "no event of a failed commit is broadcast"
+    );
+    let kept = store
+        .write(|tx| Ok(tx.take_kept::<u8>("first")))
+        .await
+        .unwrap();
+    assert_eq!(kept, None);
+    // The store works on afterwards.
+    store.write(|tx| insert_meta(tx, "g-after")).await.unwrap();
+    assert_eq!(meta_keys(&store).await, ["g-after"]);
+}

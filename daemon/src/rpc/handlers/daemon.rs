@@ -9,7 +9,7 @@ pub fn register(r: &mut Registry) {
     r.register::<DaemonShutdown, _, _>(|ctx, _| async move {
         let service = ctx.service.clone();
         tracing::info!("daemon.shutdown requested");
-        ctx.conn.after_reply(move || service.request_shutdown());
+        ctx.after_reply(move || service.request_shutdown());
         Ok(Empty {})
     });
     r.register::<RpcDiscover, _, _>(|_, _| async move {

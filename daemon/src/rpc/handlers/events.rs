@@ -16,7 +16,7 @@ pub fn register(r: &mut Registry) {
         let sub_id = id.clone();
         let map_id = id.clone();
         // Start delivering only once the reply is queued: rule 7 of API.md.
-        ctx.conn.after_reply(move || {
+        ctx.after_reply(move || {
             let task = tokio::spawn(async move {
                 subscription
                     .run(|delivery| {
