@@ -1,8 +1,9 @@
 //! 4a. The MLS step of group operations for N members: create + add N in one commit,
 //!     join from the Welcome, a self-update, a member processing it, one message sent and
 //!     received. Ours: the daemon's way — `sottod::mls::Provider` over a SQLite
-//!     transaction per operation, the group loaded from storage for each one, sottod's
-//!     group config and `DeviceKey` signer. Baseline: raw openmls with
+//!     transaction per operation, each side's `MlsGroup` kept in memory between them (as
+//!     the daemon's conversation actors keep it, `store::Tx::keep`), sottod's group config
+//!     and `DeviceKey` signer. Baseline: raw openmls with
 //!     openmls_sqlite_storage (the same JSON codec), the group kept in memory, default
 //!     config, the same transaction boundaries. Both databases: WAL, synchronous=FULL,
 //!     secure_delete=ON (the daemon's pragmas), on the same disk; a second pass with
@@ -11,7 +12,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
@@ -129,14 +129,10 @@ pub fn ours_keyed(
     let mut kps = vec![joiner_kp];
     kps.extend_from_slice(others);
     let gid = GroupId::from_slice(&rand::random::<[u8; 16]>());
-    let load = |c: &Connection| -> anyhow::Result<MlsGroup> {
-        MlsGroup::load(Provider::new(c).storage(), &gid)?.context("group not stored")
-    };
-
     let t = Instant::now();
-    in_tx(&mut creator, |c| {
+    let mut group = in_tx(&mut creator, |c| {
         let p = Provider::new(c);
-        MlsGroup::builder()
+        Ok(MlsGroup::builder()
             .with_group_id(gid.clone())
             .ciphersuite(CS)
             .use_ratchet_tree_extension(true)
@@ -144,48 +140,49 @@ pub fn ours_keyed(
             .with_wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
             .with_capabilities(smls::capabilities())
             .with_group_context_extensions(smls::name_extensions(Some("bench")))
-            .build(&p, &ckey, ccred.clone())?;
-        Ok(())
+            .build(&p, &ckey, ccred.clone())?)
     })?;
     let welcome = in_tx(&mut creator, |c| {
         let p = Provider::new(c);
-        let mut g = load(c)?;
         let packages = validated(p.crypto(), &kps)?;
-        let (_, welcome, _) = g.add_members(&p, &ckey, &packages)?;
+        let (_, welcome, _) = group.add_members(&p, &ckey, &packages)?;
         Ok(welcome.tls_serialize_detached()?)
     })?;
     in_tx(&mut creator, |c| {
-        Ok(load(c)?.merge_pending_commit(&Provider::new(c))?)
+        Ok(group.merge_pending_commit(&Provider::new(c))?)
     })?;
     let create_add = t.elapsed();
 
     let t = Instant::now();
-    in_tx(&mut joiner, |c| {
+    let mut member = in_tx(&mut joiner, |c| {
         let p = Provider::new(c);
-        StagedWelcome::new_from_welcome(&p, &smls::join_config(), welcome_of(&welcome)?, None)?
-            .into_group(&p)?;
-        Ok(())
+        Ok(
+            StagedWelcome::new_from_welcome(&p, &smls::join_config(), welcome_of(&welcome)?, None)?
+                .into_group(&p)?,
+        )
     })?;
+    anyhow::ensure!(member.group_id() == &gid, "joined another group");
     let join = t.elapsed();
 
     let t = Instant::now();
     let commit = in_tx(&mut creator, |c| {
         let p = Provider::new(c);
-        let bundle = load(c)?.self_update(&p, &ckey, LeafNodeParameters::default())?;
+        let bundle = group.self_update(&p, &ckey, LeafNodeParameters::default())?;
         Ok(bundle.commit().tls_serialize_detached()?)
     })?;
     in_tx(&mut creator, |c| {
-        Ok(load(c)?.merge_pending_commit(&Provider::new(c))?)
+        Ok(group.merge_pending_commit(&Provider::new(c))?)
     })?;
     let update = t.elapsed();
 
     let t = Instant::now();
     in_tx(&mut joiner, |c| {
         let p = Provider::new(c);
-        let mut g = load(c)?;
-        let processed = g.process_message(&p, protocol_message(&commit)?)?;
+        let processed = member.process_message(&p, protocol_message(&commit)?)?;
         match processed.into_content() {
-            ProcessedMessageContent::StagedCommitMessage(s) => g.merge_staged_commit(&p, *s)?,
+            ProcessedMessageContent::StagedCommitMessage(s) => {
+                member.merge_staged_commit(&p, *s)?
+            }
             _ => anyhow::bail!("expected a commit"),
         }
         Ok(())
@@ -195,12 +192,12 @@ pub fn ours_keyed(
     let t = Instant::now();
     let msg = in_tx(&mut creator, |c| {
         let p = Provider::new(c);
-        let m = load(c)?.create_message(&p, &ckey, &[b'x'; 1024])?;
+        let m = group.create_message(&p, &ckey, &[b'x'; 1024])?;
         Ok(m.tls_serialize_detached()?)
     })?;
     in_tx(&mut joiner, |c| {
         let p = Provider::new(c);
-        let processed = load(c)?.process_message(&p, protocol_message(&msg)?)?;
+        let processed = member.process_message(&p, protocol_message(&msg)?)?;
         anyhow::ensure!(
             matches!(
                 processed.into_content(),
