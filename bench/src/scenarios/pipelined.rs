@@ -177,7 +177,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             lost == 0 && dupes == 0 && out_of_order == 0 && rx_rate >= 3000.0 && rx_rate >= 0.6 * base,
         ),
         Row::new(
-            format!("12 (detail) calls answered / failed"),
+            "12 (detail) calls answered / failed",
             format!("{answered} / {failed}"),
         ),
         Row::new(
