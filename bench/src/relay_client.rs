@@ -151,19 +151,26 @@ impl Client {
     /// Connects and registers `dev` (a local account) or authenticates it (foreign).
     pub async fn authed(addr: SocketAddr, dev: &Device, register: bool) -> anyhow::Result<Client> {
         let mut c = Client::connect(addr).await?;
+        let (address, device_id, public_key) =
+            (dev.address.clone(), dev.device_id.clone(), dev.key());
+        // One install per device: its id is derived from its key.
+        let mut install_id = [0u8; 16];
+        install_id.copy_from_slice(&public_key[..16]);
         let sig = dev.sign(&auth_message(
             &c.hello.relay_url,
             &c.hello.nonce,
             &dev.address,
             &dev.device_id,
+            &install_id,
+            false,
         ));
-        let (address, device_id, public_key) =
-            (dev.address.clone(), dev.device_id.clone(), dev.key());
         let req = if register {
             Request::Register {
                 address,
                 device_id,
                 public_key,
+                install_id,
+                take_over: false,
                 signature: sig,
             }
         } else {
@@ -171,6 +178,8 @@ impl Client {
                 address,
                 device_id,
                 public_key,
+                install_id,
+                take_over: false,
                 signature: sig,
             }
         };

@@ -65,6 +65,32 @@ pub struct Account {
     pub relay: String,
     /// Where the private key is kept.
     pub key_store: KeyStoreKind,
+    /// `active`, or `revoked` once another install (a restored backup) took the account
+    /// over: this install then sends nothing and refuses every state-changing call with
+    /// `session_revoked`.
+    #[serde(default)]
+    pub state: AccountState,
+}
+
+/// Whether this install still speaks for its account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountState {
+    /// This install is the account's active one.
+    #[default]
+    Active,
+    /// Another install took the account over (`account.revoked`).
+    Revoked,
+}
+
+impl AccountState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Active => "active",
+            AccountState::Revoked => "revoked",
+        }
+    }
 }
 
 /// The result of `backup.export`.
@@ -352,6 +378,13 @@ pub enum EventPayload {
         /// The relay's URL.
         url: String,
     },
+    /// Another install of this account (a restored backup) took it over: this install is
+    /// revoked (`account.state = "revoked"`) and sends nothing more.
+    #[serde(rename = "account.revoked")]
+    AccountRevoked {
+        /// Why, in words (the home relay's explanation).
+        reason: String,
+    },
     /// An event type this client does not know (newer daemon): ignore it.
     #[serde(other)]
     Unknown,
@@ -374,6 +407,7 @@ impl EventPayload {
             EventPayload::ContactIdentityChanged { .. } => "contact.identity_changed",
             EventPayload::RelayConnected { .. } => "relay.connected",
             EventPayload::RelayDisconnected { .. } => "relay.disconnected",
+            EventPayload::AccountRevoked { .. } => "account.revoked",
             EventPayload::Unknown => "unknown",
         }
     }

@@ -322,6 +322,7 @@ mod tests {
             "contact.identity_changed",
             "relay.connected",
             "relay.disconnected",
+            "account.revoked",
         ] {
             let name = format!("{}Event", camel(t));
             let s = &schemas[&name];
@@ -335,7 +336,7 @@ mod tests {
                 "{name}"
             );
         }
-        assert_eq!(one_of.len(), 13);
+        assert_eq!(one_of.len(), 14);
         assert_eq!(camel("contact.identity_changed"), "ContactIdentityChanged");
     }
 

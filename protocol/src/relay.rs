@@ -14,7 +14,7 @@ mod error;
 mod frames;
 mod parse;
 
-pub use auth::{AUTH_LABEL, auth_message, credential_identity};
+pub use auth::{AUTH_LABEL, InstallId, auth_message, credential_identity};
 pub use error::{RelayError, RelayErrorKind};
 pub use frames::{
     Account, AccountDevice, ClaimedKeyPackage, ClientFrame, DeviceRef, GroupEntry, GroupState,
@@ -23,13 +23,25 @@ pub use frames::{
 };
 pub use parse::parse_client_frame;
 
-/// The version byte that starts every frame of this protocol revision.
-pub const WIRE_VERSION: u8 = 1;
+/// The version byte that starts every frame (and payload) this build writes.
+///
+/// Version 2 added the install id and the take-over flag to `Authenticate`, `Register`
+/// and `RegisterInvited` (and to the signed proof); every other frame and payload is
+/// encoded as in version 1.
+pub const WIRE_VERSION: u8 = 2;
 
-/// The oldest wire version this build still speaks.
+/// The oldest version byte [`crate::wire::decode`] reads. Payloads between daemons
+/// (envelopes, mailbox payloads) did not change in version 2, so version 1 bytes still
+/// decode; relay *frames* older than [`MIN_FRAME_VERSION`] are refused before decoding.
 pub const MIN_WIRE_VERSION: u8 = 1;
 
-/// The HTTP path of the WebSocket endpoint for [`WIRE_VERSION`].
+/// The oldest frame version a relay and a daemon of this build speak to each other
+/// (announced in `Hello.min_version`): a version 1 client cannot prove its install.
+pub const MIN_FRAME_VERSION: u8 = 2;
+
+/// The HTTP path of the WebSocket endpoint. It stays `/sotto/v1` across frame versions:
+/// the relay's canonical URL (signed in proofs, stored in every group record) is an
+/// identity, and the frame version byte is what is negotiated.
 pub const WS_PATH: &str = "/sotto/v1";
 
 /// The length in bytes of the per-connection authentication nonce.

@@ -13,8 +13,8 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use sotto_protocol::relay::{
-    Hello, MIN_WIRE_VERSION, Principal, RelayError, RelayErrorKind, Request, Response, ServerFrame,
-    WIRE_VERSION,
+    Hello, MIN_FRAME_VERSION, Principal, RelayError, RelayErrorKind, Request, Response,
+    ServerFrame, WIRE_VERSION,
 };
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -41,6 +41,8 @@ pub(crate) struct Session {
     pub device_id: String,
     /// Registered on this relay (owns a mailbox and key packages here).
     pub local: bool,
+    /// Which install of the device (checked against the active one for local devices).
+    pub install_id: InstallId,
 }
 
 /// Per-connection state.
@@ -116,7 +118,7 @@ impl<S: Store> Conn<S> {
         let limits = self.shared.config.limits.clone();
         let nonce = self.fresh_nonce();
         let hello = Hello {
-            min_version: MIN_WIRE_VERSION,
+            min_version: MIN_FRAME_VERSION,
             max_version: WIRE_VERSION,
             relay_url: self.shared.config.public_url.as_str().to_owned(),
             nonce,
@@ -270,6 +272,43 @@ impl<S: Store> Conn<S> {
         // Counted before the write so a peer that saw the frame also sees the count.
         Metrics::inc(&self.shared.metrics.frames_out);
         self.ws.send(Message::binary(bytes)).await.map_err(|_| Gone)
+    }
+
+    /// Whether this connection's install of a local device is no longer the active one.
+    /// A storage failure is not a revocation (the next wake-up checks again).
+    pub(crate) fn revoked(&self) -> impl Future<Output = bool> + Send + use<S> {
+        // Owned, so the future does not borrow the connection across the read.
+        let shared = Arc::clone(&self.shared);
+        let me = self.session.clone().filter(|s| s.local);
+        async move {
+            let Some(me) = me else {
+                return false;
+            };
+            match shared.store.active_install(me.key).await {
+                Ok(Some(active)) => active != me.install_id,
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(cause = %e, "could not check the active install");
+                    false
+                }
+            }
+        }
+    }
+
+    /// Closes a revoked install's connection with `session_revoked`.
+    pub(crate) async fn revoke(&mut self) -> Result<(), Gone> {
+        if let Some(me) = &self.session {
+            tracing::info!(address = %me.address, device_id = %me.device_id, "closing a revoked install's connection");
+        }
+        let error = RelayError::new(
+            RelayErrorKind::SessionRevoked,
+            "another install of this device (a restored backup) took the account over; this install is revoked",
+        );
+        self.drain().await?;
+        self.shared.metrics.reject(error.kind.name());
+        let reason = error.to_string();
+        self.send(&ServerFrame::Fatal(error)).await?;
+        self.close(CloseCode::Policy, &reason).await.and(Err(Gone))
     }
 
     /// Sends a connection-level error and closes.

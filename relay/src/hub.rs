@@ -18,6 +18,8 @@ use crate::storage::Change;
 pub(crate) enum Key {
     Group(Vec<u8>),
     Mailbox(Principal),
+    /// Every connection authenticated as this local device (for revocations).
+    Device(Principal),
 }
 
 /// What changed since a connection last looked.
@@ -27,6 +29,8 @@ pub(crate) struct Dirty {
     pub everything: bool,
     pub mailbox: bool,
     pub groups: HashSet<Vec<u8>>,
+    /// Another install of this connection's device took it over: check the store.
+    pub revoked: bool,
 }
 
 /// One connection's wake-up point.
@@ -87,6 +91,7 @@ impl Hub {
         let key = match &change {
             Change::Group { group_id, .. } => Key::Group(group_id.clone()),
             Change::Mailbox { device } => Key::Mailbox(*device),
+            Change::Revoked { device } => Key::Device(*device),
             Change::Everything => return self.wake_everyone(),
         };
         let wakers: Vec<Arc<Waker>> = {
@@ -101,6 +106,7 @@ impl Hub {
                     d.groups.insert(id.clone());
                 }),
                 Key::Mailbox(_) => w.mark(|d| d.mailbox = true),
+                Key::Device(_) => w.mark(|d| d.revoked = true),
             }
         }
     }

@@ -10,6 +10,10 @@ use crate::storage::{ReadOutcome, Store};
 impl<S: Store> Conn<S> {
     pub(crate) async fn on_wake(&mut self) -> Result<(), Gone> {
         let dirty = self.reg.waker.take();
+        // A revocation goes first: a revoked install reads nothing more.
+        if (dirty.revoked || dirty.everything) && self.revoked().await {
+            return self.revoke().await;
+        }
         if dirty.everything {
             return self.flush_all().await;
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openmls_rust_crypto::RustCrypto;
-use sotto_protocol::relay::{MIN_WIRE_VERSION, Principal, WIRE_VERSION, WS_PATH};
+use sotto_protocol::relay::{MIN_FRAME_VERSION, Principal, WIRE_VERSION, WS_PATH};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -319,7 +319,7 @@ async fn route<S: Store>(
         (_, path) if path.starts_with("/sotto/") => {
             shared.metrics.reject("unsupported_version");
             let msg = format!(
-                "unsupported protocol path {path}: this relay speaks wire versions {MIN_WIRE_VERSION} to {WIRE_VERSION} at {WS_PATH}\n"
+                "unsupported protocol path {path}: this relay speaks wire versions {MIN_FRAME_VERSION} to {WIRE_VERSION} at {WS_PATH}\n"
             );
             http::respond(stream, "404 Not Found", text, &msg).await?;
         }

@@ -36,6 +36,7 @@ mod sqlite {
     mod hostile;
     mod invite;
     mod keypackages;
+    mod takeover;
     mod throughput;
     mod transport;
 }
@@ -51,5 +52,6 @@ mod postgres {
     mod invite;
     mod keypackages;
     mod scaleout;
+    mod takeover;
     mod transport;
 }

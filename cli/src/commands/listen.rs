@@ -99,6 +99,9 @@ fn describe(event: &Event) -> String {
         }
         EventPayload::RelayConnected { url } => format!("connected to {url}"),
         EventPayload::RelayDisconnected { url } => format!("disconnected from {url}"),
+        EventPayload::AccountRevoked { reason } => format!(
+            "this install was REVOKED: another install took the account over ({reason}); it sends nothing more"
+        ),
         other => other.type_name().to_owned(),
     };
     format!("#{:<6} {}", event.seq, what)

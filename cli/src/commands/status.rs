@@ -14,6 +14,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         return print_json(&status);
     }
     let account = match &status.account {
+        Some(a) if a.state == sotto_protocol::api::AccountState::Revoked => format!(
+            "{} (REVOKED: another install, a restored backup, took this account over; this one sends nothing)",
+            a.address
+        ),
         Some(a) => a.address.to_string(),
         None => "none (create one with `sotto account create --relay RELAY NAME`)".into(),
     };

@@ -23,5 +23,14 @@ pub fn print_account(account: &sotto_protocol::api::Account) {
         ("fingerprint", grouped(&account.fingerprint)),
         ("relay", account.relay.clone()),
         ("key store", account.key_store.to_string()),
+        (
+            "state",
+            match account.state {
+                sotto_protocol::api::AccountState::Active => "active".to_owned(),
+                sotto_protocol::api::AccountState::Revoked => {
+                    "REVOKED: another install (a restored backup) took this account over".to_owned()
+                }
+            },
+        ),
     ]);
 }

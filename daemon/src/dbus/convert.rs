@@ -80,6 +80,7 @@ pub fn account(a: &Account) -> Dict {
         .put("fingerprint", a.fingerprint.clone())
         .put("relay", a.relay.clone())
         .put("key_store", a.key_store.as_str().to_owned())
+        .put("state", a.state.as_str().to_owned())
         .done()
 }
 

@@ -196,6 +196,24 @@ fn own_entry(
         )
         .optional()?;
     let Some((row_id, op, message_id, has_welcome)) = found else {
+        if entry.content_type == sotto_protocol::relay::content_type::COMMIT {
+            // Another install of this device (the one a backup was taken from) committed
+            // after the backup: this install never had that commit's secrets and cannot
+            // follow the group past it. Never skip it (that would fork the group
+            // silently): the conversation is marked broken, saying why.
+            tracing::warn!(conversation = %conv, seq = entry.seq, "a commit by another install of this device; the conversation needs a resync");
+            mark_broken(
+                tx,
+                conv,
+                &format!(
+                    "another install of this account committed at seq {} (after the backup this install was restored from); this install cannot follow the group past it and needs a resync",
+                    entry.seq
+                ),
+            )?;
+            return Ok(());
+        }
+        // A message or proposal another install of this device posted (MLS cannot decrypt
+        // its own sender's messages): skipped.
         tracing::warn!(conversation = %conv, seq = entry.seq, "an own entry with an unknown post id; skipped");
         return Ok(());
     };

@@ -93,12 +93,15 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts the engine for an account: connects to its home relay, follows the mailbox,
     /// and starts an actor for every conversation that is not finished.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: Store,
         address: String,
         device_id: String,
         home: String,
         key: Arc<DeviceKey>,
+        standing: crate::relay::install::Standing,
+        revoked: Arc<watch::Sender<bool>>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Engine> {
         let creds = Credentials {
@@ -106,8 +109,10 @@ impl Engine {
             device_id: device_id.clone(),
             key: key.clone(),
             invite: None,
+            install_id: standing.install_id,
+            take_over: Arc::new(std::sync::atomic::AtomicBool::new(standing.take_over)),
         };
-        let (relays, pushes) = Relays::new(creds, home, store.clone(), shutdown.clone());
+        let (relays, pushes) = Relays::new(creds, home, store.clone(), shutdown.clone(), revoked);
         let engine = Arc::new(Engine {
             store,
             relays,

@@ -403,6 +403,13 @@ pub fn prepare_change(
             (commit, Vec::new())
         }
         "rotate_keys" => {
+            // After a restore, the backed-up state may hold a commit the old install had
+            // prepared; it is prepared again after this one (see relay::install).
+            if group.pending_commit().is_some() {
+                group
+                    .clear_pending_commit(provider.storage())
+                    .map_err(|e| invalid(&e))?;
+            }
             let bundle = group
                 .self_update(&provider, key, LeafNodeParameters::default())
                 .map_err(|e| invalid(&e))?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use sotto_protocol::RelayUrl;
 use sotto_protocol::relay::{
-    ClientFrame, MIN_WIRE_VERSION, Push, RelayError, Request, Response, ServerFrame, WIRE_VERSION,
-    auth_message,
+    ClientFrame, InstallId, MIN_FRAME_VERSION, Push, RelayError, RelayErrorKind, Request, Response,
+    ServerFrame, WIRE_VERSION, auth_message,
 };
 use sotto_protocol::wire;
 use tokio::net::TcpStream;
@@ -77,6 +77,11 @@ pub struct Credentials {
     /// An invitation for an invite-only home relay; sent only with the first registration
     /// (`account.create`). Later re-registrations of the same key need none.
     pub invite: Option<String>,
+    /// This install's id (the home relay serves only the account's active install).
+    pub install_id: InstallId,
+    /// Whether registrations with the home relay take the account over (a restored
+    /// backup, until the home relay has accepted the take-over once).
+    pub take_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, RelayError>>>>>;
@@ -89,6 +94,8 @@ pub struct RelayConn {
     pending: Pending,
     next_id: AtomicU64,
     closed: watch::Receiver<bool>,
+    /// The connection-level error the relay closed the connection with, if any.
+    fatal: Arc<Mutex<Option<RelayError>>>,
     /// Whether this relay is the account's home (a local principal there).
     pub local: bool,
 }
@@ -203,7 +210,7 @@ impl RelayConn {
         };
         if !(hello.min_version..=hello.max_version).contains(&WIRE_VERSION) {
             return Err(protocol(format!(
-                "the relay speaks wire versions {}..={}, this daemon {MIN_WIRE_VERSION}..={WIRE_VERSION}",
+                "the relay speaks wire versions {}..={}, this daemon {MIN_FRAME_VERSION}..={WIRE_VERSION}",
                 hello.min_version, hello.max_version
             )));
         }
@@ -213,6 +220,10 @@ impl RelayConn {
                 hello.relay_url
             )));
         }
+        // Only the home relay (where this daemon registers) hears of a take-over; foreign
+        // relays are never told (the key rotation after it cuts the old install out there).
+        let take_over = register && creds.take_over.load(Ordering::Relaxed);
+        let install_id = creds.install_id;
         let signature = creds
             .key
             .sign_raw(&auth_message(
@@ -220,6 +231,8 @@ impl RelayConn {
                 &hello.nonce,
                 &creds.address,
                 &creds.device_id,
+                &install_id,
+                take_over,
             ))
             .to_vec();
         let public_key = creds.key.public_key();
@@ -228,6 +241,8 @@ impl RelayConn {
                 address: creds.address.clone(),
                 device_id: creds.device_id.clone(),
                 public_key,
+                install_id,
+                take_over,
                 signature,
                 invite: invite.clone(),
             }
@@ -236,6 +251,8 @@ impl RelayConn {
                 address: creds.address.clone(),
                 device_id: creds.device_id.clone(),
                 public_key,
+                install_id,
+                take_over,
                 signature,
             }
         } else {
@@ -243,6 +260,8 @@ impl RelayConn {
                 address: creds.address.clone(),
                 device_id: creds.device_id.clone(),
                 public_key,
+                install_id,
+                take_over,
                 signature,
             }
         };
@@ -282,12 +301,14 @@ impl RelayConn {
         let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
         let pending: Pending = Arc::default();
         let (closed_tx, closed) = watch::channel(false);
+        let fatal: Arc<Mutex<Option<RelayError>>> = Arc::default();
         let conn = Arc::new(RelayConn {
             url: url_s.clone(),
             out,
             pending: pending.clone(),
             next_id: AtomicU64::new(2),
             closed,
+            fatal: fatal.clone(),
             local,
         });
         // Whether any frame arrived since the last keepalive tick; `dead` ends the reader
@@ -355,6 +376,7 @@ impl RelayConn {
                     }
                     Ok(ServerFrame::Fatal(e)) => {
                         tracing::warn!(relay = %reader_url, error = %e, "relay closed the connection");
+                        *lock(&fatal) = Some(e);
                         break;
                     }
                     Ok(other) => tracing::debug!(relay = %reader_url, ?other, "ignored frame"),
@@ -374,6 +396,15 @@ impl RelayConn {
     /// The relay's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether the relay closed this connection because another install took the
+    /// account over (`session_revoked`); its explanation if so.
+    pub fn revoked(&self) -> Option<String> {
+        lock(&self.fatal)
+            .as_ref()
+            .filter(|e| e.kind == RelayErrorKind::SessionRevoked)
+            .map(|e| e.message.clone())
     }
 
     /// Whether the connection has ended.

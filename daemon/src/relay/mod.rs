@@ -1,17 +1,24 @@
 //! Relay connections: one maintained connection per relay URL, reconnecting with
 //! exponential backoff and jitter. `relay.connected`/`relay.disconnected` are persisted
 //! events.
+//!
+//! When the home relay says `session_revoked` (another install of this device, a restored
+//! backup, took the account over) — on an open connection or when connecting — the install
+//! is revoked for good: `account.revoked` is persisted with the revocation, every
+//! connection is dropped and no relay is contacted again.
 
 mod conn;
+pub mod install;
 mod tls;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sotto_protocol::RelayUrl;
 use sotto_protocol::api::{EventPayload, RelayStatus};
-use sotto_protocol::relay::Push;
+use sotto_protocol::relay::{Push, RelayError, RelayErrorKind};
 use tokio::sync::{mpsc, watch};
 
 pub use conn::{Credentials, RelayCallError, RelayConn};
@@ -36,6 +43,8 @@ pub struct Relays {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     pushes: mpsc::UnboundedSender<(String, Push)>,
     shutdown: watch::Receiver<bool>,
+    /// Turns `true` (for good) when this install is revoked.
+    revoked: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Relays {
@@ -54,6 +63,7 @@ impl Relays {
         home: String,
         store: Store,
         shutdown: watch::Receiver<bool>,
+        revoked: Arc<watch::Sender<bool>>,
     ) -> (Arc<Relays>, mpsc::UnboundedReceiver<(String, Push)>) {
         let (pushes, rx) = mpsc::unbounded_channel();
         let relays = Arc::new(Relays {
@@ -63,8 +73,14 @@ impl Relays {
             entries: Mutex::new(HashMap::new()),
             pushes,
             shutdown,
+            revoked,
         });
         (relays, rx)
+    }
+
+    /// Whether this install has been revoked.
+    pub fn is_revoked(&self) -> bool {
+        *self.revoked.borrow()
     }
 
     /// The home relay's URL.
@@ -79,6 +95,12 @@ impl Relays {
 
     /// A connected, authenticated connection to `url`, starting its maintainer if needed.
     pub async fn get(self: &Arc<Self>, url: &str) -> Result<Arc<RelayConn>, RelayCallError> {
+        if self.is_revoked() {
+            return Err(RelayCallError::Refused(RelayError::new(
+                RelayErrorKind::SessionRevoked,
+                "this install was revoked: another install took the account over",
+            )));
+        }
         let entry = self.entry(url);
         let mut rx = entry.conn.subscribe();
         let wait = rx.wait_for(|c| c.as_ref().is_some_and(|c| !c.is_closed()));
@@ -146,13 +168,19 @@ impl Relays {
         };
         let register = url == self.home;
         let mut backoff = BACKOFF_MIN;
+        let mut revoked = self.revoked.subscribe();
         loop {
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || *revoked.borrow() {
+                entry.conn.send_replace(None);
                 return;
             }
+            let take_over = register && self.creds.take_over.load(Ordering::Relaxed);
             match RelayConn::connect(&parsed, &self.creds, register, self.pushes.clone()).await {
                 Ok(conn) => {
                     backoff = BACKOFF_MIN;
+                    if take_over {
+                        self.took_over().await;
+                    }
                     *lock(&entry.last_error) = None;
                     entry.conn.send_replace(Some(conn.clone()));
                     tracing::info!(relay = %url, local = conn.local, "relay connected");
@@ -161,11 +189,23 @@ impl Relays {
                     tokio::select! {
                         () = conn.closed() => {}
                         _ = shutdown.wait_for(|s| *s) => return,
+                        _ = revoked.wait_for(|r| *r) => {}
                     }
                     entry.conn.send_replace(None);
                     tracing::info!(relay = %url, "relay disconnected");
                     self.emit(EventPayload::RelayDisconnected { url: url.clone() })
                         .await;
+                    if let (true, Some(reason)) = (register, conn.revoked()) {
+                        self.revoke(reason).await;
+                        return;
+                    }
+                }
+                Err(RelayCallError::Refused(e))
+                    if register && e.kind == RelayErrorKind::SessionRevoked =>
+                {
+                    *lock(&entry.last_error) = Some(RelayCallError::Refused(e.clone()));
+                    self.revoke(e.message).await;
+                    return;
                 }
                 Err(e) => {
                     tracing::debug!(relay = %url, cause = %e, "relay connection failed");
@@ -179,6 +219,38 @@ impl Relays {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// The home relay accepted this install's take-over: later registrations are plain.
+    async fn took_over(&self) {
+        self.creds.take_over.store(false, Ordering::Relaxed);
+        tracing::info!("the home relay accepted the take-over; the other installs are revoked");
+        if let Err(e) = self
+            .store
+            .call(|db| db.write(|tx| install::took_over(tx.conn())))
+            .await
+        {
+            // The next registration takes over again, which changes nothing.
+            tracing::warn!(cause = %e, "could not record the take-over");
+        }
+    }
+
+    /// Revokes this install for good: persisted with `account.revoked` (once), then every
+    /// connection is dropped.
+    async fn revoke(&self, reason: String) {
+        tracing::warn!(%reason, "this install was revoked by the home relay: another install took the account over");
+        // In force before the event is out: whoever sees `account.revoked` sees the state.
+        self.revoked.send_replace(true);
+        for entry in lock(&self.entries).values() {
+            entry.conn.send_replace(None);
+        }
+        let recorded = self
+            .store
+            .call(move |db| db.write(|tx| install::revoke(tx, &reason)))
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(cause = %e, "could not record the revocation; it is in force until restart");
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rusqlite::{OptionalExtension as _, params};
-use sotto_protocol::api::{Account, EventPayload, KeyStoreKind};
+use sotto_protocol::api::{Account, AccountState, EventPayload, KeyStoreKind};
 use sotto_protocol::relay::RelayErrorKind;
 use sotto_protocol::{Address, ErrorKind, RelayUrl};
 
@@ -78,6 +78,7 @@ pub(super) async fn load_identity(
         fingerprint: key.fingerprint(),
         relay: row.relay,
         key_store: kind,
+        state: AccountState::Active,
     };
     Ok(Some(Identity {
         account,
@@ -92,13 +93,21 @@ impl Service {
             .read()
             .await
             .as_ref()
-            .map(|i| i.account.clone())
+            .map(|i| self.with_state(i.account.clone()))
             .ok_or_else(no_account)
     }
 
     /// The loaded identity, or `no_account`.
     pub async fn identity(&self) -> Result<Identity, ApiError> {
         self.identity.read().await.clone().ok_or_else(no_account)
+    }
+
+    /// The loaded identity of an install that is not revoked: for state-changing calls
+    /// (`no_account`, `session_revoked`).
+    pub async fn active_identity(&self) -> Result<Identity, ApiError> {
+        let identity = self.identity().await?;
+        self.ensure_active()?;
+        Ok(identity)
     }
 
     /// `account.create` without an invitation.
@@ -137,6 +146,11 @@ impl Service {
             lock_in_memory(&key);
         }
         let device_id = hex::encode(rand::random::<[u8; 8]>());
+        let install_hex = crate::relay::install::new_install_id();
+        let install_id: sotto_protocol::relay::InstallId = hex::decode(&install_hex)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_default();
         // Register first: a taken name or an unreachable relay fails the call with nothing
         // stored anywhere.
         let creds = crate::relay::Credentials {
@@ -144,6 +158,8 @@ impl Service {
             device_id: device_id.clone(),
             key: key.clone(),
             invite: invite.map(str::to_owned),
+            install_id,
+            take_over: Arc::default(),
         };
         let (pushes, _ignored) = tokio::sync::mpsc::unbounded_channel();
         let conn = crate::relay::RelayConn::connect(&relay_url, &creds, true, pushes)
@@ -181,6 +197,7 @@ impl Service {
             fingerprint: key.fingerprint(),
             relay: relay_url.to_string(),
             key_store: kind,
+            state: AccountState::Active,
         };
         let row_account = account.clone();
         let public_key = key.public_key();
@@ -201,6 +218,7 @@ impl Service {
                             crate::clock::now_rfc3339()
                         ],
                     )?;
+                    crate::relay::install::record_new(tx.conn(), &install_hex)?;
                     let mut batches = Vec::new();
                     for suite in crate::mls::SUPPORTED_CIPHERSUITES.iter().copied() {
                         batches.push(crate::engine::keypackages::generate(
@@ -238,7 +256,7 @@ impl Service {
             account: account.clone(),
             key,
         };
-        self.start_engine(&identity).await;
+        self.start_engine(&identity).await?;
         *slot = Some(identity);
         Ok(account)
     }

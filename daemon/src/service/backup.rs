@@ -362,13 +362,14 @@ impl Service {
         let key_store = self.open_key_store(kind).await?;
         let user = keys::entry_user(&address, &device_id);
         key_store.save(&user, &key).await?;
-        let install_id = hex::encode(rand::random::<[u8; 16]>());
+        let install_id = crate::relay::install::new_install_id();
         let account = Account {
             address: parsed,
             device_id: device_id.clone(),
             fingerprint: key.fingerprint(),
             relay: relay.clone(),
             key_store: kind,
+            state: sotto_protocol::api::AccountState::Active,
         };
         let row_account = account.clone();
         let restored = self
@@ -379,11 +380,13 @@ impl Service {
                         "UPDATE account SET key_store = ?1 WHERE id = 1",
                         params![kind.as_str()],
                     )?;
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES ('install_id', ?1)
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        params![install_id],
-                    )?;
+                    crate::relay::install::record_restore(tx, &install_id)?;
+                    let queued =
+                        crate::relay::install::queue_key_updates(tx, &crate::clock::now_rfc3339())?;
+                    tracing::info!(
+                        conversations = queued,
+                        "key updates queued after the restore"
+                    );
                     Ok(())
                 })?;
                 db.write(|tx| {
@@ -405,7 +408,7 @@ impl Service {
             account: account.clone(),
             key: Arc::new(key),
         };
-        self.start_engine(&identity).await;
+        self.start_engine(&identity).await?;
         *slot = Some(identity);
         Ok(account)
     }

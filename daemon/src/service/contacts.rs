@@ -52,7 +52,14 @@ pub fn safety_number(a: (&str, &[u8]), b: (&str, &[u8])) -> String {
 }
 
 pub(crate) fn relay_error(e: RelayCallError) -> ApiError {
-    ApiError::new(ErrorKind::Relay, e.to_string())
+    match &e {
+        RelayCallError::Refused(r)
+            if r.kind == sotto_protocol::relay::RelayErrorKind::SessionRevoked =>
+        {
+            ApiError::new(ErrorKind::SessionRevoked, e.to_string())
+        }
+        _ => ApiError::new(ErrorKind::Relay, e.to_string()),
+    }
 }
 
 fn not_a_contact(address: &Address) -> ApiError {
@@ -66,6 +73,7 @@ fn not_a_contact(address: &Address) -> ApiError {
 impl Service {
     /// `contact.add`: fetches the key from the contact's relay and pins it.
     pub async fn contact_add(&self, p: ContactAddParams) -> Result<Contact, ApiError> {
+        self.ensure_active()?;
         let identity = self.identity().await?;
         if p.address == identity.account.address {
             return Err(ApiError::invalid_params(
@@ -134,6 +142,7 @@ impl Service {
 
     /// `contact.remove`.
     pub async fn contact_remove(&self, address: &Address) -> Result<(), ApiError> {
+        self.ensure_active()?;
         let a = address.to_string();
         let n = self
             .store
@@ -187,6 +196,7 @@ impl Service {
 
     /// `contact.verify`: the user compared safety numbers.
     pub async fn contact_verify(&self, p: ContactVerifyParams) -> Result<Contact, ApiError> {
+        self.ensure_active()?;
         let expected = self.contact_safety_number(&p.address).await?;
         let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
         if strip(&expected) != strip(&p.safety_number) {
@@ -201,6 +211,7 @@ impl Service {
 
     /// `contact.trust`: accept a (changed) key by fingerprint without comparing numbers.
     pub async fn contact_trust(&self, p: ContactTrustParams) -> Result<Contact, ApiError> {
+        self.ensure_active()?;
         let (key, _) = self.effective_key(&p.address).await?;
         let fp = crate::keys::fingerprint(&key);
         let given: String = p

@@ -120,6 +120,7 @@ impl Service {
         &self,
         p: ConversationMarkReadParams,
     ) -> Result<Conversation, ApiError> {
+        self.ensure_active()?;
         let row = self.resolve(&p.conversation).await?;
         let up_to = p.up_to.map(|m| m.to_ascii_lowercase());
         self.store
@@ -169,6 +170,7 @@ impl Service {
         &self,
         p: ConversationCreateParams,
     ) -> Result<Conversation, ApiError> {
+        self.ensure_active()?;
         // An explicit ciphersuite is checked before anything else: an unknown one is an
         // error whatever else is wrong with the request.
         let suite = match &p.ciphersuite {
@@ -279,6 +281,7 @@ impl Service {
         &self,
         p: ConversationMembersParams,
     ) -> Result<Conversation, ApiError> {
+        self.ensure_active()?;
         let me = self.identity().await?.account.address.to_string();
         let row = self.resolve(&p.conversation).await?;
         if row.kind == "direct" {
@@ -339,6 +342,7 @@ impl Service {
         &self,
         p: ConversationMembersParams,
     ) -> Result<Conversation, ApiError> {
+        self.ensure_active()?;
         let me = self.identity().await?.account.address.to_string();
         let row = self.resolve(&p.conversation).await?;
         if row.kind == "direct" {
@@ -359,6 +363,7 @@ impl Service {
 
     /// `conversation.leave`: queue our Remove proposal; another member commits it.
     pub async fn conversation_leave(&self, input: &str) -> Result<Conversation, ApiError> {
+        self.ensure_active()?;
         self.queue_change(input, "leave", "{}".into()).await
     }
 
@@ -367,6 +372,7 @@ impl Service {
         &self,
         p: ConversationRenameParams,
     ) -> Result<Conversation, ApiError> {
+        self.ensure_active()?;
         if p.name.len() > 256 {
             return Err(ApiError::new(
                 ErrorKind::TooLong,
@@ -389,6 +395,7 @@ impl Service {
 
     /// `conversation.rotate_keys`: queue a self-update of this device's leaf.
     pub async fn conversation_rotate_keys(&self, input: &str) -> Result<Conversation, ApiError> {
+        self.ensure_active()?;
         self.queue_change(input, "rotate_keys", "{}".into()).await
     }
 }

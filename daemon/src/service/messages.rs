@@ -29,6 +29,7 @@ impl Service {
     /// The conversation is resolved inside that write, so consecutive sends queue without
     /// waiting for each other and share a commit (group commit, `store` module doc).
     pub async fn message_send_queued(&self, p: MessageSendParams) -> Result<PendingSend, ApiError> {
+        self.ensure_active()?;
         let identity = self.identity().await?;
         let engine = self.engine().await?;
         if p.text.len() as u64 > self.config.max_text_bytes {

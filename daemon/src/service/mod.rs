@@ -15,7 +15,8 @@ mod search;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sotto_protocol::api::{Account, Event, RelayStatus, Status};
+use sotto_protocol::ErrorKind;
+use sotto_protocol::api::{Account, AccountState, Event, RelayStatus, Status};
 use tokio::sync::{RwLock, broadcast, watch};
 
 use crate::config::Config;
@@ -46,6 +47,8 @@ pub struct Service {
     started: Instant,
     shutdown: watch::Sender<bool>,
     engine: RwLock<Option<Arc<crate::engine::Engine>>>,
+    /// `true` once this install is revoked (another install took the account over).
+    revoked: Arc<watch::Sender<bool>>,
 }
 
 impl Service {
@@ -76,9 +79,10 @@ impl Service {
             started: Instant::now(),
             shutdown,
             engine: RwLock::new(None),
+            revoked: Arc::new(watch::channel(false).0),
         };
         if let Some(id) = identity {
-            service.start_engine(&id).await;
+            service.start_engine(&id).await?;
             *service.identity.write().await = Some(id);
         }
         Ok(service)
@@ -96,7 +100,7 @@ impl Service {
             .read()
             .await
             .as_ref()
-            .map(|i| i.account.clone());
+            .map(|i| self.with_state(i.account.clone()));
         let last_event_seq = self.store.last_event_seq();
         let relays = match self.engine.read().await.as_ref() {
             Some(engine) => engine.relays().status(),
@@ -139,18 +143,51 @@ impl Service {
         tracing::info!("sottod stopped");
     }
 
-    /// Starts the messaging engine for `identity`.
-    async fn start_engine(&self, identity: &Identity) {
+    /// Starts the messaging engine for `identity` (a revoked install's engine contacts no
+    /// relay).
+    async fn start_engine(&self, identity: &Identity) -> Result<(), crate::store::StoreError> {
+        let standing = self
+            .store
+            .call(|db| db.write(|tx| crate::relay::install::load(tx.conn())))
+            .await?;
+        if let Some(reason) = &standing.revoked {
+            tracing::warn!(%reason, "this install is revoked: another install took the account over; nothing is sent");
+        }
+        self.revoked.send_replace(standing.revoked.is_some());
         let engine = crate::engine::Engine::start(
             self.store.clone(),
             identity.account.address.to_string(),
             identity.account.device_id.clone(),
             identity.account.relay.clone(),
             identity.key.clone(),
+            standing,
+            self.revoked.clone(),
             self.shutdown_signal(),
         )
         .await;
         *self.engine.write().await = Some(engine);
+        Ok(())
+    }
+
+    /// `account` with this install's state.
+    fn with_state(&self, mut account: Account) -> Account {
+        account.state = if *self.revoked.borrow() {
+            AccountState::Revoked
+        } else {
+            AccountState::Active
+        };
+        account
+    }
+
+    /// Refuses state-changing calls on a revoked install with `session_revoked`.
+    pub(crate) fn ensure_active(&self) -> Result<(), ApiError> {
+        if *self.revoked.borrow() {
+            return Err(ApiError::new(
+                ErrorKind::SessionRevoked,
+                "this install was revoked: another install (a restored backup) took the account over, so this one sends nothing and changes nothing; use the restored install",
+            ));
+        }
+        Ok(())
     }
 
     /// The running engine, or `no_account`.

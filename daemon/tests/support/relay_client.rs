@@ -97,12 +97,18 @@ impl Conn {
             ServerFrame::Hello(h) => h,
             other => panic!("expected hello, got {other:?}"),
         };
+        // One install per member: its id is derived from its key.
+        let public_key = m.sk.verifying_key().to_bytes();
+        let mut install_id = [0u8; 16];
+        install_id.copy_from_slice(&public_key[..16]);
         let signature =
             m.sk.sign(&auth_message(
                 &hello.relay_url,
                 &hello.nonce,
                 &m.address,
                 &m.device_id,
+                &install_id,
+                false,
             ))
             .to_bytes()
             .to_vec();
@@ -110,7 +116,9 @@ impl Conn {
             .request(Request::Register {
                 address: m.address.clone(),
                 device_id: m.device_id.clone(),
-                public_key: m.sk.verifying_key().to_bytes(),
+                public_key,
+                install_id,
+                take_over: false,
                 signature,
             })
             .await;

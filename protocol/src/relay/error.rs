@@ -105,6 +105,11 @@ pub enum RelayErrorKind {
     /// The invitation is not valid here: malformed, a bad signature, another relay's,
     /// expired, or used up.
     InviteInvalid,
+    /// This install of the device is no longer the account's active one: another install
+    /// (a restored backup) took the account over. Sent as the answer to an
+    /// authentication, a mailbox subscription or acknowledgement, or as a `Fatal` before
+    /// the relay closes the revoked install's open connections.
+    SessionRevoked,
 }
 
 impl RelayErrorKind {
@@ -136,6 +141,7 @@ impl RelayErrorKind {
             RelayErrorKind::BadRequest => "bad_request",
             RelayErrorKind::InviteRequired => "invite_required",
             RelayErrorKind::InviteInvalid => "invite_invalid",
+            RelayErrorKind::SessionRevoked => "session_revoked",
         }
     }
 

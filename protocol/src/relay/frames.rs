@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::RelayError;
+use super::{InstallId, RelayError};
 
 /// A client-chosen 16-byte id that makes a post idempotent per principal.
 pub type PostId = [u8; 16];
@@ -76,8 +76,11 @@ pub enum Request {
     /// Answer: [`Response::Challenge`].
     Challenge,
     /// Prove possession of `public_key` for `address/device_id`. For an address on this
-    /// relay the key must be the registered one; for an address elsewhere the proof alone
-    /// makes the connection a *foreign* principal. Answer: [`Response::Authenticated`].
+    /// relay the key must be the registered one, and `install_id` the device's active
+    /// install (the first install to authenticate becomes the active one; `take_over`
+    /// makes this install the active one and revokes the others: `session_revoked`);
+    /// for an address elsewhere the proof alone makes the connection a *foreign*
+    /// principal (the install is not recorded there). Answer: [`Response::Authenticated`].
     Authenticate {
         /// The claimed address.
         address: String,
@@ -85,6 +88,11 @@ pub enum Request {
         device_id: String,
         /// The device's Ed25519 public key.
         public_key: Principal,
+        /// Which install of the device this is (wire version 2).
+        install_id: InstallId,
+        /// Make this install the device's active one, revoking every other (a restored
+        /// backup taking the account over; wire version 2).
+        take_over: bool,
         /// Ed25519 signature over [`super::auth_message`].
         signature: Vec<u8>,
     },
@@ -98,6 +106,10 @@ pub enum Request {
         device_id: String,
         /// The device's Ed25519 public key.
         public_key: Principal,
+        /// Which install of the device this is (as in [`Request::Authenticate`]).
+        install_id: InstallId,
+        /// Take the account over (as in [`Request::Authenticate`]).
+        take_over: bool,
         /// Ed25519 signature over [`super::auth_message`].
         signature: Vec<u8>,
     },
@@ -226,6 +238,10 @@ pub enum Request {
         device_id: String,
         /// The device's Ed25519 public key.
         public_key: Principal,
+        /// Which install of the device this is (as in [`Request::Authenticate`]).
+        install_id: InstallId,
+        /// Take the account over (as in [`Request::Authenticate`]).
+        take_over: bool,
         /// Ed25519 signature over [`super::auth_message`].
         signature: Vec<u8>,
         /// The invitation token (`sotto-invite1.…`).

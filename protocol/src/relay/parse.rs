@@ -1,6 +1,6 @@
 //! Reading one client frame as a relay does: the size limit, the version byte, the body.
 
-use super::{ClientFrame, MIN_WIRE_VERSION, RelayError, RelayErrorKind, WIRE_VERSION};
+use super::{ClientFrame, MIN_FRAME_VERSION, RelayError, RelayErrorKind, WIRE_VERSION};
 use crate::wire::{self, DecodeError};
 
 /// Decodes one binary WebSocket message from a client. The error is the connection-level
@@ -19,15 +19,22 @@ pub fn parse_client_frame(bytes: &[u8], max_frame_bytes: u32) -> Result<ClientFr
             ),
         ));
     }
-    match wire::decode(bytes) {
+    // Frames older than MIN_FRAME_VERSION would decode (their layout differs only in the
+    // authentication requests, which cannot prove an install), so the version byte is
+    // checked first.
+    let decoded = match bytes.first() {
+        Some(&version) if version < MIN_FRAME_VERSION => Err(DecodeError::Version { version }),
+        _ => wire::decode(bytes),
+    };
+    match decoded {
         Ok(frame) => Ok(frame),
         Err(DecodeError::Version { version }) => Err(RelayError::new(
             RelayErrorKind::UnsupportedVersion {
-                min: MIN_WIRE_VERSION,
+                min: MIN_FRAME_VERSION,
                 max: WIRE_VERSION,
             },
             format!(
-                "wire version {version} is not spoken here; this relay speaks {MIN_WIRE_VERSION} to {WIRE_VERSION}: {}",
+                "wire version {version} is not spoken here; this relay speaks {MIN_FRAME_VERSION} to {WIRE_VERSION}: {}",
                 if version > WIRE_VERSION {
                     "the client is newer than this relay"
                 } else {

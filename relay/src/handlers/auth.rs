@@ -1,14 +1,24 @@
 //! Authentication and registration.
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use sotto_protocol::relay::{Principal, RelayError, RelayErrorKind, Response, auth_message};
+use sotto_protocol::relay::{
+    InstallId, Principal, RelayError, RelayErrorKind, Response, auth_message,
+};
 
 use super::{err, internal};
 use crate::conn::{Conn, Session};
+use crate::hub::Key;
 use crate::invite::Invite;
 use crate::net::{parse_address, valid_device_id};
-use crate::storage::{InviteUse, RegisterOutcome, Store};
+use crate::storage::{InstallOutcome, InviteUse, RegisterOutcome, Store};
 use crate::unix_now;
+
+/// Which install speaks, and whether it takes the device over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Install {
+    pub id: InstallId,
+    pub take_over: bool,
+}
 
 /// What an authentication request asks for.
 #[derive(Debug)]
@@ -28,6 +38,7 @@ impl<S: Store> Conn<S> {
         address: String,
         device_id: String,
         public_key: Principal,
+        install: Install,
         signature: Vec<u8>,
         mode: Mode,
     ) -> Result<Response, RelayError> {
@@ -57,7 +68,14 @@ impl<S: Store> Conn<S> {
             ));
         }
         let url = self.shared.config.public_url.as_str();
-        let message = auth_message(url, &nonce, &address, &device_id);
+        let message = auth_message(
+            url,
+            &nonce,
+            &address,
+            &device_id,
+            &install.id,
+            install.take_over,
+        );
         let bad = || {
             err(
                 RelayErrorKind::BadProof,
@@ -162,12 +180,45 @@ impl<S: Store> Conn<S> {
                 Some(_) => {}
             }
         }
+        if is_local {
+            // The key is proven and registered here: now the install.
+            let outcome = self
+                .shared
+                .store
+                .claim_install(public_key, install.id, install.take_over, unix_now())
+                .await
+                .map_err(internal)?;
+            match outcome {
+                InstallOutcome::Active => {}
+                InstallOutcome::TookOver { previous } => tracing::info!(
+                    %address,
+                    %device_id,
+                    had_install = previous.is_some(),
+                    "an install took the device over; the others are revoked"
+                ),
+                InstallOutcome::Revoked => {
+                    return Err(revoked(&address, &device_id));
+                }
+            }
+            self.reg.watch(Key::Device(public_key));
+        }
         self.session = Some(Session {
             key: public_key,
             address,
             device_id,
             local: is_local,
+            install_id: install.id,
         });
         Ok(Response::Authenticated { local: is_local })
     }
+}
+
+/// The refusal for an install that is not the device's active one.
+pub(crate) fn revoked(address: &str, device_id: &str) -> RelayError {
+    err(
+        RelayErrorKind::SessionRevoked,
+        format!(
+            "{address}/{device_id}: another install (a restored backup) took the account over; this install is revoked"
+        ),
+    )
 }

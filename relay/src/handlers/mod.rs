@@ -8,7 +8,7 @@
 //! (authentication, subscriptions) wait for everything before them.
 
 mod auth;
-use auth::Mode;
+use auth::{Install, Mode};
 mod directory;
 mod groups;
 
@@ -99,12 +99,19 @@ impl<S: Store> Conn<S> {
                 address,
                 device_id,
                 public_key,
+                install_id,
+                take_over,
                 signature,
             } => {
+                let install = Install {
+                    id: install_id,
+                    take_over,
+                };
                 self.authenticate(
                     address,
                     device_id,
                     public_key,
+                    install,
                     signature,
                     Mode::Authenticate,
                 )
@@ -114,12 +121,19 @@ impl<S: Store> Conn<S> {
                 address,
                 device_id,
                 public_key,
+                install_id,
+                take_over,
                 signature,
             } => {
+                let install = Install {
+                    id: install_id,
+                    take_over,
+                };
                 self.authenticate(
                     address,
                     device_id,
                     public_key,
+                    install,
                     signature,
                     Mode::Register { invite: None },
                 )
@@ -129,13 +143,20 @@ impl<S: Store> Conn<S> {
                 address,
                 device_id,
                 public_key,
+                install_id,
+                take_over,
                 signature,
                 invite,
             } => {
+                let install = Install {
+                    id: install_id,
+                    take_over,
+                };
                 self.authenticate(
                     address,
                     device_id,
                     public_key,
+                    install,
                     signature,
                     Mode::Register {
                         invite: Some(invite),
@@ -148,6 +169,7 @@ impl<S: Store> Conn<S> {
                 match other {
                     Request::SubscribeMailbox { device, after } => {
                         owner_only(&me, &device)?;
+                        active_only(&self.shared.store, &me).await?;
                         self.reg.watch(Key::Mailbox(me.key));
                         self.mailbox_cursor = Some(after);
                         Ok(Response::Ok)
@@ -218,6 +240,7 @@ impl<S: Store> Ctx<S> {
             } => self.claim(&me, device, ciphersuite).await,
             Request::AckMailbox { device, up_to } => {
                 owner_only(&me, &device)?;
+                active_only(&self.shared.store, &me).await?;
                 self.shared
                     .store
                     .ack_mailbox(me.key, up_to)
@@ -253,6 +276,18 @@ fn local_only(me: &Session) -> Result<(), RelayError> {
             RelayErrorKind::Forbidden,
             "only a device registered on this relay has a mailbox and key packages here",
         ))
+    }
+}
+
+/// Refuses a local device's install that is no longer the active one (its connection is
+/// being closed; this covers the moment before the close).
+async fn active_only<S: Store>(store: &S, me: &Session) -> Result<(), RelayError> {
+    if !me.local {
+        return Ok(());
+    }
+    match store.active_install(me.key).await.map_err(internal)? {
+        Some(active) if active != me.install_id => Err(auth::revoked(&me.address, &me.device_id)),
+        _ => Ok(()),
     }
 }
 

@@ -23,7 +23,8 @@ mod sqlite_store;
 use std::future::Future;
 
 use sotto_protocol::relay::{
-    ClaimedKeyPackage, GroupEntry, GroupState, KeyPackageCount, MailboxEntry, PostId, Principal,
+    ClaimedKeyPackage, GroupEntry, GroupState, InstallId, KeyPackageCount, MailboxEntry, PostId,
+    Principal,
 };
 use tokio::sync::broadcast;
 
@@ -99,6 +100,27 @@ pub enum Change {
     /// Wake-ups may have been missed (e.g. the cross-process listener reconnected):
     /// every watcher reads again from its cursor.
     Everything,
+    /// Another install took a device over: its other installs' connections check the
+    /// active install (in the store) and close.
+    Revoked {
+        /// The device key.
+        device: Principal,
+    },
+}
+
+/// The result of presenting an install id for a registered device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallOutcome {
+    /// This is the device's active install (now recorded, if none was).
+    Active,
+    /// This install took the device over (it was not the active one, or none was
+    /// recorded): every other install is revoked, the device's key packages are gone.
+    TookOver {
+        /// The install that was active before, if any.
+        previous: Option<InstallId>,
+    },
+    /// Another install is the active one: this one is revoked.
+    Revoked,
 }
 
 /// The result of a registration.
@@ -272,6 +294,24 @@ pub trait Store: Send + Sync + 'static {
         name: String,
         device_id: String,
     ) -> impl Future<Output = Result<Option<Principal>, StoreError>> + Send;
+
+    /// Presents `install` for the registered device `key`, in one transaction: when no
+    /// install is recorded it becomes the active one; with `take_over` it replaces the
+    /// active one, the device's key packages (whose secrets the other install may hold)
+    /// are deleted and [`Change::Revoked`] is announced after COMMIT (across processes).
+    fn claim_install(
+        &self,
+        key: Principal,
+        install: InstallId,
+        take_over: bool,
+        now: u64,
+    ) -> impl Future<Output = Result<InstallOutcome, StoreError>> + Send;
+
+    /// The active install of a device, if one is recorded.
+    fn active_install(
+        &self,
+        key: Principal,
+    ) -> impl Future<Output = Result<Option<InstallId>, StoreError>> + Send;
 
     /// Every device of an account (empty if unknown).
     fn devices(

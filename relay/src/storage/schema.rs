@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Schema version recorded in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -82,6 +82,15 @@ CREATE TABLE IF NOT EXISTS posts (
 );
 ";
 
+/// Version 3: the active install of each device (the takeover of issue 15).
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS installs (
+    device BLOB PRIMARY KEY,
+    install_id BLOB NOT NULL,
+    since INTEGER NOT NULL
+);
+";
+
 /// Applies the connection settings every connection needs.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -110,8 +119,11 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         ));
     }
     if version < SCHEMA_VERSION {
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        // Every step is idempotent (`IF NOT EXISTS`), so a database of any older version
+        // (or none) gets what it lacks, in one transaction with the version bump.
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA} {V3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
     }
     Ok(())
 }

@@ -3,7 +3,11 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sotto_protocol::relay::{ClaimedKeyPackage, KeyPackageCount, MailboxEntry, Principal};
 
-use super::{Change, InviteUse, MailboxOutcome, NewKeyPackage, NewMailboxPost, RegisterOutcome};
+use super::{
+    Change, InstallOutcome, InviteUse, MailboxOutcome, NewKeyPackage, NewMailboxPost,
+    RegisterOutcome,
+};
+use sotto_protocol::relay::InstallId;
 
 /// `posts.kind` of mailbox posts.
 pub const POST_KIND_MAILBOX: i64 = 0;
@@ -89,6 +93,44 @@ pub fn device_key(
     c.prepare_cached("SELECT key FROM devices WHERE name = ?1 AND device_id = ?2")?
         .query_row(params![name, device_id], |r| r.get(0))
         .optional()
+}
+
+pub fn active_install(c: &Connection, key: &Principal) -> rusqlite::Result<Option<InstallId>> {
+    c.prepare_cached("SELECT install_id FROM installs WHERE device = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()
+}
+
+/// [`super::Store::claim_install`] in the writer's transaction.
+pub fn claim_install(
+    c: &Connection,
+    key: &Principal,
+    install: &InstallId,
+    take_over: bool,
+    now: u64,
+    changes: &mut Vec<Change>,
+) -> rusqlite::Result<InstallOutcome> {
+    let current = active_install(c, key)?;
+    if current.as_ref() == Some(install) {
+        return Ok(InstallOutcome::Active);
+    }
+    if current.is_some() && !take_over {
+        return Ok(InstallOutcome::Revoked);
+    }
+    c.prepare_cached(
+        "INSERT INTO installs (device, install_id, since) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device) DO UPDATE SET install_id = excluded.install_id, since = excluded.since",
+    )?
+    .execute(params![key, &install[..], now])?;
+    if !take_over {
+        return Ok(InstallOutcome::Active);
+    }
+    // The other install may hold these packages' secrets: a Welcome built on one of them
+    // would reach it, not this install.
+    c.prepare_cached("DELETE FROM key_packages WHERE device = ?1")?
+        .execute(params![key])?;
+    changes.push(Change::Revoked { device: *key });
+    Ok(InstallOutcome::TookOver { previous: current })
 }
 
 pub fn devices(c: &Connection, name: &str) -> rusqlite::Result<Vec<(String, Principal)>> {

@@ -5,15 +5,15 @@
 use std::future::Future;
 
 use sotto_protocol::relay::{
-    ClaimedKeyPackage, GroupState, KeyPackageCount, MailboxEntry, Principal,
+    ClaimedKeyPackage, GroupState, InstallId, KeyPackageCount, MailboxEntry, Principal,
 };
 use tokio::sync::broadcast;
 
 use super::sqlite::SqliteStore;
 use super::{
-    AppendOutcome, Change, CreateOutcome, InviteUse, MailboxOutcome, NewGroupEntry, NewKeyPackage,
-    NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError, sql_directory as dir,
-    sql_groups as grp,
+    AppendOutcome, Change, CreateOutcome, InstallOutcome, InviteUse, MailboxOutcome, NewGroupEntry,
+    NewKeyPackage, NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError,
+    sql_directory as dir, sql_groups as grp,
 };
 
 impl Store for SqliteStore {
@@ -55,6 +55,24 @@ impl Store for SqliteStore {
 
     async fn devices(&self, name: String) -> Result<Vec<(String, Principal)>, StoreError> {
         self.read("devices", move |c| dir::devices(c, &name)).await
+    }
+
+    async fn claim_install(
+        &self,
+        key: Principal,
+        install: InstallId,
+        take_over: bool,
+        now: u64,
+    ) -> Result<InstallOutcome, StoreError> {
+        self.write("claim install", move |c, changes| {
+            dir::claim_install(c, &key, &install, take_over, now, changes)
+        })
+        .await
+    }
+
+    async fn active_install(&self, key: Principal) -> Result<Option<InstallId>, StoreError> {
+        self.read("active install", move |c| dir::active_install(c, &key))
+            .await
     }
 
     async fn publish_key_packages(

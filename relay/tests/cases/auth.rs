@@ -1,6 +1,6 @@
 //! Authentication, registration and who may read or post where.
 
-use sotto_protocol::relay::{DeviceRef, Push, RelayErrorKind, Request, Response, auth_message};
+use sotto_protocol::relay::{DeviceRef, Push, RelayErrorKind, Request, Response};
 
 use crate::client::{Client, Device, kind, post_id};
 use crate::harness::Relay;
@@ -61,7 +61,7 @@ async fn bad_proofs_are_refused() {
     let other = Device::new(&relay.address("alice"));
     let mut c = Client::connect(relay.addr).await;
     let nonce = c.nonce().await;
-    let msg = auth_message(&c.hello.relay_url, &nonce, &alice.address, &alice.device_id);
+    let msg = alice.auth_message(&c.hello.relay_url, &nonce);
     let r = c
         .request(Client::auth_request(&alice, other.sign(&msg), false))
         .await;
@@ -69,12 +69,7 @@ async fn bad_proofs_are_refused() {
 
     // A signature made for another relay URL.
     let nonce = c.nonce().await;
-    let msg = auth_message(
-        "wss://elsewhere.example/sotto/v1",
-        &nonce,
-        &alice.address,
-        &alice.device_id,
-    );
+    let msg = alice.auth_message("wss://elsewhere.example/sotto/v1", &nonce);
     let r = c
         .request(Client::auth_request(&alice, alice.sign(&msg), false))
         .await;
@@ -97,12 +92,7 @@ async fn bad_proofs_are_refused() {
     let mut third = Client::connect(relay.addr).await;
     let good_for_third = {
         let n = third.nonce().await;
-        alice.sign(&auth_message(
-            &third.hello.relay_url,
-            &n,
-            &alice.address,
-            &alice.device_id,
-        ))
+        alice.sign(&alice.auth_message(&third.hello.relay_url, &n))
     };
     let r = third
         .request(Client::auth_request(&alice, proof, false))

@@ -10,8 +10,8 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand::RngCore;
 use sotto_protocol::relay::{
-    ClientFrame, DeviceRef, Hello, PostId, Principal, Push, RelayError, RelayErrorKind, Request,
-    Response, ServerFrame, WIRE_VERSION, auth_message, credential_identity,
+    ClientFrame, DeviceRef, Hello, InstallId, PostId, Principal, Push, RelayError, RelayErrorKind,
+    Request, Response, ServerFrame, WIRE_VERSION, auth_message, credential_identity,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -30,6 +30,10 @@ pub struct Device {
     pub signer: SignatureKeyPair,
     sk: ed25519_dalek::SigningKey,
     pub provider: OpenMlsRustCrypto,
+    /// This install of the device (random per `Device`; a `twin` is another install).
+    pub install_id: InstallId,
+    /// Whether its authentications take the device over.
+    pub take_over: bool,
 }
 
 impl std::fmt::Debug for Device {
@@ -52,10 +56,12 @@ impl Device {
             signer,
             sk,
             provider: OpenMlsRustCrypto::default(),
+            install_id: rand::random(),
+            take_over: false,
         }
     }
 
-    /// The same identity and key with a fresh (empty) MLS store.
+    /// The same identity, key and install with a fresh (empty) MLS store.
     pub fn twin(&self) -> Device {
         Device {
             address: self.address.clone(),
@@ -67,6 +73,17 @@ impl Device {
             ),
             sk: self.sk.clone(),
             provider: OpenMlsRustCrypto::default(),
+            install_id: self.install_id,
+            take_over: self.take_over,
+        }
+    }
+
+    /// Another install of the same device (a restored backup), taking it over.
+    pub fn restored(&self) -> Device {
+        Device {
+            install_id: rand::random(),
+            take_over: true,
+            ..self.twin()
         }
     }
 
@@ -87,6 +104,18 @@ impl Device {
 
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         self.sk.sign(msg).to_bytes().to_vec()
+    }
+
+    /// The proof message for this device and install.
+    pub fn auth_message(&self, relay_url: &str, nonce: &[u8; 32]) -> Vec<u8> {
+        auth_message(
+            relay_url,
+            nonce,
+            &self.address,
+            &self.device_id,
+            &self.install_id,
+            self.take_over,
+        )
     }
 
     pub fn credential(&self) -> CredentialWithKey {
@@ -283,22 +312,20 @@ impl Client {
     /// The signed proof for `dev` over this connection's challenge.
     pub async fn proof(&mut self, dev: &Device) -> Vec<u8> {
         let nonce = self.nonce().await;
-        dev.sign(&auth_message(
-            &self.hello.relay_url,
-            &nonce,
-            &dev.address,
-            &dev.device_id,
-        ))
+        dev.sign(&dev.auth_message(&self.hello.relay_url, &nonce))
     }
 
     pub fn auth_request(dev: &Device, signature: Vec<u8>, register: bool) -> Request {
         let (address, device_id, public_key) =
             (dev.address.clone(), dev.device_id.clone(), dev.key());
+        let (install_id, take_over) = (dev.install_id, dev.take_over);
         if register {
             Request::Register {
                 address,
                 device_id,
                 public_key,
+                install_id,
+                take_over,
                 signature,
             }
         } else {
@@ -306,6 +333,8 @@ impl Client {
                 address,
                 device_id,
                 public_key,
+                install_id,
+                take_over,
                 signature,
             }
         }

@@ -1,7 +1,7 @@
 //! Hostile input: each bad connection gets its error, everyone else keeps working.
 
 use sotto_protocol::relay::{
-    ClientFrame, RelayErrorKind, Request, Response, ServerFrame, WIRE_VERSION,
+    ClientFrame, MIN_FRAME_VERSION, RelayErrorKind, Request, Response, ServerFrame, WIRE_VERSION,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -56,7 +56,10 @@ async fn bad_frames_close_only_their_connection() {
     let e = c.fatal().await;
     assert_eq!(
         e.kind,
-        RelayErrorKind::UnsupportedVersion { min: 1, max: 1 }
+        RelayErrorKind::UnsupportedVersion {
+            min: MIN_FRAME_VERSION,
+            max: WIRE_VERSION
+        }
     );
     assert!(e.message.contains("newer"), "{}", e.message);
     let close = c.closed().await.expect("close frame");
@@ -65,6 +68,29 @@ async fn bad_frames_close_only_their_connection() {
         "{}",
         close.reason
     );
+
+    // An older (version 1) client, whose authentication cannot prove its install: its
+    // frame would decode, but the version byte is checked first and it is told to upgrade.
+    let mut c = Client::connect(relay.addr).await;
+    assert_eq!(c.hello.min_version, MIN_FRAME_VERSION);
+    assert_eq!(MIN_FRAME_VERSION, 2);
+    let mut older = encode(&ClientFrame {
+        id: 1,
+        request: Request::Ping,
+    });
+    older[0] = 1;
+    c.send_bytes(older).await;
+    let e = c.fatal().await;
+    assert_eq!(
+        e.kind,
+        RelayErrorKind::UnsupportedVersion {
+            min: MIN_FRAME_VERSION,
+            max: WIRE_VERSION
+        }
+    );
+    assert!(e.message.contains("too old"), "{}", e.message);
+    let close = c.closed().await.expect("close frame");
+    assert!(close.reason.contains("upgrade"), "{}", close.reason);
 
     // Text frames are not the protocol.
     let mut c = Client::connect(relay.addr).await;

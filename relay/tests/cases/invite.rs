@@ -32,6 +32,8 @@ async fn register_with(relay: &Relay, dev: &Device, token: &str) -> Result<Respo
         address: dev.address.clone(),
         device_id: dev.device_id.clone(),
         public_key: dev.key(),
+        install_id: dev.install_id,
+        take_over: false,
         signature,
         invite: token.to_owned(),
     })
@@ -171,6 +173,8 @@ async fn concurrent_registrations_never_exceed_the_uses() {
                 address: d.address.clone(),
                 device_id: d.device_id.clone(),
                 public_key: d.key(),
+                install_id: d.install_id,
+                take_over: false,
                 signature: sig.clone(),
                 invite: token.clone(),
             })

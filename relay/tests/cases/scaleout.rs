@@ -527,5 +527,30 @@ async fn claim_limits_are_shared_by_the_processes() {
     assert_eq!(
         one.count("SELECT COUNT(*) FROM rate_buckets WHERE bucket = 'claims_by_claimer'"),
         1
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_through_one_process_closes_the_old_install_on_the_other() {
+    let one = Relay::start();
+    let two = one.sibling();
+    let alice = Device::new(&one.address("alice"));
+    let mut old = Client::registered(one.addr, &alice).await;
+    let r = old
+        .request(Request::SubscribeMailbox {
+            device: alice.device_ref(),
+            after: 0,
+        })
+        .await;
+    assert_eq!(r, Ok(Response::Ok));
+    let start = Instant::now();
+    drop(Client::registered(two.addr, &alice.restored()).await);
+    // The NOTIFY of the takeover reaches process one, which closes the old connection.
+    let e = old.fatal().await;
+    assert_eq!(e.kind, RelayErrorKind::SessionRevoked);
+    println!("cross-process revocation: {:?}", start.elapsed());
+    // And process one refuses the old install from then on.
+    let mut c = Client::connect(one.addr).await;
+    assert_eq!(
+        crate::client::kind(c.try_auth(&alice, true).await),
+        RelayErrorKind::SessionRevoked
     );
 }

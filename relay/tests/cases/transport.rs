@@ -93,7 +93,7 @@ async fn health_metrics_and_version_paths() {
     assert_eq!(body, "ok\n");
     let (status, body) = relay.http_get("/sotto/v2");
     assert!(status.contains("404"), "{status}");
-    assert!(body.contains("wire versions 1 to 1 at /sotto/v1"), "{body}");
+    assert!(body.contains("wire versions 2 to 2 at /sotto/v1"), "{body}");
     let (status, _) = relay.http_get("/sotto/v1");
     assert!(status.contains("426"), "{status}");
 

@@ -41,6 +41,7 @@ fn sample_account() -> Account {
         fingerprint: "ff".repeat(32),
         relay: "wss://relay.example/sotto/v1".into(),
         key_store: KeyStoreKind::File,
+        state: sotto_protocol::api::AccountState::Active,
     }
 }
 

@@ -42,7 +42,7 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long to wait for a pooled connection, or to open one.
 const POOL_TIMEOUT: Duration = Duration::from_secs(4);
 /// The NOTIFY channel.
-const CHANNEL: &str = "sotto_changes";
+pub(super) const CHANNEL: &str = "sotto_changes";
 
 /// A parsed `postgres://` URL. Its `Debug` and [`PgUrl::redacted`] never show the
 /// password.
@@ -337,6 +337,7 @@ pub(super) fn payload(origin: &str, change: &Change) -> String {
         Change::Group { group_id, head } => format!("{origin}|g|{}|{head}", hex::encode(group_id)),
         Change::Mailbox { device } => format!("{origin}|m|{}", hex::encode(device)),
         Change::Everything => format!("{origin}|*"),
+        Change::Revoked { device } => format!("{origin}|r|{}", hex::encode(device)),
     }
 }
 
@@ -352,6 +353,9 @@ fn parse_payload(p: &str) -> Option<(&str, Change)> {
             device: hex::decode(parts.next()?).ok()?.try_into().ok()?,
         },
         "*" => Change::Everything,
+        "r" => Change::Revoked {
+            device: hex::decode(parts.next()?).ok()?.try_into().ok()?,
+        },
         _ => return None,
     };
     Some((origin, change))
@@ -583,6 +587,7 @@ mod tests {
             },
             Change::Mailbox { device: [7; 32] },
             Change::Everything,
+            Change::Revoked { device: [9; 32] },
         ] {
             let p = payload("abc", &c);
             assert_eq!(parse_payload(&p), Some(("abc", c)));

@@ -14,10 +14,10 @@ use crate::storage::StoreError;
 const MIGRATION_LOCK: i64 = 0x736f_7474_6f01;
 
 /// `(version, SQL)`, in order. Never edit a migration that has shipped; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// The newest schema version this binary knows.
-pub const LATEST: i32 = 3;
+pub const LATEST: i32 = 4;
 
 const V1: &str = r#"
 CREATE TABLE devices (
@@ -237,6 +237,15 @@ CREATE TABLE rate_buckets (
     PRIMARY KEY (bucket, key)
 );
 CREATE INDEX rate_buckets_by_age ON rate_buckets (at_ms);
+";
+
+/// The active install of each device (the takeover of a restored backup).
+const V4: &str = "
+CREATE TABLE installs (
+    device bytea PRIMARY KEY,
+    install_id bytea NOT NULL,
+    since bigint NOT NULL
+);
 ";
 
 /// Applies every missing migration; refuses a schema newer than [`LATEST`].

@@ -3,15 +3,15 @@
 use std::future::Future;
 
 use sotto_protocol::relay::{
-    ClaimedKeyPackage, GroupEntry, GroupState, KeyPackageCount, MailboxEntry, Principal,
+    ClaimedKeyPackage, GroupEntry, GroupState, InstallId, KeyPackageCount, MailboxEntry, Principal,
 };
 use tokio::sync::{broadcast, oneshot};
 
 use super::writer::Job;
-use super::{OP_TIMEOUT, PgStore, db};
+use super::{CHANNEL, OP_TIMEOUT, PgStore, db, payload};
 use crate::storage::{
-    AppendOutcome, Change, CreateOutcome, InviteUse, MailboxOutcome, NewGroupEntry, NewKeyPackage,
-    NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError,
+    AppendOutcome, Change, CreateOutcome, InstallOutcome, InviteUse, MailboxOutcome, NewGroupEntry,
+    NewKeyPackage, NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError,
 };
 
 fn i64_of(v: u64) -> i64 {
@@ -182,6 +182,64 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// [`Store::claim_install`] in one transaction, serialised per device across
+    /// processes; a take-over is announced with a NOTIFY delivered at COMMIT.
+    async fn claim_install_tx(
+        &self,
+        key: Principal,
+        install: InstallId,
+        take_over: bool,
+        now: u64,
+    ) -> Result<InstallOutcome, StoreError> {
+        let ctx = "claim install";
+        let mut c = self.inner.client().await?;
+        let tx = c.transaction().await.map_err(|e| db(ctx, e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(3, &key)])
+            .await
+            .map_err(|e| db(ctx, e))?;
+        let current: Option<InstallId> = tx
+            .query_opt(
+                "SELECT install_id FROM installs WHERE device = $1",
+                &[&&key[..]],
+            )
+            .await
+            .map_err(|e| db(ctx, e))?
+            .and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok());
+        if current == Some(install) {
+            return Ok(InstallOutcome::Active);
+        }
+        if current.is_some() && !take_over {
+            return Ok(InstallOutcome::Revoked);
+        }
+        tx.execute(
+            "INSERT INTO installs (device, install_id, since) VALUES ($1, $2, $3)
+             ON CONFLICT (device) DO UPDATE SET install_id = excluded.install_id, since = excluded.since",
+            &[&&key[..], &&install[..], &i64_of(now)],
+        )
+        .await
+        .map_err(|e| db(ctx, e))?;
+        if !take_over {
+            tx.commit().await.map_err(|e| db(ctx, e))?;
+            return Ok(InstallOutcome::Active);
+        }
+        tx.execute("DELETE FROM key_packages WHERE device = $1", &[&&key[..]])
+            .await
+            .map_err(|e| db(ctx, e))?;
+        let change = Change::Revoked { device: key };
+        tx.execute(
+            &format!("SELECT pg_notify('{CHANNEL}', $1)"),
+            &[&payload(&self.inner.origin, &change)],
+        )
+        .await
+        .map_err(|e| db(ctx, e))?;
+        tx.commit().await.map_err(|e| db(ctx, e))?;
+        // This process's own NOTIFYs are skipped by its listener: announce locally.
+        let _ = self.inner.changes.send(change);
+        Ok(InstallOutcome::TookOver { previous: current })
+    }
+}
+
 impl Store for PgStore {
     async fn register(
         &self,
@@ -226,6 +284,35 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(|e| db("device key", e))?;
+            Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
+        })
+        .await
+    }
+
+    async fn claim_install(
+        &self,
+        key: Principal,
+        install: InstallId,
+        take_over: bool,
+        now: u64,
+    ) -> Result<InstallOutcome, StoreError> {
+        self.op(
+            "claim install",
+            self.claim_install_tx(key, install, take_over, now),
+        )
+        .await
+    }
+
+    async fn active_install(&self, key: Principal) -> Result<Option<InstallId>, StoreError> {
+        self.op("active install", async {
+            let c = self.inner.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT install_id FROM installs WHERE device = $1",
+                    &[&&key[..]],
+                )
+                .await
+                .map_err(|e| db("active install", e))?;
             Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
         })
         .await

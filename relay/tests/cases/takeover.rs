@@ -1,0 +1,136 @@
+//! Takeover: another install of a device (a restored backup) takes the account over; the
+//! relay closes the old install's connections with `session_revoked` and refuses it from
+//! then on.
+
+use sotto_protocol::relay::{RelayErrorKind, Request, Response, ServerFrame};
+
+use crate::client::{Client, Device, Incoming, kind};
+use crate::harness::Relay;
+use crate::mls::{CS_ID, kp, last_resort};
+
+/// Reads until the relay's `Fatal` and close; returns the error kind and close reason.
+async fn revoked(c: &mut Client) -> (RelayErrorKind, String) {
+    let e = c.fatal().await;
+    let reason = c
+        .closed()
+        .await
+        .map(|f| f.reason.to_string())
+        .unwrap_or_default();
+    (e.kind, reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_closes_the_old_install_and_refuses_it_afterwards() {
+    let relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    // The old install: one connection following its mailbox, one idle.
+    let mut following = Client::registered(relay.addr, &alice).await;
+    let r = following
+        .request(Request::PublishKeyPackages {
+            ciphersuite: CS_ID,
+            key_packages: vec![kp(&alice), kp(&alice)],
+            last_resort: Some(last_resort(&alice)),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::KeyPackageCount(_))), "{r:?}");
+    let r = following
+        .request(Request::SubscribeMailbox {
+            device: alice.device_ref(),
+            after: 0,
+        })
+        .await;
+    assert_eq!(r, Ok(Response::Ok));
+    let mut idle = Client::authenticated(relay.addr, &alice).await;
+    // Re-authenticating the same install is fine, as always.
+    drop(Client::registered(relay.addr, &alice).await);
+
+    // The restored install registers with `take_over`.
+    let restored = alice.restored();
+    let mut new = Client::registered(relay.addr, &restored).await;
+
+    // Both old connections are closed at once, with `session_revoked`.
+    for c in [&mut following, &mut idle] {
+        let (kind, reason) = revoked(c).await;
+        assert_eq!(kind, RelayErrorKind::SessionRevoked);
+        assert!(reason.contains("session_revoked"), "{reason}");
+    }
+    // Its key packages are gone (the old install may hold their secrets).
+    assert_eq!(
+        relay.count("SELECT COUNT(*) FROM key_packages"),
+        0,
+        "the device's key packages are deleted with the takeover"
+    );
+    // The old install is refused from now on, however it asks.
+    for register in [false, true] {
+        let mut c = Client::connect(relay.addr).await;
+        assert_eq!(
+            kind(c.try_auth(&alice, register).await),
+            RelayErrorKind::SessionRevoked,
+            "register: {register}"
+        );
+    }
+    // The restored install keeps working, and reconnects without taking over again.
+    new.ping_ok().await;
+    let r = new
+        .request(Request::SubscribeMailbox {
+            device: restored.device_ref(),
+            after: 0,
+        })
+        .await;
+    assert_eq!(r, Ok(Response::Ok));
+    let mut again = restored.twin();
+    again.take_over = false;
+    let mut c = Client::connect(relay.addr).await;
+    assert_eq!(
+        c.try_auth(&again, false).await,
+        Ok(Response::Authenticated { local: true })
+    );
+    // Taking over is repeatable (a restore of the restore), and only for the key holder.
+    let third = alice.restored();
+    drop(Client::registered(relay.addr, &third).await);
+    let (kind, _) = revoked(&mut new).await;
+    assert_eq!(kind, RelayErrorKind::SessionRevoked);
+    assert!(relay.metric("sotto_relay_rejections_total{reason=\"session_revoked\"}") >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installs_are_recorded_per_device_and_not_for_foreign_principals() {
+    let relay = Relay::start();
+    let elsewhere = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let bob = Device::new(&relay.address("bob"));
+    drop(Client::registered(relay.addr, &alice).await);
+    let mut b = Client::registered(relay.addr, &bob).await;
+    // Alice's takeover leaves Bob alone.
+    drop(Client::registered(relay.addr, &alice.restored()).await);
+    b.ping_ok().await;
+    // The first install to authenticate is the active one: a second install without
+    // `take_over` is refused.
+    let carol = Device::new(&relay.address("carol"));
+    drop(Client::registered(relay.addr, &carol).await);
+    let mut other = carol.restored();
+    other.take_over = false;
+    let mut c = Client::connect(relay.addr).await;
+    assert_eq!(
+        kind(c.try_auth(&other, false).await),
+        RelayErrorKind::SessionRevoked
+    );
+    // A foreign principal's installs are not recorded: both installs of a device of
+    // another relay authenticate here (that relay is not told of takeovers).
+    let dave = Device::new(&elsewhere.address("dave"));
+    let mut d1 = Client::authenticated(relay.addr, &dave).await;
+    let mut d2 = Client::authenticated(relay.addr, &dave.restored()).await;
+    let mut d3 = Client::authenticated(relay.addr, &dave).await;
+    for c in [&mut d1, &mut d2, &mut d3] {
+        c.ping_ok().await;
+    }
+    // The relay never announces a revocation to a foreign principal's connections.
+    d1.send(Request::Ping).await;
+    match d1.recv().await {
+        Incoming::Frame(ServerFrame::Response { result, .. }) => {
+            assert_eq!(result, Ok(Response::Pong));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(relay.count("SELECT COUNT(*) FROM installs"), 3);
+}
