@@ -67,6 +67,8 @@ fn write_fuzz_seeds() {
                 address: "alice@relay.example:8443".into(),
                 device_id: "00ff".into(),
                 public_key: [7; 32],
+                install_id: [5; 16],
+                take_over: false,
                 signature: vec![1; 64],
             },
         },

@@ -13,7 +13,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use sotto_protocol::relay::{
-    Hello, MIN_FRAME_VERSION, Principal, RelayError, RelayErrorKind, Request, Response,
+    Hello, InstallId, MIN_FRAME_VERSION, Principal, RelayError, RelayErrorKind, Request, Response,
     ServerFrame, WIRE_VERSION,
 };
 use tokio_tungstenite::WebSocketStream;

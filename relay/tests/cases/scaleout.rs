@@ -527,6 +527,8 @@ async fn claim_limits_are_shared_by_the_processes() {
     assert_eq!(
         one.count("SELECT COUNT(*) FROM rate_buckets WHERE bucket = 'claims_by_claimer'"),
         1
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_through_one_process_closes_the_old_install_on_the_other() {
