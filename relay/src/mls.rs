@@ -83,17 +83,20 @@ pub struct Framing {
     pub content_type: u8,
 }
 
-/// Reads the framing of a PublicMessage or PrivateMessage; refuses everything else,
-/// including external senders (external commits and proposals are refused in v1).
+/// Reads the framing of a PublicMessage or PrivateMessage; refuses everything else.
+/// Of the senders outside the group only `NewMemberCommit` is let through (an external
+/// commit: an install of a member's device rejoining, the resync after a takeover); the
+/// store then accepts it only from a principal already on the group's access list, under
+/// the epoch rule. External proposals and external senders are refused.
 pub fn read_framing(bytes: &[u8]) -> Result<Framing, String> {
     let msg = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|e| format!("not an mls message: {e}"))?;
     let (group_id, epoch, ct) = match msg.extract() {
         MlsMessageBodyIn::PublicMessage(m) => {
-            if !matches!(m.sender(), Sender::Member(_)) {
-                return Err(
-                    "messages from non-members (external commits or proposals) are refused".into(),
-                );
+            let external_commit = matches!(m.sender(), Sender::NewMemberCommit)
+                && m.content_type() == ContentType::Commit;
+            if !matches!(m.sender(), Sender::Member(_)) && !external_commit {
+                return Err("proposals and messages from non-members are refused".into());
             }
             (m.group_id().to_vec(), m.epoch().as_u64(), m.content_type())
         }

@@ -62,7 +62,7 @@ pub enum RelayErrorKind {
     /// A group with this id already exists and the caller is not a member.
     GroupExists,
     /// The MLS message is not a group message this relay accepts: not an MLS
-    /// Public/PrivateMessage, an unknown content type, an external commit or proposal,
+    /// Public/PrivateMessage, an unknown content type, an external proposal or sender,
     /// or a message for another group than the request names.
     BadMessage,
     /// A message's epoch does not match the group's: commits must be at the current

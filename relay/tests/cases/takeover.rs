@@ -4,9 +4,9 @@
 
 use sotto_protocol::relay::{RelayErrorKind, Request, Response, ServerFrame};
 
-use crate::client::{Client, Device, Incoming, kind};
+use crate::client::{Client, Device, Incoming, kind, post_id};
 use crate::harness::Relay;
-use crate::mls::{CS_ID, kp, last_resort};
+use crate::mls::{self, CS_ID, kp, last_resort};
 
 /// Reads until the relay's `Fatal` and close; returns the error kind and close reason.
 async fn revoked(c: &mut Client) -> (RelayErrorKind, String) {
@@ -133,4 +133,107 @@ async fn installs_are_recorded_per_device_and_not_for_foreign_principals() {
         other => panic!("{other:?}"),
     }
     assert_eq!(relay.count("SELECT COUNT(*) FROM installs"), 3);
+}
+
+/// The restored install's resync: an external commit (openmls's external-commit builder,
+/// which removes the device's old leaf) from a principal already on the access list is
+/// accepted under the epoch rule; the same from a principal that is not is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_commit_is_accepted_only_from_a_principal_on_the_access_list() {
+    use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+    use openmls::prelude::{MlsGroup, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider as _};
+
+    let relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let bob = Device::new(&relay.address("bob"));
+    let eve = Device::new(&relay.address("eve"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let b = Client::registered(relay.addr, &bob).await;
+    let mut e = Client::registered(relay.addr, &eve).await;
+    // Alice's group with Bob; the log is at epoch 1.
+    let mut ga = mls::new_group(&alice);
+    let id = mls::gid(&ga);
+    let r = a
+        .request(Request::CreateGroup {
+            group_id: id.clone(),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Group(_))), "{r:?}");
+    let (commit, welcome) = mls::add(&mut ga, &alice, &kp(&bob));
+    let post = |message: Vec<u8>, added: Vec<[u8; 32]>| Request::PostGroup {
+        post_id: post_id(),
+        group_id: id.clone(),
+        message,
+        added,
+        removed: vec![],
+    };
+    assert_eq!(
+        a.request(post(commit, vec![bob.key()])).await,
+        Ok(Response::Accepted { seq: 1, epoch: 1 })
+    );
+    mls::merge(&mut ga, &alice);
+    let mut gb = mls::join(&bob, &welcome);
+    // A GroupInfo of epoch 1 with the ratchet tree (what committers will post).
+    let info = ga
+        .export_group_info(alice.provider.crypto(), &alice.signer, true)
+        .expect("group info")
+        .tls_serialize_detached()
+        .expect("serialize");
+    let external = |dev: &Device| -> (MlsGroup, Vec<u8>) {
+        let MlsMessageBodyIn::GroupInfo(vgi) = MlsMessageIn::tls_deserialize_exact(&info[..])
+            .expect("group info bytes")
+            .extract()
+        else {
+            panic!("not a group info")
+        };
+        let (group, bundle) = MlsGroup::external_commit_builder()
+            .build_group(&dev.provider, vgi, dev.credential())
+            .expect("external commit builder")
+            .load_psks(dev.provider.storage())
+            .expect("psks")
+            .build(
+                dev.provider.rand(),
+                dev.provider.crypto(),
+                &dev.signer,
+                |_| true,
+            )
+            .expect("build external commit")
+            .finalize(&dev.provider)
+            .expect("finalize external commit");
+        (group, mls::ser(bundle.commit()))
+    };
+    // Eve (not on the access list) cannot rejoin by external commit.
+    let (_, eve_commit) = external(&eve);
+    assert_eq!(
+        kind(e.request(post(eve_commit, vec![])).await),
+        RelayErrorKind::Forbidden
+    );
+    // Alice's restored install (same key, empty MLS state) takes over and rejoins.
+    let restored = alice.restored();
+    let mut r = Client::registered(relay.addr, &restored).await;
+    let (mut gr, rejoin) = external(&restored);
+    assert_eq!(
+        r.request(post(rejoin.clone(), vec![])).await,
+        Ok(Response::Accepted { seq: 2, epoch: 2 })
+    );
+    // Bob follows: Alice's old leaf is gone, her new one is in, and they talk again.
+    mls::process(&mut gb, &bob, &rejoin);
+    assert_eq!(gb.members().count(), 2);
+    assert_eq!(gb.epoch().as_u64(), 2);
+    assert_eq!(gr.epoch().as_u64(), 2);
+    let hello = mls::app_message(&mut gr, &restored, b"back");
+    assert_eq!(
+        r.request(post(hello, vec![])).await,
+        Ok(Response::Accepted { seq: 3, epoch: 2 })
+    );
+    // A second external commit at the old epoch loses under the epoch rule.
+    let (_, stale) = external(&restored);
+    assert!(matches!(
+        kind(r.request(post(stale, vec![])).await),
+        RelayErrorKind::Conflict {
+            current_epoch: 2,
+            ..
+        }
+    ));
+    drop(b);
 }
