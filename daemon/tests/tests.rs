@@ -12,6 +12,7 @@ mod client_api;
 mod clients;
 mod dbus;
 mod ephemeral;
+mod faults_chaos;
 mod faults_db;
 mod faults_disk;
 mod faults_hostile;

@@ -126,6 +126,7 @@ impl Engine {
         let (mb_tx, mb_rx) = mpsc::unbounded_channel();
         *lock(&engine.mailbox) = Some(mb_tx);
         tokio::spawn(engine.clone().route_pushes(pushes));
+        tokio::spawn(engine.clone().wake_on_reconnect());
         tokio::spawn(welcome::follow(engine.clone(), mb_rx));
         tokio::spawn(keypackages::upkeep(engine.clone()));
         let ids = engine
@@ -190,6 +191,27 @@ impl Engine {
             lock(&this.actors).remove(&id);
         });
         inbox
+    }
+
+    /// Wakes every actor when a relay connection is made: an actor that backed off while
+    /// the relay was away would otherwise sleep out its backoff (up to 30 s) before
+    /// posting what it queued.
+    async fn wake_on_reconnect(self: Arc<Self>) {
+        let mut connected = self.relays.connected();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                r = connected.recv() => match r {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let inboxes: Vec<Arc<Inbox>> = lock(&self.actors).values().cloned().collect();
+            for inbox in inboxes {
+                inbox.notify.notify_one();
+            }
+        }
     }
 
     async fn route_pushes(self: Arc<Self>, mut pushes: mpsc::UnboundedReceiver<(String, Push)>) {

@@ -42,6 +42,8 @@ pub struct Relays {
     store: Store,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     pushes: mpsc::UnboundedSender<(String, Push)>,
+    /// The URL of each relay whenever a connection to it is made.
+    connected: tokio::sync::broadcast::Sender<String>,
     shutdown: watch::Receiver<bool>,
     /// Turns `true` (for good) when this install is revoked.
     revoked: Arc<watch::Sender<bool>>,
@@ -72,6 +74,7 @@ impl Relays {
             store,
             entries: Mutex::new(HashMap::new()),
             pushes,
+            connected: tokio::sync::broadcast::channel(16).0,
             shutdown,
             revoked,
         });
@@ -117,6 +120,12 @@ impl Relays {
     /// A watch of `url`'s current connection (for resubscribing after reconnects).
     pub fn watch(self: &Arc<Self>, url: &str) -> watch::Receiver<Option<Arc<RelayConn>>> {
         self.entry(url).conn.subscribe()
+    }
+
+    /// The URL of a relay each time a connection to it is made (a reconnect too); lagging
+    /// receivers skip ahead (a wake-up is all it means).
+    pub fn connected(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.connected.subscribe()
     }
 
     /// Each known relay and whether it is connected now.
@@ -186,6 +195,7 @@ impl Relays {
                     tracing::info!(relay = %url, local = conn.local, "relay connected");
                     self.emit(EventPayload::RelayConnected { url: url.clone() })
                         .await;
+                    let _ = self.connected.send(url.clone());
                     tokio::select! {
                         () = conn.closed() => {}
                         _ = shutdown.wait_for(|s| *s) => return,
