@@ -4,8 +4,9 @@
 //! Senders retry every send with the same `idempotency_key` until it is answered, so a send
 //! whose answer was lost is never doubled. Afterwards every acknowledged message is in
 //! every member's history exactly once, in one order, and all agree on epoch and members.
-//! A second test keeps the relay unreachable for several seconds: daemons report
-//! `relay.disconnected`, keep queueing, and deliver everything once it is back.
+//! `SOTTO_FAULT_ROUNDS=500` runs it long. A second test keeps the relay unreachable for
+//! several seconds: daemons report `relay.disconnected`, keep queueing, and deliver
+//! everything once it is back. A third has every member change the group at once.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
@@ -188,16 +189,20 @@ fn group(relay: &Relay) -> (Vec<Daemon>, Vec<String>, String) {
 fn kill_9_of_daemons_and_the_relay_at_random_moments_loses_and_doubles_nothing() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    const N: usize = 40;
-    const ROUNDS: usize = 8;
+    // `SOTTO_FAULT_ROUNDS` makes a long run (e.g. 500); the senders' load grows with it.
+    let rounds: usize = std::env::var("SOTTO_FAULT_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let n = (rounds * 5).max(40);
     let mut relay = Relay::start();
     let (mut ds, addrs, conv) = group(&relay);
     let stop = AtomicBool::new(false);
     let socks: Vec<PathBuf> = ds.iter().map(Daemon::socket).collect();
     let (acked_a, acked_b) = std::thread::scope(|s| {
-        let ta = s.spawn(|| steady_sender(socks[0].clone(), conv.clone(), "alice", N, &stop));
-        let tb = s.spawn(|| steady_sender(socks[1].clone(), conv.clone(), "bob", N, &stop));
-        for round in 0..ROUNDS {
+        let ta = s.spawn(|| steady_sender(socks[0].clone(), conv.clone(), "alice", n, &stop));
+        let tb = s.spawn(|| steady_sender(socks[1].clone(), conv.clone(), "bob", n, &stop));
+        for round in 0..rounds {
             std::thread::sleep(Duration::from_millis(rng.gen_range(200..900)));
             let victim = rng.gen_range(0..3usize);
             match rng.gen_range(0..3) {

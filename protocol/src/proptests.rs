@@ -9,6 +9,14 @@ use crate::envelope::{BUCKETS, Envelope, EnvelopeError, MAX_PADDED};
 use crate::relay::{ClientFrame, Request, ServerFrame};
 use crate::wire;
 
+/// `PROPTEST_CASES` when set (a long run), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn envelope() -> impl Strategy<Value = Envelope> {
     (
         any::<[u8; 16]>(),
@@ -30,7 +38,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     /// A sealed envelope is exactly the smallest bucket it fits and opens to itself; one
     /// too large for the last bucket is refused, never truncated.
@@ -91,7 +99,7 @@ fn host() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     /// Valid addresses parse; their canonical form parses to the same address; the host
     /// is case-insensitive; the default port is dropped; the name is case-sensitive.
@@ -140,7 +148,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     /// Arbitrary bytes never panic the frame decoder; anything it accepts encodes and
     /// decodes to itself.

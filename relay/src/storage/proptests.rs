@@ -11,6 +11,14 @@ use super::{
     AppendOutcome, CreateOutcome, MailboxOutcome, NewGroupEntry, NewMailboxPost, SqliteStore, Store,
 };
 
+/// `PROPTEST_CASES` when set (a long run), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -55,7 +63,7 @@ fn append() -> impl Strategy<Value = Append> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
 
     /// Exactly the commits at the current epoch move it, each by one; everything else at
     /// another epoch is a conflict naming the current epoch and head; a post id the
@@ -129,7 +137,7 @@ fn mailbox_op() -> impl Strategy<Value = MailboxOp> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
 
     /// Seqs only grow; a repeated post id answers its original seq and stores nothing;
     /// an ack deletes exactly the entries at or below it; a read returns the model's
