@@ -45,6 +45,21 @@ have tmux || need+=(tmux)
 have pgrep || need+=(procps)
 # The relay's PostgreSQL tests.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# The desktop app (gtk/) and its AT-SPI test (daemon/tests/gtk.rs): GTK 4 + libadwaita
+# headers, Xvfb, the accessibility bus and pyatspi, desktop-file-utils and appstream for the
+# packaging checks, ImageMagick's `import` for the screenshots, fonts for the window.
+pc() { pkg-config --exists "$1" 2>/dev/null; }
+have pkg-config || need+=(pkg-config)
+pc gtk4 || need+=(libgtk-4-dev)
+pc libadwaita-1 || need+=(libadwaita-1-dev)
+have Xvfb || need+=(xvfb)
+have xauth || need+=(xauth)
+[ -x /usr/libexec/at-spi-bus-launcher ] || need+=(at-spi2-core)
+/usr/bin/python3 -c 'import pyatspi' 2>/dev/null || need+=(python3-pyatspi gir1.2-atspi-2.0)
+have desktop-file-validate || need+=(desktop-file-utils)
+have appstreamcli || need+=(appstream)
+have import || need+=(imagemagick)
+fc-list 2>/dev/null | grep -qi 'dejavu' || need+=(fonts-dejavu-core)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -58,5 +73,5 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+$sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+$sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -19,6 +19,7 @@ mod faults_hostile;
 mod faults_net;
 mod faults_security;
 mod framing;
+mod gtk;
 mod identity;
 mod invite;
 mod lost_ack;

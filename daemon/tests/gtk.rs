@@ -1,0 +1,569 @@
+//! `sotto-gtk`, the desktop app, under Xvfb with a private session bus and its own
+//! accessibility bus, driven through AT-SPI as assistive technology would
+//! (gtk/tests/atspi_driver.py, pyatspi): a real `sottod` owns `org.sotto.Sotto1`, a second
+//! daemon and a real relay are the other side.
+//!
+//! With `SOTTO_GTK_SCREENSHOTS=DIR` the light and dark screenshots go to DIR (docs/ uses
+//! them); the startup time and the idle RSS are printed (docs/performance.md).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Relay, SessionBus, bin, wait_for};
+
+/// Seconds the driver waits for something to show (the machine may be loaded).
+const UI_WAIT: f64 = 45.0;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn require_tools() {
+    for tool in ["Xvfb", "import", "/usr/bin/python3"] {
+        assert!(
+            have(tool),
+            "{tool} is missing: scripts/deps.sh installs xvfb, imagemagick and python3-pyatspi"
+        );
+    }
+    assert!(
+        Path::new("/usr/libexec/at-spi-bus-launcher").exists(),
+        "at-spi2-core is missing (scripts/deps.sh installs it)"
+    );
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import pyatspi"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "python3-pyatspi is missing (scripts/deps.sh installs it)"
+    );
+}
+
+/// Kills a process group (the a11y bus launcher and what it started).
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        let mut child = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1000x700x24",
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn Xvfb");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("Xvfb's display number");
+        let n: u32 = line.trim().parse().expect("a display number");
+        Xvfb {
+            child,
+            display: format!(":{n}"),
+        }
+    }
+
+    /// The whole screen (the window fills it) as a PNG.
+    fn screenshot(&self, to: &Path) {
+        let out = Command::new("import")
+            .args(["-display", &self.display, "-window", "root"])
+            .arg(to)
+            .output()
+            .expect("run import");
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+/// The accessibility bus (`org.a11y.Bus` on the session bus, the registry on its own bus).
+struct A11yBus {
+    child: Child,
+}
+
+impl A11yBus {
+    fn start(bus: &SessionBus, env: &[(String, String)]) -> A11yBus {
+        let child = Command::new("/usr/libexec/at-spi-bus-launcher")
+            .arg("--launch-immediately")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn at-spi-bus-launcher");
+        wait_for("the accessibility bus", || {
+            bus.has_owner("org.a11y.Bus").then_some(())
+        });
+        A11yBus { child }
+    }
+}
+
+impl Drop for A11yBus {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+/// A running `sotto-gtk`.
+struct App {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl App {
+    fn start(env: &[(String, String)], log: PathBuf, extra: &[(&str, &str)]) -> App {
+        let file = std::fs::File::create(&log).expect("app log");
+        let started = Instant::now();
+        let child = Command::new(bin("sotto-gtk"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().copied())
+            .env("SOTTO_GTK_TIMING", "1")
+            .env("SOTTO_GTK_DEBUG", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn sotto-gtk");
+        App {
+            child,
+            log,
+            started,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// (ms the app reports from its start to the first painted list, ms the test saw).
+    fn first_paint(&mut self) -> (u64, u128) {
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("sotto-gtk exited ({s}):\n{}", self.log_text());
+            }
+            let t = self.log_text();
+            let ms = t
+                .lines()
+                .find(|l| l.contains("first conversation list painted"))
+                .and_then(|l| l.split("after ").nth(1)?.split(' ').next()?.parse().ok());
+            if let Some(ms) = ms {
+                return (ms, self.started.elapsed().as_millis());
+            }
+            assert!(
+                self.started.elapsed() < Duration::from_secs_f64(UI_WAIT),
+                "no conversation list painted:\n{t}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the app's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The AT-SPI driver process (gtk/tests/atspi_driver.py).
+struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Driver {
+    fn start(env: &[(String, String)]) -> Driver {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gtk/tests/atspi_driver.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg("sotto-gtk")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the AT-SPI driver");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("driver ready line");
+        assert!(line.contains("ready"), "driver did not start: {line:?}");
+        Driver {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn try_cmd(&mut self, cmd: Value) -> Result<Value, String> {
+        writeln!(self.stdin, "{cmd}").expect("write to driver");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("driver reply");
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        match v.get("error") {
+            Some(e) => Err(e.as_str().unwrap_or_default().to_owned()),
+            None => Ok(v),
+        }
+    }
+
+    fn cmd(&mut self, app: &App, cmd: Value) -> Value {
+        self.try_cmd(cmd.clone()).unwrap_or_else(|e| {
+            panic!(
+                "AT-SPI {cmd}: {e}\n--- sotto-gtk log ---\n{}",
+                app.log_text()
+            )
+        })
+    }
+
+    /// The names of showing accessibles with `role` whose name matches `re`; waits for one.
+    fn wait(&mut self, app: &App, role: &str, re: &str) -> Vec<String> {
+        let v = self.cmd(
+            app,
+            json!({"op": "wait", "role": role, "name": re, "timeout": UI_WAIT}),
+        );
+        names(&v)
+    }
+
+    fn names(&mut self, app: &App, role: &str, re: &str) -> Vec<String> {
+        names(&self.cmd(app, json!({"op": "names", "role": role, "name": re})))
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v["names"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `conversation.create` on `d` (a group when `name` is given) and waits until `peer`
+/// (another daemon) joined it.
+fn group(d: &Daemon, peer: &Daemon, members: &[&str], name: Option<&str>) -> String {
+    let params = match name {
+        Some(n) => json!({"members": members, "name": n}),
+        None => json!({"members": members}),
+    };
+    let c = d.client().ok("conversation.create", params);
+    let id = c["id"].as_str().expect("id").to_owned();
+    peer.wait_conversation("the peer to join", |c| c["id"] == json!(id));
+    d.wait_conversation("the group to be set up", |c| {
+        c["id"] == json!(id) && c["pending"].as_array().is_some_and(|p| p.is_empty())
+    });
+    id
+}
+
+fn send(d: &Daemon, conv: &str, text: &str) {
+    d.client()
+        .ok("message.send", json!({"conversation": conv, "text": text}));
+}
+
+#[test]
+fn the_desktop_app_through_atspi() {
+    require_tools();
+    let relay = Relay::start();
+    let bus = SessionBus::start();
+    let mut alice = Daemon::new("file").with_bus(&bus.address);
+    let mut bob = Daemon::new("file");
+    let a = alice.account(&relay, "alice");
+    let b = bob.account(&relay, "bob");
+    wait_for("alice to own org.sotto.Sotto1", || {
+        bus.has_owner("org.sotto.Sotto1").then_some(())
+    });
+    // Two conversations before the app starts: a direct one and a group.
+    let direct = group(&bob, &alice, &[&a], None);
+    let club = group(&bob, &alice, &[&a], Some("book club"));
+    send(&bob, &direct, "hello from bob");
+    alice.wait_messages(&direct, "hello to arrive", |m| m.len() == 1);
+
+    let x = Xvfb::start();
+    let home = tempfile::Builder::new()
+        .prefix("sotto-gtk-home")
+        .tempdir()
+        .expect("tempdir");
+    for d in ["home", "run", "config", "data", "cache"] {
+        std::fs::create_dir(home.path().join(d)).expect("mkdir");
+    }
+    let p = |d: &str| home.path().join(d).display().to_string();
+    let env: Vec<(String, String)> = [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", p("home")),
+        ("XDG_RUNTIME_DIR", p("run")),
+        ("XDG_CONFIG_HOME", p("config")),
+        ("XDG_DATA_HOME", p("data")),
+        ("XDG_CACHE_HOME", p("cache")),
+        ("DISPLAY", x.display.clone()),
+        ("DBUS_SESSION_BUS_ADDRESS", bus.address.clone()),
+        ("GSETTINGS_BACKEND", "memory".into()),
+        ("GDK_BACKEND", "x11".into()),
+        ("GSK_RENDERER", "cairo".into()),
+        ("GTK_A11Y", "atspi".into()),
+        ("LANG", "C.UTF-8".into()),
+        ("TZ", "UTC".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let _a11y = A11yBus::start(&bus, &env);
+    let logs = tempfile::Builder::new()
+        .prefix("sotto-gtk-logs")
+        .tempdir()
+        .expect("tempdir");
+
+    let mut app = App::start(&env, logs.path().join("light.log"), &[]);
+    let (paint_ms, seen_ms) = app.first_paint();
+    let mut ui = Driver::start(&env);
+    // Keyboard input goes to the window under the pointer (there is no window manager);
+    // dialogs open at the same corner, on top.
+    ui.cmd(&app, json!({"op": "pointer", "x": 30, "y": 30}));
+
+    // The list shows both conversations, the direct one by the peer's address.
+    let bob_re = regex_escape(&b);
+    ui.wait(
+        &app,
+        "list item",
+        &format!("^{bob_re}.*last: hello from bob"),
+    );
+    ui.wait(&app, "list item", "^book club");
+
+    // A message in a conversation that is not open: it appears live, with an unread badge,
+    // and its conversation moves to the top.
+    send(&bob, &club, "who read chapter one");
+    ui.wait(
+        &app,
+        "list item",
+        "^book club, 1 unread message, last: who read chapter one",
+    );
+    send(&bob, &club, "nobody?");
+    ui.wait(
+        &app,
+        "list item",
+        "^book club, 2 unread messages, last: nobody\\?",
+    );
+    let order = ui.names(&app, "list item", "last:");
+    assert!(
+        order.first().is_some_and(|n| n.starts_with("book club")),
+        "the newest conversation is not first: {order:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let idle_rss = app.rss_kib();
+
+    // Opening it shows the messages and clears the badge.
+    ui.cmd(
+        &app,
+        json!({"op": "select", "list": "^Conversations$", "name": "^book club", "timeout": UI_WAIT}),
+    );
+    ui.wait(&app, "list item", &format!("^{bob_re} at .*: nobody\\?"));
+    ui.wait(&app, "list item", "^book club, last: nobody\\?");
+    // A live message into the open conversation.
+    send(&bob, &club, "chapter two then");
+    ui.wait(
+        &app,
+        "list item",
+        &format!("^{bob_re} at .*: chapter two then"),
+    );
+
+    // Compose: Shift+Enter is a newline, Enter sends; the other daemon receives it.
+    ui.cmd(&app, json!({"op": "type", "text": "i did"}));
+    ui.cmd(&app, json!({"op": "key", "key": "shift+Return"}));
+    ui.cmd(&app, json!({"op": "type", "text": "twice"}));
+    let typed = ui.cmd(
+        &app,
+        json!({"op": "text", "role": "text", "name": "^Message$"}),
+    );
+    let focused = ui.cmd(&app, json!({"op": "focused"}));
+    assert_eq!(typed["text"], json!("i did\ntwice"), "focused: {focused}");
+    ui.cmd(&app, json!({"op": "key", "key": "Return"}));
+    bob.wait_messages(&club, "bob to receive alice's message", |m| {
+        m.iter().any(|m| m["text"] == json!("i did\ntwice"))
+    });
+    ui.wait(&app, "list item", "^You at .*: i did twice \\(sent\\)");
+
+    // A new conversation through the dialog.
+    ui.cmd(
+        &app,
+        json!({"op": "click", "role": "push button", "name": "^New conversation$"}),
+    );
+    ui.wait(&app, "text", "^Addresses$");
+    ui.cmd(&app, json!({"op": "type", "text": b}));
+    ui.cmd(&app, json!({"op": "key", "key": "Tab"}));
+    ui.cmd(&app, json!({"op": "type", "text": "planning"}));
+    ui.cmd(&app, json!({"op": "key", "key": "Return"}));
+    ui.wait(&app, "list item", "^planning");
+    let planning =
+        bob.wait_conversation("bob to join planning", |c| c["name"] == json!("planning"));
+    assert_eq!(
+        planning["members"].as_array().map(Vec::len),
+        Some(2),
+        "{planning}"
+    );
+
+    // The daemon goes away: the window says so; what arrives meanwhile shows once.
+    ui.cmd(
+        &app,
+        json!({"op": "select", "list": "^Conversations$", "name": format!("^{bob_re}"), "timeout": UI_WAIT}),
+    );
+    ui.wait(
+        &app,
+        "list item",
+        &format!("^{bob_re} at .*: hello from bob"),
+    );
+    alice.stop();
+    ui.wait(&app, "label", "daemon is not running");
+    send(&bob, &direct, "while you were away");
+    alice.start();
+    ui.wait(
+        &app,
+        "list item",
+        &format!("^{bob_re} at .*: while you were away"),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "gone", "role": "label", "name": "daemon is not running", "timeout": UI_WAIT}),
+    );
+    send(&bob, &direct, "welcome back");
+    ui.wait(&app, "list item", &format!("^{bob_re} at .*: welcome back"));
+    let away = ui.names(&app, "list item", "while you were away$");
+    assert_eq!(away.len(), 1, "shown {} times: {away:?}", away.len());
+
+    // Screenshots: the window as it is (light), then a fresh start in the dark style; the
+    // pointer off the buttons (no tooltip).
+    ui.cmd(&app, json!({"op": "pointer", "x": 200, "y": 420}));
+    ui.cmd(
+        &app,
+        json!({"op": "gone", "role": "tool tip", "name": ".", "timeout": UI_WAIT}),
+    );
+    let shots = std::env::var_os("SOTTO_GTK_SCREENSHOTS").map(PathBuf::from);
+    let light = shots.clone().unwrap_or_else(|| logs.path().to_owned());
+    x.screenshot(&light.join("desktop-light.png"));
+    drop(ui);
+    drop(app);
+    let mut dark = App::start(
+        &env,
+        logs.path().join("dark.log"),
+        &[("ADW_DEBUG_COLOR_SCHEME", "prefer-dark")],
+    );
+    let (dark_paint_ms, _) = dark.first_paint();
+    let mut ui = Driver::start(&env);
+    ui.cmd(
+        &dark,
+        json!({"op": "select", "list": "^Conversations$", "name": "^book club", "timeout": UI_WAIT}),
+    );
+    ui.wait(&dark, "list item", "^You at .*: i did twice");
+    x.screenshot(&light.join("desktop-dark.png"));
+    eprintln!(
+        "sotto-gtk: first list painted {paint_ms} ms after start (test saw it at {seen_ms} ms; \
+         warm start {dark_paint_ms} ms); idle RSS {idle_rss} KiB"
+    );
+}
+
+#[test]
+fn the_desktop_files_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/desktop");
+    for (tool, args, file) in [
+        ("desktop-file-validate", vec![], "org.sotto.Sotto.desktop"),
+        (
+            "appstreamcli",
+            vec!["validate", "--no-net", "--pedantic"],
+            "org.sotto.Sotto.metainfo.xml",
+        ),
+    ] {
+        assert!(
+            have(tool),
+            "{tool} is missing: scripts/deps.sh installs desktop-file-utils and appstream"
+        );
+        let out = Command::new(tool)
+            .args(&args)
+            .arg(dir.join(file))
+            .output()
+            .expect("run validator");
+        assert!(
+            out.status.success(),
+            "{tool} {file}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let icon = std::fs::read_to_string(dir.join("icons/hicolor/scalable/apps/org.sotto.Sotto.svg"))
+        .expect("the scalable icon");
+    assert!(
+        icon.contains("<svg") && icon.contains("viewBox"),
+        "not an SVG icon"
+    );
+    let desktop = std::fs::read_to_string(dir.join("org.sotto.Sotto.desktop")).expect("desktop");
+    assert!(desktop.contains("\nIcon=org.sotto.Sotto\n") && desktop.contains("\nExec=sotto-gtk\n"));
+}
