@@ -56,6 +56,9 @@ have Xvfb || need+=(xvfb)
 have xauth || need+=(xauth)
 [ -x /usr/libexec/at-spi-bus-launcher ] || need+=(at-spi2-core)
 /usr/bin/python3 -c 'import pyatspi' 2>/dev/null || need+=(python3-pyatspi gir1.2-atspi-2.0)
+# python3-xlib: the test harness gives the window the X input focus, as a window manager
+# would (there is none under Xvfb).
+/usr/bin/python3 -c 'import Xlib' 2>/dev/null || need+=(python3-xlib)
 have desktop-file-validate || need+=(desktop-file-utils)
 have appstreamcli || need+=(appstream)
 have import || need+=(imagemagick)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Relay, SessionBus, bin, wait_for};
+use crate::support::{Daemon, RawClient, Relay, SessionBus, bin, wait_for};
 
 /// Seconds the driver waits for something to show (the machine may be loaded).
 const UI_WAIT: f64 = 45.0;
@@ -277,6 +277,20 @@ impl Driver {
         names(&v)
     }
 
+    /// Gives the main window the keyboard (there is no window manager: the driver does what
+    /// one does on a click) and waits until the app says its window is active.
+    fn activate(&mut self, app: &App) {
+        self.cmd(
+            app,
+            json!({"op": "activate", "name": "^Sotto$", "timeout": UI_WAIT}),
+        );
+        wait_long("the window to be active", || {
+            let log = app.log_text();
+            let last = log.lines().rev().find(|l| l.contains("window active:"))?;
+            last.ends_with("true").then_some(())
+        });
+    }
+
     fn names(&mut self, app: &App, role: &str, re: &str) -> Vec<String> {
         names(&self.cmd(app, json!({"op": "names", "role": role, "name": re})))
     }
@@ -311,6 +325,49 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// Polls `f` like `support::wait_for`, with the UI's longer deadline: group setup and
+/// delivery go through a relay and two daemons on a machine that may be busy.
+fn wait_long<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs_f64(UI_WAIT),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One JSON-RPC call on `d`'s socket; `None` on an error reply.
+fn rpc(d: &Daemon, method: &str, params: Value) -> Option<Value> {
+    let mut c = RawClient::connect(&d.socket()).ok()?;
+    c.call(method, params).get("result").cloned()
+}
+
+fn conversations(d: &Daemon) -> Vec<Value> {
+    rpc(d, "conversation.list", json!({}))
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn wait_conversation(d: &Daemon, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_long(what, || conversations(d).into_iter().find(|c| pred(c)))
+}
+
+fn wait_messages(d: &Daemon, conv: &str, what: &str, pred: impl Fn(&[Value]) -> bool) {
+    wait_long(what, || {
+        let l = rpc(
+            d,
+            "message.list",
+            json!({"conversation": conv, "limit": 1000}),
+        )?;
+        pred(l.as_array()?).then_some(())
+    })
+}
+
 /// `conversation.create` on `d` (a group when `name` is given) and waits until `peer`
 /// (another daemon) joined it.
 fn group(d: &Daemon, peer: &Daemon, members: &[&str], name: Option<&str>) -> String {
@@ -320,8 +377,8 @@ fn group(d: &Daemon, peer: &Daemon, members: &[&str], name: Option<&str>) -> Str
     };
     let c = d.client().ok("conversation.create", params);
     let id = c["id"].as_str().expect("id").to_owned();
-    peer.wait_conversation("the peer to join", |c| c["id"] == json!(id));
-    d.wait_conversation("the group to be set up", |c| {
+    wait_conversation(peer, "the peer to join", |c| c["id"] == json!(id));
+    wait_conversation(d, "the group to be set up", |c| {
         c["id"] == json!(id) && c["pending"].as_array().is_some_and(|p| p.is_empty())
     });
     id
@@ -332,23 +389,24 @@ fn send(d: &Daemon, conv: &str, text: &str) {
         .ok("message.send", json!({"conversation": conv, "text": text}));
 }
 
+/// The daemon's own unread count of `conv`.
+fn unread(d: &Daemon, conv: &str) -> Option<u64> {
+    rpc(d, "conversation.get", json!({"conversation": conv}))?["unread"].as_u64()
+}
+
 #[test]
 fn the_desktop_app_through_atspi() {
     require_tools();
     let relay = Relay::start();
     let bus = SessionBus::start();
+    // Alice's daemon owns the name but has no account yet: the app's first run creates it.
     let mut alice = Daemon::new("file").with_bus(&bus.address);
+    alice.start();
     let mut bob = Daemon::new("file");
-    let a = alice.account(&relay, "alice");
     let b = bob.account(&relay, "bob");
     wait_for("alice to own org.sotto.Sotto1", || {
         bus.has_owner("org.sotto.Sotto1").then_some(())
     });
-    // Two conversations before the app starts: a direct one and a group.
-    let direct = group(&bob, &alice, &[&a], None);
-    let club = group(&bob, &alice, &[&a], Some("book club"));
-    send(&bob, &direct, "hello from bob");
-    alice.wait_messages(&direct, "hello to arrive", |m| m.len() == 1);
 
     let x = Xvfb::start();
     let home = tempfile::Builder::new()
@@ -385,23 +443,45 @@ fn the_desktop_app_through_atspi() {
         .expect("tempdir");
 
     let mut app = App::start(&env, logs.path().join("light.log"), &[]);
-    let (paint_ms, seen_ms) = app.first_paint();
     let mut ui = Driver::start(&env);
-    // Keyboard input goes to the window under the pointer (there is no window manager);
-    // dialogs open at the same corner, on top.
-    ui.cmd(&app, json!({"op": "pointer", "x": 30, "y": 30}));
+    // There is no window manager: X gives the keyboard to the window under the pointer.
+    ui.cmd(&app, json!({"op": "pointer", "x": 300, "y": 300}));
 
-    // The list shows both conversations, the direct one by the peer's address.
+    // First run: the daemon has no account; the app's dialog creates it (CreateAccount).
+    ui.cmd(
+        &app,
+        json!({"op": "set_text", "role": "text", "name": "^Account name$", "text": "alice", "timeout": UI_WAIT}),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "set_text", "role": "text", "name": "^Relay$", "text": relay.host}),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "click", "role": "push button", "name": "(^| )Create account$", "timeout": UI_WAIT}),
+    );
+    let account = wait_long("the app to create alice's account", || {
+        rpc(&alice, "account.info", json!({}))
+    });
+    let a = account["address"].as_str().expect("address").to_owned();
+    assert!(a.starts_with("alice@"), "{account}");
+    app.first_paint();
+    ui.wait(&app, "label", "^No conversations$");
+
+    // Conversations appear live: a direct one (by the peer's address) and a group.
+    let direct = group(&bob, &alice, &[&a], None);
+    let club = group(&bob, &alice, &[&a], Some("book club"));
+    send(&bob, &direct, "hello from bob");
     let bob_re = regex_escape(&b);
     ui.wait(
         &app,
         "list item",
-        &format!("^{bob_re}.*last: hello from bob"),
+        &format!("^{bob_re}, 1 unread message, last: hello from bob"),
     );
     ui.wait(&app, "list item", "^book club");
 
-    // A message in a conversation that is not open: it appears live, with an unread badge,
-    // and its conversation moves to the top.
+    // A message in a conversation that is not open: it appears live, with an unread badge
+    // (the daemon's count), and its conversation moves to the top.
     send(&bob, &club, "who read chapter one");
     ui.wait(
         &app,
@@ -414,74 +494,144 @@ fn the_desktop_app_through_atspi() {
         "list item",
         "^book club, 2 unread messages, last: nobody\\?",
     );
-    let order = ui.names(&app, "list item", "last:");
-    assert!(
-        order.first().is_some_and(|n| n.starts_with("book club")),
-        "the newest conversation is not first: {order:?}"
+    assert_eq!(unread(&alice, &club), Some(2));
+    ui.cmd(
+        &app,
+        json!({"op": "first", "list": "^Conversations$", "name": "^book club", "timeout": UI_WAIT}),
     );
-    std::thread::sleep(Duration::from_millis(1500));
     let idle_rss = app.rss_kib();
 
-    // Opening it shows the messages and clears the badge.
+    // Opening it shows the messages, clears the badge and marks it read in the daemon
+    // (MarkRead); the other conversation keeps its badge.
     ui.cmd(
         &app,
         json!({"op": "select", "list": "^Conversations$", "name": "^book club", "timeout": UI_WAIT}),
     );
     ui.wait(&app, "list item", &format!("^{bob_re} at .*: nobody\\?"));
     ui.wait(&app, "list item", "^book club, last: nobody\\?");
-    // A live message into the open conversation.
+    wait_long("the daemon to count book club as read", || {
+        (unread(&alice, &club) == Some(0)).then_some(())
+    });
+    assert_eq!(unread(&alice, &direct), Some(1));
+    ui.wait(
+        &app,
+        "list item",
+        &format!("^{bob_re}, 1 unread message, last: hello from bob"),
+    );
+    // A live message into the open conversation (the window is active): shown, read.
+    ui.activate(&app);
+    ui.cmd(
+        &app,
+        json!({"op": "focused", "name": "^Message$", "timeout": UI_WAIT}),
+    );
     send(&bob, &club, "chapter two then");
     ui.wait(
         &app,
         "list item",
         &format!("^{bob_re} at .*: chapter two then"),
     );
+    ui.wait(&app, "list item", "^book club, last: chapter two then");
 
     // Compose: Shift+Enter is a newline, Enter sends; the other daemon receives it.
-    ui.cmd(&app, json!({"op": "type", "text": "i did"}));
-    ui.cmd(&app, json!({"op": "key", "key": "shift+Return"}));
-    ui.cmd(&app, json!({"op": "type", "text": "twice"}));
+    let compose = |ui: &mut Driver, op: &str, text: &str| {
+        ui.cmd(
+            &app,
+            json!({"op": op, "role": "text", "name": "^Message$", "text": text}),
+        );
+    };
+    compose(&mut ui, "append_text", "i did");
+    ui.cmd(
+        &app,
+        json!({"op": "key", "key": "shift+Return", "to": "^Message$", "timeout": UI_WAIT}),
+    );
+    compose(&mut ui, "append_text", "twice");
     let typed = ui.cmd(
         &app,
         json!({"op": "text", "role": "text", "name": "^Message$"}),
     );
-    let focused = ui.cmd(&app, json!({"op": "focused"}));
-    assert_eq!(typed["text"], json!("i did\ntwice"), "focused: {focused}");
-    ui.cmd(&app, json!({"op": "key", "key": "Return"}));
-    bob.wait_messages(&club, "bob to receive alice's message", |m| {
+    assert_eq!(typed["text"], json!("i did\ntwice"));
+    ui.cmd(
+        &app,
+        json!({"op": "key", "key": "Return", "to": "^Message$", "timeout": UI_WAIT}),
+    );
+    wait_messages(&bob, &club, "bob to receive alice's message", |m| {
         m.iter().any(|m| m["text"] == json!("i did\ntwice"))
     });
     ui.wait(&app, "list item", "^You at .*: i did twice \\(sent\\)");
+    let typed = ui.cmd(
+        &app,
+        json!({"op": "text", "role": "text", "name": "^Message$"}),
+    );
+    assert_eq!(typed["text"], json!(""), "the compose entry is emptied");
 
     // A new conversation through the dialog.
     ui.cmd(
         &app,
         json!({"op": "click", "role": "push button", "name": "^New conversation$"}),
     );
-    ui.wait(&app, "text", "^Addresses$");
-    ui.cmd(&app, json!({"op": "type", "text": b}));
-    ui.cmd(&app, json!({"op": "key", "key": "Tab"}));
-    ui.cmd(&app, json!({"op": "type", "text": "planning"}));
-    ui.cmd(&app, json!({"op": "key", "key": "Return"}));
+    ui.cmd(
+        &app,
+        json!({"op": "set_text", "role": "text", "name": "^Addresses$", "text": b, "timeout": UI_WAIT}),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "set_text", "role": "text", "name": "^Name \\(optional\\)$", "text": "planning"}),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "click", "role": "push button", "name": "(^| )Create$"}),
+    );
     ui.wait(&app, "list item", "^planning");
-    let planning =
-        bob.wait_conversation("bob to join planning", |c| c["name"] == json!("planning"));
+    ui.activate(&app);
+    let planning = wait_conversation(&bob, "bob to join planning", |c| {
+        c["name"] == json!("planning")
+    });
     assert_eq!(
         planning["members"].as_array().map(Vec::len),
         Some(2),
         "{planning}"
     );
 
-    // The daemon goes away: the window says so; what arrives meanwhile shows once.
+    // Search (SearchMessages): the hits replace the list; choosing one opens its
+    // conversation.
     ui.cmd(
         &app,
-        json!({"op": "select", "list": "^Conversations$", "name": format!("^{bob_re}"), "timeout": UI_WAIT}),
+        json!({"op": "click", "role": "push button", "name": "^Search$"}),
     );
+    ui.cmd(
+        &app,
+        json!({"op": "set_text", "name": "^Search messages$", "text": "chapter", "timeout": UI_WAIT}),
+    );
+    ui.wait(
+        &app,
+        "list item",
+        &format!("^{bob_re} in book club: .*\\[chapter\\] two then"),
+    );
+    ui.wait(
+        &app,
+        "list item",
+        &format!("^{bob_re} in book club: who read \\[chapter\\] one"),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "set_text", "name": "^Search messages$", "text": "hel"}),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "select", "list": "^Search results$", "name": format!("^{bob_re} in {bob_re}: \\[hello\\] from bob"), "timeout": UI_WAIT}),
+    );
+    // The daemon goes away while the direct conversation is open: the window says so;
+    // what arrives meanwhile shows once.
     ui.wait(
         &app,
         "list item",
         &format!("^{bob_re} at .*: hello from bob"),
     );
+    ui.cmd(
+        &app,
+        json!({"op": "click", "role": "push button", "name": "^Search$"}),
+    );
+    ui.wait(&app, "list item", "^planning");
     alice.stop();
     ui.wait(&app, "label", "daemon is not running");
     send(&bob, &direct, "while you were away");
@@ -499,6 +649,12 @@ fn the_desktop_app_through_atspi() {
     ui.wait(&app, "list item", &format!("^{bob_re} at .*: welcome back"));
     let away = ui.names(&app, "list item", "while you were away$");
     assert_eq!(away.len(), 1, "shown {} times: {away:?}", away.len());
+    let all = ui.names(&app, "list item", &format!("^{bob_re} at "));
+    assert_eq!(
+        all.len(),
+        3,
+        "hello, while you were away, welcome back: {all:?}"
+    );
 
     // Screenshots: the window as it is (light), then a fresh start in the dark style; the
     // pointer off the buttons (no tooltip).
@@ -512,13 +668,30 @@ fn the_desktop_app_through_atspi() {
     x.screenshot(&light.join("desktop-light.png"));
     drop(ui);
     drop(app);
+
+    // A second start (the daemon has three conversations): the list as the daemon has it.
     let mut dark = App::start(
         &env,
         logs.path().join("dark.log"),
         &[("ADW_DEBUG_COLOR_SCHEME", "prefer-dark")],
     );
-    let (dark_paint_ms, _) = dark.first_paint();
+    let (paint_ms, seen_ms) = dark.first_paint();
     let mut ui = Driver::start(&env);
+    ui.wait(&dark, "list item", "^book club, last: i did twice");
+    ui.wait(&dark, "list item", "^planning");
+    // The badge is the daemon's count (no unread left if the window was active when the
+    // messages came in).
+    let badge = match unread(&alice, &direct) {
+        Some(0) => String::new(),
+        Some(1) => ", 1 unread message".to_owned(),
+        n => format!(", {} unread messages", n.unwrap_or_default()),
+    };
+    ui.wait(
+        &dark,
+        "list item",
+        &format!("^{bob_re}{badge}, last: welcome back"),
+    );
+    let started_rss = dark.rss_kib();
     ui.cmd(
         &dark,
         json!({"op": "select", "list": "^Conversations$", "name": "^book club", "timeout": UI_WAIT}),
@@ -526,8 +699,9 @@ fn the_desktop_app_through_atspi() {
     ui.wait(&dark, "list item", "^You at .*: i did twice");
     x.screenshot(&light.join("desktop-dark.png"));
     eprintln!(
-        "sotto-gtk: first list painted {paint_ms} ms after start (test saw it at {seen_ms} ms; \
-         warm start {dark_paint_ms} ms); idle RSS {idle_rss} KiB"
+        "sotto-gtk: first list (3 conversations) painted {paint_ms} ms after start (the test \
+         saw it at {seen_ms} ms); RSS {started_rss} KiB after start, {idle_rss} KiB idle \
+         after the first run's messages"
     );
 }
 

@@ -120,6 +120,9 @@ struct Entry {
     badge: gtk::Label,
     unread: u64,
     activity: i64,
+    /// When this window saw the conversation touched (a counter): orders conversations
+    /// whose times tie (the daemon's times are whole seconds).
+    touched: u64,
     last_id: Option<String>,
 }
 
@@ -151,6 +154,9 @@ struct Widgets {
     gone_label: gtk::Label,
     list: gtk::ListBox,
     list_stack: gtk::Stack,
+    search_bar: gtk::SearchBar,
+    search_entry: gtk::SearchEntry,
+    results: gtk::ListBox,
     conv_stack: gtk::Stack,
     conv_title: adw::WindowTitle,
     members_box: gtk::Box,
@@ -172,6 +178,8 @@ pub struct Ui {
     loading: Cell<bool>,
     catching_up: Cell<bool>,
     catch_up_again: Cell<bool>,
+    search_generation: Cell<u64>,
+    touches: Cell<u64>,
     online: Cell<bool>,
     started: Instant,
     painted: Cell<bool>,
@@ -211,19 +219,54 @@ impl Ui {
             .title("No conversations")
             .description("Start one with the + button (Ctrl+N).")
             .build();
+        // Message search (SearchMessages): results replace the list while a query is typed.
+        let results = gtk::ListBox::new();
+        results.set_selection_mode(gtk::SelectionMode::Single);
+        results.add_css_class("navigation-sidebar");
+        set_name(&results, "Search results");
+        let results_scroller = gtk::ScrolledWindow::builder()
+            .hscrollbar_policy(gtk::PolicyType::Never)
+            .vexpand(true)
+            .child(&results)
+            .build();
+        let no_results = adw::StatusPage::builder()
+            .icon_name("system-search-symbolic")
+            .title("No messages found")
+            .build();
         let list_stack = gtk::Stack::new();
         list_stack.add_named(&list_scroller, Some("list"));
         list_stack.add_named(&no_convs, Some("empty"));
+        list_stack.add_named(&results_scroller, Some("results"));
+        list_stack.add_named(&no_results, Some("no-results"));
         list_stack.set_visible_child_name("empty");
+        let search_entry = gtk::SearchEntry::builder()
+            .placeholder_text("Search messages")
+            .hexpand(true)
+            .build();
+        set_name(&search_entry, "Search messages");
+        let search_bar = gtk::SearchBar::builder().child(&search_entry).build();
+        search_bar.connect_entry(&search_entry);
+        search_bar.set_show_close_button(true);
+        let search_button = gtk::ToggleButton::builder()
+            .icon_name("system-search-symbolic")
+            .tooltip_text("Search messages")
+            .build();
+        set_name(&search_button, "Search");
+        search_button
+            .bind_property("active", &search_bar, "search-mode-enabled")
+            .bidirectional()
+            .build();
         let new_button = icon_button("list-add-symbolic", "New conversation");
         new_button.set_action_name(Some("win.new-conversation"));
         let list_header = adw::HeaderBar::builder()
             .title_widget(&adw::WindowTitle::new("Sotto", ""))
             .build();
         list_header.pack_start(&new_button);
+        list_header.pack_end(&search_button);
         let list_pane = gtk::Box::new(gtk::Orientation::Vertical, 0);
         list_pane.set_width_request(280);
         list_pane.append(&list_header);
+        list_pane.append(&search_bar);
         list_pane.append(&list_stack);
 
         // The conversation pane.
@@ -379,6 +422,9 @@ impl Ui {
                 gone_label,
                 list,
                 list_stack,
+                search_bar,
+                search_entry,
+                results,
                 conv_stack,
                 conv_title,
                 members_box,
@@ -397,6 +443,8 @@ impl Ui {
             loading: Cell::new(false),
             catching_up: Cell::new(false),
             catch_up_again: Cell::new(false),
+            search_generation: Cell::new(0),
+            touches: Cell::new(0),
             online: Cell::new(false),
             started,
             painted: Cell::new(false),
@@ -407,6 +455,9 @@ impl Ui {
         let keep = RefCell::new(Some(ui.clone()));
         ui.w.window.connect_destroy(move |_| {
             keep.take();
+        });
+        ui.w.window.connect_is_active_notify(|w| {
+            trace(&format!("window active: {}", w.is_active()));
         });
         ui.wire(&back, app);
         ui.w.window.present();
@@ -429,11 +480,11 @@ impl Ui {
             let key = |r: &gtk::ListBoxRow| {
                 convs
                     .get(r.widget_name().as_str())
-                    .map(|e| (e.activity, e.title.text().to_string()))
+                    .map(|e| (e.activity, e.touched, e.title.text().to_string()))
                     .unwrap_or_default()
             };
             let (ka, kb) = (key(a), key(b));
-            match kb.0.cmp(&ka.0).then(ka.1.cmp(&kb.1)) {
+            match kb.0.cmp(&ka.0).then(kb.1.cmp(&ka.1)).then(ka.2.cmp(&kb.2)) {
                 std::cmp::Ordering::Less => gtk::Ordering::Smaller,
                 std::cmp::Ordering::Equal => gtk::Ordering::Equal,
                 std::cmp::Ordering::Greater => gtk::Ordering::Larger,
@@ -456,6 +507,35 @@ impl Ui {
         back.connect_clicked(move |_| {
             if let Some(ui) = weak.upgrade() {
                 ui.w.leaflet.navigate(adw::NavigationDirection::Back);
+            }
+        });
+
+        // Search: each change of the query asks the daemon; the newest query's results win.
+        let weak = Rc::downgrade(self);
+        w.search_entry.connect_search_changed(move |e| {
+            if let Some(ui) = weak.upgrade() {
+                ui.search(e.text().trim());
+            }
+        });
+        let weak = Rc::downgrade(self);
+        w.search_bar.connect_search_mode_enabled_notify(move |bar| {
+            if let Some(ui) = weak.upgrade()
+                && !bar.is_search_mode()
+            {
+                ui.w.search_entry.set_text("");
+                ui.search("");
+            }
+        });
+        let weak = Rc::downgrade(self);
+        w.results.connect_row_activated(move |_, row| {
+            if let Some(ui) = weak.upgrade() {
+                ui.open_result(row);
+            }
+        });
+        let weak = Rc::downgrade(self);
+        w.results.connect_row_selected(move |_, row| {
+            if let (Some(ui), Some(row)) = (weak.upgrade(), row) {
+                ui.open_result(row);
             }
         });
 
@@ -541,7 +621,13 @@ impl Ui {
                 r.grab_focus();
             }
         });
+        add("search", |ui| {
+            ui.w.leaflet.navigate(adw::NavigationDirection::Back);
+            ui.w.search_bar.set_search_mode(true);
+            ui.w.search_entry.grab_focus();
+        });
         app.set_accels_for_action("win.new-conversation", &["<Control>n"]);
+        app.set_accels_for_action("win.search", &["<Control>f"]);
         app.set_accels_for_action("win.focus-list", &["<Control>l"]);
         app.set_accels_for_action("window.close", &["<Control>w"]);
     }
@@ -674,14 +760,8 @@ impl Ui {
             Err(e) => return Err(e),
         };
         self.me.replace(account.str("address").unwrap_or_default());
-        let mut convs = client.conversations().await?;
-        // A daemon without `last_message` / `last_activity_at` in conversations: read each
-        // one's newest message for the preview and the order.
-        for c in convs.iter_mut() {
-            if c.last_activity_at.is_none() && c.last_message.is_none() {
-                c.last_message = client.messages(&c.id, None, 1).await?.pop();
-            }
-        }
+        // Each with its unread count, last message and activity time (one call).
+        let convs = client.conversations().await?;
         self.replace_conversations(convs);
         self.last_seq.set(seq);
         self.loaded.set(true);
@@ -736,10 +816,21 @@ impl Ui {
         for id in gone {
             self.remove_conversation(&id);
         }
-        for c in convs {
+        // The daemon's list is newest first: the first one is touched last.
+        for c in convs.into_iter().rev() {
+            let id = c.id.clone();
             self.upsert_conversation(c);
+            self.touch(&id);
         }
         self.w.list.invalidate_sort();
+    }
+
+    fn touch(&self, id: &str) {
+        let n = self.touches.get() + 1;
+        self.touches.set(n);
+        if let Some(e) = self.convs.borrow_mut().get_mut(id) {
+            e.touched = n;
+        }
     }
 
     fn remove_conversation(&self, id: &str) {
@@ -757,6 +848,9 @@ impl Ui {
     }
 
     fn update_list_stack(&self) {
+        if self.w.search_bar.is_search_mode() && !self.w.search_entry.text().trim().is_empty() {
+            return; // the results are showing
+        }
         let empty = self.convs.borrow().is_empty();
         self.w
             .list_stack
@@ -804,6 +898,11 @@ impl Ui {
                     badge,
                     unread: 0,
                     activity: 0,
+                    touched: {
+                        let n = self.touches.get() + 1;
+                        self.touches.set(n);
+                        n
+                    },
                     last_id: None,
                 },
             );
@@ -909,6 +1008,84 @@ impl Ui {
             }
             self.w.members_box.append(&row);
         }
+    }
+}
+
+/// Message search.
+impl Ui {
+    fn search(self: &Rc<Self>, query: &str) {
+        let generation = self.search_generation.get() + 1;
+        self.search_generation.set(generation);
+        if query.is_empty() {
+            self.update_list_stack();
+            return;
+        }
+        let Some(client) = self.client() else { return };
+        let ui = self.clone();
+        let query = query.to_owned();
+        glib::spawn_future_local(async move {
+            let r = client.search(&query, 50).await;
+            if ui.search_generation.get() != generation {
+                return; // a newer query is on its way
+            }
+            match r {
+                Ok(hits) => ui.show_results(hits),
+                Err(e) => ui.toast(&format!("Search failed: {e}")),
+            }
+        });
+    }
+
+    fn show_results(self: &Rc<Self>, hits: Vec<(Message, String)>) {
+        while let Some(c) = self.w.results.first_child() {
+            self.w.results.remove(&c);
+        }
+        let me = self.me.borrow().clone();
+        let found = !hits.is_empty();
+        for (m, snippet) in hits {
+            let title = self
+                .convs
+                .borrow()
+                .get(&m.conversation)
+                .map(|e| e.conv.title(&me))
+                .unwrap_or_else(|| m.conversation.clone());
+            let who = if m.sender == me {
+                "You".to_owned()
+            } else {
+                m.sender.clone()
+            };
+            let head = gtk::Label::builder()
+                .label(format!("{title} · {}", hhmm(message_time(&m))))
+                .xalign(0.0)
+                .ellipsize(gtk::pango::EllipsizeMode::End)
+                .build();
+            head.add_css_class("heading");
+            let text = gtk::Label::builder()
+                .label(format!("{who}: {snippet}"))
+                .xalign(0.0)
+                .wrap(true)
+                .wrap_mode(gtk::pango::WrapMode::WordChar)
+                .build();
+            text.add_css_class("preview");
+            let vbox = gtk::Box::new(gtk::Orientation::Vertical, 2);
+            vbox.set_margin_top(6);
+            vbox.set_margin_bottom(6);
+            vbox.append(&head);
+            vbox.append(&text);
+            let row = gtk::ListBoxRow::builder().child(&vbox).build();
+            row.set_widget_name(&m.conversation);
+            set_name(&row, &format!("{who} in {title}: {snippet}"));
+            self.w.results.append(&row);
+        }
+        self.w
+            .list_stack
+            .set_visible_child_name(if found { "results" } else { "no-results" });
+    }
+
+    /// A search result chosen: its conversation opens (the search stays for the next one).
+    fn open_result(self: &Rc<Self>, row: &gtk::ListBoxRow) {
+        let id = row.widget_name().to_string();
+        self.open_conversation(&id);
+        self.w.compose.grab_focus();
     }
 }
 
@@ -1047,6 +1224,9 @@ impl Ui {
             if let Some(e) = convs.get_mut(&conv) {
                 let new = e.last_id.as_deref() != Some(m.id.as_str());
                 if new {
+                    let n = self.touches.get() + 1;
+                    self.touches.set(n);
+                    e.touched = n;
                     e.last_id = Some(m.id.clone());
                     e.preview.set_text(&one_line(&m.text, 80));
                     e.activity = e.activity.max(epoch_us(message_time(&m)));
@@ -1073,9 +1253,16 @@ impl Ui {
         }
         let Some(client) = self.client() else { return };
         let conv = conv.to_owned();
+        let ui = self.clone();
         glib::spawn_future_local(async move {
-            // An older daemon without MarkRead: the badge is this window's own count.
-            let _ = client.mark_read(&conv).await;
+            // The daemon's count from now on (it also signals `conversation.read`).
+            match client.mark_read(&conv).await {
+                Ok(c) if c.id == conv => {
+                    ui.upsert_conversation(c);
+                }
+                Ok(_) => {}
+                Err(e) => trace(&format!("MarkRead {conv}: {e}")),
+            }
         });
     }
 }
@@ -1550,10 +1737,6 @@ impl Ui {
         glib::spawn_future_local(async move {
             let r = match client.safety_number(&address).await {
                 Ok(r) => r,
-                Err(e) if e.is_unknown_method() => {
-                    ui.toast("This daemon does not show safety numbers yet");
-                    return;
-                }
                 Err(e) => {
                     ui.toast(&format!("No safety number for {address}: {e}"));
                     return;
@@ -1609,29 +1792,34 @@ impl Ui {
         });
     }
 
-    /// No account on this daemon yet: create one.
+    /// No account on this daemon yet: create one (`CreateAccount`).
     fn first_run_dialog(self: &Rc<Self>) {
         self.set_online(true, "");
         self.entry_dialog(
             "Welcome to Sotto",
-            "Create this device's account: a name and the relay that carries its messages.",
-            &[("Account name", ""), ("Relay", "")],
+            "Create this device's account: a name, the relay that carries its messages and, \
+             for an invite-only relay, the invite you were given.",
+            &[
+                ("Account name", ""),
+                ("Relay", ""),
+                ("Invite (optional)", ""),
+            ],
             "C_reate account",
             false,
             |ui, v| {
                 let (name, relay) = (v[0].trim().to_owned(), v[1].trim().to_owned());
+                let invite = v[2].trim().to_owned();
                 let Some(client) = ui.client() else { return };
                 let ui = ui.clone();
                 glib::spawn_future_local(async move {
-                    match client.create_account(&name, &relay).await {
+                    let invite = (!invite.is_empty()).then_some(invite);
+                    match client
+                        .create_account(&name, &relay, invite.as_deref())
+                        .await
+                    {
                         Ok(_) => ui.initial_load(),
                         Err(e) => {
-                            let msg = if e.is_unknown_method() {
-                                "This daemon cannot create accounts over D-Bus: run `sotto account create`".to_owned()
-                            } else {
-                                format!("Could not create the account: {e}")
-                            };
-                            ui.toast(&msg);
+                            ui.toast(&format!("Could not create the account: {e}"));
                             ui.first_run_dialog();
                         }
                     }

@@ -12,11 +12,20 @@ Commands:
   {"op": "names", "role": ROLE?, "name": RE?}              -> {"names": [...]} (showing ones)
   {"op": "click", "name": RE, "role": ROLE?}               -> {} (the "click" action)
   {"op": "select", "list": RE, "name": RE}                 -> {} (Selection.selectChild)
-  {"op": "type", "text": TEXT}                             -> {} (key presses)
-  {"op": "key", "key": "Return" | "shift+Return" | "Tab" | "Escape"} -> {}
-  {"op": "pointer", "x": X, "y": Y}                        -> {} (absolute pointer motion)
+  {"op": "set_text", "name": RE, "role": ROLE?, "text": T} -> {} (EditableText.SetTextContents)
+  {"op": "append_text", "name": RE, "role": ROLE?, "text": T} -> {} (EditableText.InsertText
+                                                              at the end)
+  {"op": "key", "key": "Return" | "shift+Return" | "Escape", "to": RE}
+      -> {} once the accessible named RE has the keyboard focus (FOCUSED, which GTK sets only
+         in the active window): a key press through the registry; Shift by locking the
+         modifier (no keycode of a particular keymap)
+  {"op": "focused", "name": RE, "timeout": S}              -> {} once one is FOCUSED
   {"op": "text", "name": RE, "role": ROLE?}                -> {"text": ...} (Text interface)
-  {"op": "focused"}                                        -> {"names": [...]} (FOCUSED ones)
+  {"op": "pointer", "x": X, "y": Y}                        -> {} (absolute pointer motion)
+  {"op": "first", "list": RE, "name": RE, "timeout": S}    -> {"names": [...]} once the top
+                                                              row (as drawn) matches
+  {"op": "activate", "name": RE}  -> {} (X input focus to the top-level window titled RE,
+                                      as a window manager gives it on a click)
 Errors: {"error": "..."}.
 """
 
@@ -26,11 +35,14 @@ import sys
 import time
 
 import pyatspi
+import Xlib.display
+import Xlib.error
+from Xlib import X
 
 APP = sys.argv[1] if len(sys.argv) > 1 else "sotto-gtk"
 KEYSYMS = {"Return": 0xFF0D, "Tab": 0xFF09, "Escape": 0xFF1B, "BackSpace": 0xFF08}
-# Shift_L's keycode in the X server's default keymap (Xvfb: evdev layout).
-SHIFT_L_KEYCODE = 50
+# X11's ShiftMask, locked and unlocked around a key (XkbLockModifiers in the registry).
+SHIFT_MASK = 1
 
 
 def app_root():
@@ -87,7 +99,10 @@ def dump():
             return
         try:
             states = ",".join(s.value_nick for s in acc.getState().getStates())
-            out.append(f"{'  ' * depth}{acc.getRoleName()}:{acc.name!r} [{states}]")
+            role = acc.getRoleName()
+            # Unnamed containers and GTK's internal parts only make the dump long.
+            if acc.name and not acc.name.startswith(("Gtk", "Adw")) or depth == 0:
+                out.append(f"{'  ' * depth}{role}:{acc.name!r} [{states}]")
             for i in range(acc.childCount):
                 rec(acc.getChildAtIndex(i), depth + 1)
         except Exception as e:
@@ -106,6 +121,49 @@ def find_all(name_re=None, role=None):
         return []
     root.clear_cache()
     return [a for a in walk(root) if a is not root and matches(a, name_re, role)]
+
+
+def has_state(acc, state):
+    try:
+        return acc.getState().contains(state)
+    except Exception:
+        return False
+
+
+def focused(name_re):
+    """The showing accessible named name_re that has the keyboard focus, if any."""
+    for a in find_all(name_re, None):
+        if has_state(a, pyatspi.STATE_FOCUSED):
+            return a
+    return None
+
+
+_XDISPLAY = []
+
+
+def xdisplay():
+    if not _XDISPLAY:
+        _XDISPLAY.append(Xlib.display.Display())
+    return _XDISPLAY[0]
+
+
+def x_window(name_re):
+    """The mapped top-level X window whose title matches name_re."""
+    d = xdisplay()
+    for w in d.screen().root.query_tree().children:
+        try:
+            if w.get_attributes().map_state != X.IsViewable:
+                continue
+            title = w.get_full_text_property(d.intern_atom("_NET_WM_NAME")) or w.get_wm_name()
+        except Xlib.error.XError:
+            continue
+        if isinstance(title, str) and re.search(name_re, title):
+            return w
+    return None
+
+
+def focused_names():
+    return [a.name for a in find_all(None, None) if has_state(a, pyatspi.STATE_FOCUSED)]
 
 
 def wait_until(timeout, f):
@@ -154,7 +212,8 @@ def handle(cmd):
     if op == "click":
         found = wait_until(timeout, lambda: find_all(cmd["name"], role))
         if not found:
-            return {"error": f"nothing to click matches {cmd['name']!r}"}
+            return {"error": f"nothing to click matches {cmd['name']!r} ({role}); "
+                             f"showing: {dump()}"}
         do_action(found[0])
         return {}
     if op == "select":
@@ -172,17 +231,39 @@ def handle(cmd):
         if not lst.querySelection().selectChild(i):
             return {"error": "selectChild refused"}
         return {}
-    if op == "type":
-        for ch in cmd["text"]:
-            pyatspi.Registry.generateKeyboardEvent(0, ch, pyatspi.KEY_STRING)
-            time.sleep(0.01)
+    if op in ("set_text", "append_text"):
+        found = wait_until(timeout, lambda: find_all(cmd["name"], role))
+        if not found:
+            return {"error": f"nothing editable matches {cmd['name']!r}; showing: {dump()}"}
+        acc = found[0]
+        et = acc.queryEditableText()
+        if op == "set_text":
+            ok = et.setTextContents(cmd["text"])
+        else:
+            n = acc.queryText().characterCount
+            ok = et.insertText(n, cmd["text"], len(cmd["text"].encode()))
+        if not ok:
+            return {"error": f"{acc.name!r} refused the text (not editable?)"}
+        return {}
+    if op == "focused":
+        acc = wait_until(timeout, lambda: focused(cmd["name"]))
+        if not acc:
+            return {"error": f"{cmd['name']!r} never got the keyboard focus; "
+                             f"focused: {focused_names()}; showing: {dump()}"}
         return {}
     if op == "key":
+        # Keys go to the focused widget of the active window: wait for it to be the one.
+        if cmd.get("to") and not wait_until(timeout, lambda: focused(cmd["to"])):
+            return {"error": f"{cmd['to']!r} does not have the keyboard focus for "
+                             f"{cmd['key']}; focused: {focused_names()}; showing: {dump()}"}
         k = cmd["key"]
         if k.startswith("shift+"):
-            pyatspi.Registry.generateKeyboardEvent(SHIFT_L_KEYCODE, None, pyatspi.KEY_PRESS)
-            key_sym(KEYSYMS[k[6:]])
-            pyatspi.Registry.generateKeyboardEvent(SHIFT_L_KEYCODE, None, pyatspi.KEY_RELEASE)
+            pyatspi.Registry.generateKeyboardEvent(SHIFT_MASK, None, pyatspi.KEY_LOCKMODIFIERS)
+            try:
+                key_sym(KEYSYMS[k[6:]])
+            finally:
+                pyatspi.Registry.generateKeyboardEvent(
+                    SHIFT_MASK, None, pyatspi.KEY_UNLOCKMODIFIERS)
         else:
             key_sym(KEYSYMS[k])
         return {}
@@ -192,9 +273,35 @@ def handle(cmd):
             return {"error": f"nothing matches {cmd['name']!r}"}
         t = found[0].queryText()
         return {"text": t.getText(0, t.characterCount)}
-    if op == "focused":
-        return {"names": [a.name for a in find_all(None, None)
-                          if a.getState().contains(pyatspi.STATE_FOCUSED)]}
+    if op == "first":
+        # The list's rows top to bottom as drawn (their extents), not the accessible tree's
+        # child order: waits until the top one's name matches.
+        def top():
+            for lst in find_all(cmd["list"], None):
+                rows = []
+                for i in range(lst.childCount):
+                    c = lst.getChildAtIndex(i)
+                    if c is None or not showing(c):
+                        continue
+                    e = c.queryComponent().getExtents(pyatspi.WINDOW_COORDS)
+                    rows.append((e.y, c.name or ""))
+                rows.sort()
+                if rows and re.search(cmd["name"], rows[0][1]):
+                    return [n for _, n in rows]
+            return None
+        found = wait_until(timeout, top)
+        if not found:
+            return {"error": f"the top of {cmd['list']!r} is not {cmd['name']!r}: {dump()}"}
+        return {"names": found}
+    if op == "activate":
+        # There is no window manager under Xvfb: give the app's window named RE the X input
+        # focus as one would when the user clicks it (XSetInputFocus).
+        w = wait_until(timeout, lambda: x_window(cmd["name"]))
+        if w is None:
+            return {"error": f"no X window named {cmd['name']!r}"}
+        xdisplay().set_input_focus(w, X.RevertToPointerRoot, X.CurrentTime)
+        xdisplay().sync()
+        return {}
     if op == "pointer":
         pyatspi.Registry.generateMouseEvent(int(cmd["x"]), int(cmd["y"]), "abs")
         return {}
