@@ -50,6 +50,9 @@ pub const NONCE_LEN: usize = 32;
 /// The most recipients one `PostMailbox` may name; senders split larger sets.
 pub const MAX_MAILBOX_RECIPIENTS: usize = 256;
 
+/// The most groups one `ListGroups` answer lists.
+pub const MAX_LISTED_GROUPS: usize = 10_000;
+
 /// The length in bytes of a client-chosen post id.
 pub const POST_ID_LEN: usize = 16;
 

@@ -247,6 +247,11 @@ pub enum Request {
         /// The invitation token (`sotto-invite1.…`).
         invite: String,
     },
+    /// The groups on this relay whose access list holds the caller as a current member
+    /// (at most [`super::MAX_LISTED_GROUPS`], by group id), for an install that lost
+    /// track of its groups (a restored backup: groups joined after the backup).
+    /// Answer: [`Response::Groups`].
+    ListGroups,
 }
 
 /// Successful answers.
@@ -297,6 +302,11 @@ pub enum Response {
     },
     /// The answer to [`Request::Ping`].
     Pong,
+    /// The answer to [`Request::ListGroups`].
+    Groups {
+        /// The groups' states, by group id.
+        groups: Vec<GroupState>,
+    },
 }
 
 /// Unsolicited deliveries.

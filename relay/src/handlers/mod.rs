@@ -263,6 +263,17 @@ impl<S: Store> Ctx<S> {
                 Ok(Response::Ok)
             }
             Request::GroupInfo { group_id } => self.group_info(&me, group_id).await,
+            Request::ListGroups => {
+                let limit =
+                    u32::try_from(sotto_protocol::relay::MAX_LISTED_GROUPS).unwrap_or(u32::MAX);
+                let groups = self
+                    .shared
+                    .store
+                    .member_groups(me.key, limit)
+                    .await
+                    .map_err(internal)?;
+                Ok(Response::Groups { groups })
+            }
             _ => Err(err(RelayErrorKind::BadRequest, "request not supported")),
         }
     }

@@ -400,6 +400,14 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The groups whose access list holds `member` as a current member (not removed), by
+    /// group id, at most `limit`.
+    fn member_groups(
+        &self,
+        member: Principal,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<GroupState>, StoreError>> + Send;
+
     /// The group's state, if it exists.
     fn group_state(
         &self,

@@ -231,6 +231,28 @@ pub fn ack(c: &Connection, id: &[u8], who: &Principal, seq: u64) -> rusqlite::Re
     Ok(())
 }
 
+pub fn member_groups(
+    c: &Connection,
+    member: &Principal,
+    limit: u32,
+) -> rusqlite::Result<Vec<GroupState>> {
+    let mut st = c.prepare_cached(
+        "SELECT g.id, g.epoch, g.head, g.pruned_through FROM group_members m
+         JOIN groups g ON g.id = m.group_id
+         WHERE m.principal = ?1 AND m.removed_seq IS NULL ORDER BY g.id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![member, limit], |r| {
+        let id: Vec<u8> = r.get(0)?;
+        let g = GroupRow {
+            epoch: r.get(1)?,
+            head: r.get(2)?,
+            pruned_through: r.get(3)?,
+        };
+        Ok(to_state(&id, &g))
+    })?;
+    rows.collect()
+}
+
 pub fn state(c: &Connection, id: &[u8]) -> rusqlite::Result<Option<GroupState>> {
     Ok(group_row(c, id)?.map(|g| to_state(id, &g)))
 }

@@ -188,6 +188,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn member_groups(
+        &self,
+        member: Principal,
+        limit: u32,
+    ) -> Result<Vec<GroupState>, StoreError> {
+        self.read("member groups", move |c| {
+            grp::member_groups(c, &member, limit)
+        })
+        .await
+    }
+
     async fn group_state(&self, group_id: Vec<u8>) -> Result<Option<GroupState>, StoreError> {
         self.read("group state", move |c| grp::state(c, &group_id))
             .await

@@ -237,3 +237,90 @@ async fn an_external_commit_is_accepted_only_from_a_principal_on_the_access_list
     ));
     drop(b);
 }
+
+/// `ListGroups`: the groups whose access list holds the caller now, for a restored install
+/// to find the groups its backup did not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_groups_names_the_groups_whose_access_list_holds_the_caller() {
+    let relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let bob = Device::new(&relay.address("bob"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let mut b = Client::registered(relay.addr, &bob).await;
+    let ids = |r: Result<Response, sotto_protocol::relay::RelayError>| -> Vec<Vec<u8>> {
+        match r {
+            Ok(Response::Groups { groups }) => groups.into_iter().map(|g| g.group_id).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let create = |id: &[u8]| Request::CreateGroup {
+        group_id: id.to_vec(),
+    };
+    let mut g1 = mls::new_group(&alice);
+    let g2 = mls::new_group(&alice);
+    let g3 = mls::new_group(&bob);
+    let (id1, id2, id3) = (mls::gid(&g1), mls::gid(&g2), mls::gid(&g3));
+    for id in [&id1, &id2] {
+        assert!(matches!(
+            a.request(create(id)).await,
+            Ok(Response::Group(_))
+        ));
+    }
+    assert!(matches!(
+        b.request(create(&id3)).await,
+        Ok(Response::Group(_))
+    ));
+    let (commit, _welcome) = mls::add(&mut g1, &alice, &kp(&bob));
+    let post = |id: &[u8], message: Vec<u8>, added: Vec<[u8; 32]>, removed: Vec<[u8; 32]>| {
+        Request::PostGroup {
+            post_id: post_id(),
+            group_id: id.to_vec(),
+            message,
+            added,
+            removed,
+        }
+    };
+    assert!(matches!(
+        a.request(post(&id1, commit, vec![bob.key()], vec![])).await,
+        Ok(Response::Accepted { .. })
+    ));
+    mls::merge(&mut g1, &alice);
+    let sorted = |mut v: Vec<Vec<u8>>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(a.request(Request::ListGroups).await),
+        sorted(vec![id1.clone(), id2.clone()])
+    );
+    assert_eq!(
+        ids(b.request(Request::ListGroups).await),
+        sorted(vec![id1.clone(), id3.clone()])
+    );
+    // The state is the log's: group 1 is at epoch 1 with one entry.
+    let Ok(Response::Groups { groups }) = a.request(Request::ListGroups).await else {
+        panic!("list")
+    };
+    let one = groups.iter().find(|g| g.group_id == id1).expect("group 1");
+    assert_eq!((one.epoch, one.head_seq), (1, 1));
+    // A removed member no longer finds the group.
+    let removal = mls::remove(&mut g1, &alice, &bob.identity());
+    assert!(matches!(
+        a.request(post(&id1, removal, vec![], vec![bob.key()]))
+            .await,
+        Ok(Response::Accepted { .. })
+    ));
+    assert_eq!(ids(b.request(Request::ListGroups).await), vec![id3.clone()]);
+    // Alice's restored install (same principal) finds her groups.
+    let mut r = Client::registered(relay.addr, &alice.restored()).await;
+    assert_eq!(
+        ids(r.request(Request::ListGroups).await),
+        sorted(vec![id1, id2])
+    );
+    // Only after authentication.
+    let mut anon = Client::connect(relay.addr).await;
+    assert_eq!(
+        kind(anon.request(Request::ListGroups).await),
+        RelayErrorKind::Unauthenticated
+    );
+}

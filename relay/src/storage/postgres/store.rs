@@ -688,6 +688,35 @@ impl Store for PgStore {
         .await
     }
 
+    async fn member_groups(
+        &self,
+        member: Principal,
+        limit: u32,
+    ) -> Result<Vec<GroupState>, StoreError> {
+        self.op("member groups", async {
+            let c = self.inner.client().await?;
+            let rows = c
+                .query(
+                    "SELECT g.id, g.epoch, g.head, g.pruned_through FROM group_members m
+                     JOIN groups g ON g.id = m.group_id
+                     WHERE m.principal = $1 AND m.removed_seq IS NULL ORDER BY g.id LIMIT $2",
+                    &[&&member[..], &i64::from(limit)],
+                )
+                .await
+                .map_err(|e| db("member groups", e))?;
+            Ok(rows
+                .iter()
+                .map(|r| GroupState {
+                    group_id: r.get(0),
+                    epoch: u64_of(r.get(1)),
+                    head_seq: u64_of(r.get(2)),
+                    oldest_seq: u64_of(r.get(3)) + 1,
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn group_state(&self, group_id: Vec<u8>) -> Result<Option<GroupState>, StoreError> {
         self.op("group state", async {
             let c = self.inner.client().await?;
