@@ -59,6 +59,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// [`Cluster::start`] on a thread that lives as long as the process. The server runs
+    /// with a parent-death signal, which follows the *thread* that spawned it: started from
+    /// a tokio blocking-pool thread, it was killed when that thread retired after 10 s idle
+    /// (the full run of scenario 10 lost its server during the SQLite phase).
+    pub fn start_kept() -> anyhow::Result<Cluster> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("postgres-keeper".into())
+            .spawn(move || {
+                let _ = tx.send(Cluster::start());
+                loop {
+                    std::thread::park();
+                }
+            })?;
+        rx.recv().context("the postgres keeper thread")?
+    }
+
     pub fn start() -> anyhow::Result<Cluster> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()

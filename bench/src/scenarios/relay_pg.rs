@@ -53,7 +53,7 @@ async fn load(relays: &[Relay], k: usize, m: usize) -> anyhow::Result<(f64, Samp
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let (k, m) = ctx.pick((4, 300), (8, 5_000));
     let flags = unlimited_flags()?;
-    let cluster = tokio::task::spawn_blocking(Cluster::start).await??;
+    let cluster = tokio::task::spawn_blocking(Cluster::start_kept).await??;
     let pg_durability = cluster.durability()?;
 
     progress!("SQLite: {k} clients × {m} posts on one relay process");
