@@ -592,6 +592,39 @@ fn the_desktop_app_through_atspi() {
         "{planning}"
     );
 
+    // The members popover of the open conversation (planning): bob's safety number is the
+    // one the daemon computes; Verify records it (VerifyContact).
+    ui.cmd(
+        &app,
+        json!({"op": "click", "role": "push button", "name": "^Members$"}),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "click", "role": "push button", "name": format!("^Safety number of {bob_re}$"), "timeout": UI_WAIT}),
+    );
+    let number = rpc(&alice, "contact.safety_number", json!({"address": b}))
+        .and_then(|v| v["safety_number"].as_str().map(str::to_owned))
+        .expect("the daemon's safety number for bob");
+    ui.wait(
+        &app,
+        "label",
+        &format!("^Safety number {}$", regex_escape(&number)),
+    );
+    ui.cmd(
+        &app,
+        json!({"op": "click", "role": "push button", "name": "(^| )Verify$"}),
+    );
+    wait_long("bob to be a verified contact", || {
+        let contacts = rpc(&alice, "contact.list", json!({}))?;
+        contacts
+            .as_array()?
+            .iter()
+            .any(|c| c["address"] == json!(b) && c["verified"] == json!(true))
+            .then_some(())
+    });
+    ui.wait(&app, "label", &format!("^{bob_re} is verified$"));
+    ui.activate(&app);
+
     // Search (SearchMessages): the hits replace the list; choosing one opens its
     // conversation.
     ui.cmd(

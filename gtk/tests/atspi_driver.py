@@ -214,6 +214,14 @@ def handle(cmd):
         if not found:
             return {"error": f"nothing to click matches {cmd['name']!r} ({role}); "
                              f"showing: {dump()}"}
+        # A GtkMenuButton is two accessibles of one name; the inner button has the action.
+        for acc in found:
+            try:
+                if acc.queryAction().nActions:
+                    do_action(acc)
+                    return {}
+            except NotImplementedError:
+                continue
         do_action(found[0])
         return {}
     if op == "select":
