@@ -176,6 +176,16 @@ impl App {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Until the app's log (`SOTTO_GTK_DEBUG`) has a line containing `what`.
+    fn wait_log(&mut self, what: &str) {
+        wait_long(&format!("the app to log {what:?}"), || {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("sotto-gtk exited ({s}):\n{}", self.log_text());
+            }
+            self.log_text().contains(what).then_some(())
+        });
+    }
+
     /// (ms the app reports from its start to the first painted list, ms the test saw).
     fn first_paint(&mut self) -> (u64, u128) {
         loop {
@@ -252,6 +262,13 @@ impl Driver {
         writeln!(self.stdin, "{cmd}").expect("write to driver");
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("driver reply");
+        if line.is_empty() {
+            let _ = self.child.wait();
+            panic!(
+                "the AT-SPI driver ended ({:?}) on {cmd}",
+                self.child.try_wait()
+            );
+        }
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         match v.get("error") {
             Some(e) => Err(e.as_str().unwrap_or_default().to_owned()),
@@ -394,6 +411,95 @@ fn unread(d: &Daemon, conv: &str) -> Option<u64> {
     rpc(d, "conversation.get", json!({"conversation": conv}))?["unread"].as_u64()
 }
 
+/// The environment of the app, the driver and the accessibility bus: their own XDG dirs
+/// under `home`, the X display and the private session bus.
+fn ui_env(home: &Path, x: &Xvfb, bus: &SessionBus) -> Vec<(String, String)> {
+    for d in ["home", "run", "config", "data", "cache"] {
+        std::fs::create_dir(home.join(d)).expect("mkdir");
+    }
+    let p = |d: &str| home.join(d).display().to_string();
+    [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", p("home")),
+        ("XDG_RUNTIME_DIR", p("run")),
+        ("XDG_CONFIG_HOME", p("config")),
+        ("XDG_DATA_HOME", p("data")),
+        ("XDG_CACHE_HOME", p("cache")),
+        ("DISPLAY", x.display.clone()),
+        ("DBUS_SESSION_BUS_ADDRESS", bus.address.clone()),
+        ("GSETTINGS_BACKEND", "memory".into()),
+        ("GDK_BACKEND", "x11".into()),
+        ("GSK_RENDERER", "cairo".into()),
+        ("GTK_A11Y", "atspi".into()),
+        ("LANG", "C.UTF-8".into()),
+        ("TZ", "UTC".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Asks a daemon started by the bus (not by the test) to stop.
+struct ShutdownOnDrop(PathBuf);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut c) = RawClient::connect(&self.0) {
+            c.call("daemon.shutdown", json!({}));
+        }
+    }
+}
+
+/// Nobody owns `org.sotto.Sotto1` when the app starts: the bus starts `sottod` from the
+/// activation file (contrib/dbus, `Exec` pointing at the binary under test) because the
+/// app asks for it, and the app then offers the first-run dialog of that daemon.
+#[test]
+fn the_desktop_app_starts_the_daemon_through_dbus_activation() {
+    require_tools();
+    let d = Daemon::new("file");
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/dbus/org.sotto.Sotto1.service"),
+    )
+    .expect("the activation file");
+    let service: Vec<String> = template
+        .lines()
+        .map(|l| match l.starts_with("Exec=") {
+            true => format!("Exec={} --foreground", bin("sottod").display()),
+            false => l.to_owned(),
+        })
+        .collect();
+    let services = d.root.path().join("services");
+    std::fs::create_dir(&services).expect("mkdir");
+    std::fs::write(
+        services.join("org.sotto.Sotto1.service"),
+        service.join("\n") + "\n",
+    )
+    .expect("service file");
+    let bus = SessionBus::with_activation(&services, &d.env);
+    let _stop = ShutdownOnDrop(d.socket());
+    assert!(!bus.has_owner("org.sotto.Sotto1"));
+
+    let x = Xvfb::start();
+    let home = tempfile::Builder::new()
+        .prefix("sotto-gtk-home")
+        .tempdir()
+        .expect("tempdir");
+    let env = ui_env(home.path(), &x, &bus);
+    let _a11y = A11yBus::start(&bus, &env);
+    let mut app = App::start(&env, home.path().join("app.log"), &[]);
+    // The app's first call (with its name watch asking for the name) makes the bus start
+    // the daemon; the app then finds no account there.
+    app.wait_log("loaded: Ok(false)");
+    let mut ui = Driver::start(&env);
+    ui.wait(&app, "text", "^Account name$");
+    assert!(bus.has_owner("org.sotto.Sotto1"));
+    // The daemon the bus started is the one with this data dir (its socket answers), and
+    // it has no account yet.
+    let status = rpc(&d, "daemon.status", json!({})).expect("the activated daemon");
+    assert!(status["protocol"].is_u64(), "{status}");
+    assert!(rpc(&d, "account.info", json!({})).is_none());
+}
+
 #[test]
 fn the_desktop_app_through_atspi() {
     require_tools();
@@ -413,29 +519,7 @@ fn the_desktop_app_through_atspi() {
         .prefix("sotto-gtk-home")
         .tempdir()
         .expect("tempdir");
-    for d in ["home", "run", "config", "data", "cache"] {
-        std::fs::create_dir(home.path().join(d)).expect("mkdir");
-    }
-    let p = |d: &str| home.path().join(d).display().to_string();
-    let env: Vec<(String, String)> = [
-        ("PATH", std::env::var("PATH").unwrap_or_default()),
-        ("HOME", p("home")),
-        ("XDG_RUNTIME_DIR", p("run")),
-        ("XDG_CONFIG_HOME", p("config")),
-        ("XDG_DATA_HOME", p("data")),
-        ("XDG_CACHE_HOME", p("cache")),
-        ("DISPLAY", x.display.clone()),
-        ("DBUS_SESSION_BUS_ADDRESS", bus.address.clone()),
-        ("GSETTINGS_BACKEND", "memory".into()),
-        ("GDK_BACKEND", "x11".into()),
-        ("GSK_RENDERER", "cairo".into()),
-        ("GTK_A11Y", "atspi".into()),
-        ("LANG", "C.UTF-8".into()),
-        ("TZ", "UTC".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = ui_env(home.path(), &x, &bus);
     let _a11y = A11yBus::start(&bus, &env);
     let logs = tempfile::Builder::new()
         .prefix("sotto-gtk-logs")
@@ -443,6 +527,7 @@ fn the_desktop_app_through_atspi() {
         .expect("tempdir");
 
     let mut app = App::start(&env, logs.path().join("light.log"), &[]);
+    app.wait_log("loaded: Ok(false)");
     let mut ui = Driver::start(&env);
     // There is no window manager: X gives the keyboard to the window under the pointer.
     ui.cmd(&app, json!({"op": "pointer", "x": 300, "y": 300}));
