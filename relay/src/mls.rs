@@ -135,3 +135,141 @@ mod tests {
         assert!(check_key_package(&crypto, b"junk", want).is_err());
     }
 }
+
+/// Random mutations of real MLS bytes (a key package, an application message, a commit):
+/// the relay's readers of hostile MLS input never panic, the unmutated inputs pass, and a
+/// key package whose signed part was changed never validates.
+#[cfg(test)]
+mod mutation_tests {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::*;
+    use openmls_basic_credential::SignatureKeyPair;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+    const IDENTITY: &str = "alice@relay.example/d1";
+
+    struct Real {
+        key_package: Vec<u8>,
+        key: Principal,
+        message: Vec<u8>,
+        commit: Vec<u8>,
+    }
+
+    fn real() -> &'static Real {
+        static REAL: std::sync::OnceLock<Real> = std::sync::OnceLock::new();
+        REAL.get_or_init(|| {
+            let provider = OpenMlsRustCrypto::default();
+            let signer = SignatureKeyPair::new(SignatureScheme::ED25519).expect("keys");
+            let credential = CredentialWithKey {
+                credential: BasicCredential::new(IDENTITY.as_bytes().to_vec()).into(),
+                signature_key: signer.public().into(),
+            };
+            let key_package = KeyPackage::builder()
+                .build(SUITE, &provider, &signer, credential.clone())
+                .expect("key package")
+                .key_package()
+                .tls_serialize_detached()
+                .expect("encode");
+            let mut group = MlsGroup::builder()
+                .ciphersuite(SUITE)
+                .build(&provider, &signer, credential)
+                .expect("group");
+            let message = group
+                .create_message(&provider, &signer, b"hello")
+                .expect("message")
+                .tls_serialize_detached()
+                .expect("encode");
+            let (commit, _, _) = group
+                .self_update(&provider, &signer, LeafNodeParameters::default())
+                .expect("commit")
+                .into_contents();
+            Real {
+                key_package,
+                key: signer.public().try_into().expect("32 bytes"),
+                message,
+                commit: commit.tls_serialize_detached().expect("encode"),
+            }
+        })
+    }
+
+    fn want(key: &Principal) -> ExpectedKeyPackage<'_> {
+        ExpectedKeyPackage {
+            identity: IDENTITY,
+            key,
+            ciphersuite: u16::from(SUITE),
+            last_resort: false,
+        }
+    }
+
+    /// Flips, overwrites or cuts `bytes` as `ops` says.
+    fn mutate(bytes: &[u8], ops: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        for &(at, kind, value) in ops {
+            if out.is_empty() {
+                break;
+            }
+            let i = at % out.len();
+            match kind % 4 {
+                0 => out[i] ^= value | 1,
+                1 => out[i] = value,
+                2 => out.truncate(i),
+                _ => out.insert(i, value),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_real_inputs_pass() {
+        let r = real();
+        let crypto = RustCrypto::default();
+        assert!(check_key_package(&crypto, &r.key_package, want(&r.key)).is_ok());
+        assert_eq!(
+            read_framing(&r.message).map(|f| f.content_type),
+            Ok(content_type::APPLICATION)
+        );
+        assert_eq!(
+            read_framing(&r.commit).map(|f| f.content_type),
+            Ok(content_type::COMMIT)
+        );
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_mls_bytes_never_panic_and_forged_key_packages_never_validate(
+            ops in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..6),
+        ) {
+            let r = real();
+            let crypto = RustCrypto::default();
+            let kp = mutate(&r.key_package, &ops);
+            if let Ok(stored) = check_key_package(&crypto, &kp, want(&r.key)) {
+                // Only an encoding of the very same signed package may pass.
+                let reparsed = KeyPackageIn::tls_deserialize_exact(&stored.data)
+                    .expect("it parsed before")
+                    .validate(&crypto, ProtocolVersion::Mls10)
+                    .expect("it validated before");
+                let original = KeyPackageIn::tls_deserialize_exact(&r.key_package)
+                    .expect("original")
+                    .validate(&crypto, ProtocolVersion::Mls10)
+                    .expect("original validates");
+                prop_assert_eq!(reparsed.hash_ref(&crypto).ok(), original.hash_ref(&crypto).ok());
+            }
+            for bytes in [&r.message, &r.commit] {
+                let _ = read_framing(&mutate(bytes, &ops));
+            }
+        }
+    }
+}
