@@ -188,6 +188,23 @@ impl Cluster {
             .is_ok_and(|s| s.success())
     }
 
+    /// The cluster's own directory (owned by the server's user, mode 0700).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a file the server can read and nobody else (`0600`, owned by its user).
+    pub fn write_private(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).expect("write server file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        if is_root() {
+            std::os::unix::fs::chown(&path, Some(UNPRIVILEGED.0), Some(UNPRIVILEGED.1))
+                .expect("chown server file");
+        }
+        path
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }

@@ -556,3 +556,74 @@ async fn a_takeover_through_one_process_closes_the_old_install_on_the_other() {
         RelayErrorKind::SessionRevoked
     );
 }
+
+/// `?sslmode=require`: the relay's pool talks TLS (rustls) to a server that offers it —
+/// PostgreSQL itself reports every connection of the relay's database as encrypted — and
+/// refuses, clearly, a server that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_encrypts_and_refuses_a_plain_server() {
+    // Its own cluster: TLS is switched on for it alone.
+    let cluster = crate::pg::Cluster::start();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("self-signed certificate");
+    let crt = cluster.write_private("server.crt", certified.cert.pem().as_bytes());
+    let key = cluster.write_private(
+        "server.key",
+        certified.signing_key.serialize_pem().as_bytes(),
+    );
+    cluster.psql(
+        "postgres",
+        &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", crt.display()),
+    );
+    cluster.psql(
+        "postgres",
+        &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+    );
+    cluster.psql("postgres", "ALTER SYSTEM SET ssl = on");
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    crate::harness::eventually("the server to offer TLS", async || {
+        (cluster.psql("postgres", "SHOW ssl") == "on").then_some(())
+    })
+    .await;
+    let url = cluster.create_database();
+    let db = url
+        .rsplit('/')
+        .next()
+        .and_then(|d| d.split('?').next())
+        .expect("db")
+        .to_owned();
+    let url = url.replace("sslmode=disable", "sslmode=require");
+    let relay = Relay::start_with(&["--database", &url]);
+    // A real round trip through the encrypted pool.
+    let alice = Device::new(&relay.address("alice"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let r = a
+        .request(Request::PublishKeyPackages {
+            ciphersuite: CS_ID,
+            key_packages: vec![kp(&alice)],
+            last_resort: Some(last_resort(&alice)),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::KeyPackageCount(_))), "{r:?}");
+    let encrypted = cluster.psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{db}'"
+        ),
+    );
+    let (tls, all) = encrypted.split_once('|').expect("two counts");
+    assert!(all.parse::<u32>().unwrap() >= 1, "the relay is connected");
+    assert_eq!(tls, all, "every connection of the relay is TLS");
+    drop(a);
+    drop(relay);
+
+    // A server without TLS (the shared cluster) is refused under `require`.
+    let plain = crate::pg::shared()
+        .create_database()
+        .replace("sslmode=disable", "sslmode=require");
+    let out = migrate(&plain);
+    assert!(!out.status.success(), "migrate over a plain connection");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("tls") || err.contains("ssl"), "{err}");
+}
