@@ -188,11 +188,6 @@ impl Cluster {
             .is_ok_and(|s| s.success())
     }
 
-    /// The cluster's own directory (owned by the server's user, mode 0700).
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes a file the server can read and nobody else (`0600`, owned by its user).
     pub fn write_private(&self, name: &str, contents: &[u8]) -> PathBuf {
         let path = self.dir.join(name);
