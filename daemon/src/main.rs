@@ -112,7 +112,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let bound = sottod::listener::acquire(&config.socket_path)?;
         let result = sottod::run(bound.listener, config, shutdown_signal()).await;
         drop(bound.guard);
@@ -121,7 +121,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir(dir);
         }
         result.map_err(anyhow::Error::from)
-    })
+    });
+    // Every task (and with them every `Store` handle) is dropped here; then the database
+    // writer finishes its last checkpoint before the process exits.
+    drop(runtime);
+    sottod::store::wait_for_writers(std::time::Duration::from_secs(10));
+    result
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (before the socket serves anyone, so a signal

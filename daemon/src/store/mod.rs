@@ -283,10 +283,14 @@ impl Store {
         db.prepare()?;
         let last_seq = db.last_seq.clone();
         let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("sottod-db".into())
             .spawn(move || writer_loop(db, rx))
             .map_err(|e| StoreError::Decode(format!("cannot start the database thread: {e}")))?;
+        WRITERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(writer);
         Ok(Store { jobs, last_seq })
     }
 
@@ -344,6 +348,35 @@ impl Store {
             })))
             .map_err(|_| StoreError::Closed)?;
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
+    }
+}
+
+/// Every writer thread started in this process, joined by [`wait_for_writers`].
+static WRITERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits (at most `limit`) until every database writer thread has finished: its last
+/// `Store` handle is gone, its final checkpoint done and its connection closed. `sottod`
+/// calls it after the async runtime is dropped and before the process exits: a writer
+/// still checkpointing while the process exits races the exit handlers of the crypto
+/// library SQLCipher uses (seen as SIGSEGV / "double free" right after "sottod stopped"
+/// when an engine task still held a `Store` at shutdown). Returns whether all finished.
+pub fn wait_for_writers(limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let mut writers = std::mem::take(&mut *WRITERS.lock().unwrap_or_else(|e| e.into_inner()));
+    loop {
+        writers.retain(|w| !w.is_finished());
+        if writers.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                threads = writers.len(),
+                "database writer still running at exit"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
