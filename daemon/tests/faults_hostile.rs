@@ -4,12 +4,12 @@
 //! such entry with one log line and the conversation keeps working. (The relay-level
 //! checks are in relay/tests/cases/hostile.rs.)
 
-use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
 use serde_json::{Value, json};
 use sotto_protocol::envelope::Envelope;
 use sotto_protocol::relay::{
-    DeviceRef, MailboxPayload, Push, Request, Response, WelcomeEnvelope, content_type,
+    DeviceRef, MailboxPayload, Request, Response, WelcomeEnvelope, content_type,
 };
 
 use crate::support::relay_client::{Conn, Member, block_on};
@@ -75,38 +75,7 @@ fn garbage_and_replays_from_a_member_are_rejected_and_the_group_goes_on() {
     // a tampered copy: same group, epoch and content type, so the relay stores them.
     block_on(async {
         let mut c = Conn::register(&relay.host, &mallory).await;
-        let r = c
-            .request(Request::SubscribeMailbox {
-                device: mallory.device_ref(),
-                after: 0,
-            })
-            .await;
-        assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
-        let env = loop {
-            if let Push::Mailbox { entries } = c.push().await {
-                let payload: MailboxPayload =
-                    sotto_protocol::wire::decode(&entries[0].payload).expect("a mailbox payload");
-                let MailboxPayload::Welcome(env) = payload else {
-                    panic!("not a Welcome")
-                };
-                break env;
-            }
-        };
-        let MlsMessageBodyIn::Welcome(w) = MlsMessageIn::tls_deserialize_exact(&env.welcome)
-            .expect("an MLS message")
-            .extract()
-        else {
-            panic!("not a Welcome");
-        };
-        let mut group = StagedWelcome::new_from_welcome(
-            &mallory.provider,
-            &sottod::mls::join_config(),
-            w,
-            None,
-        )
-        .expect("stage the Welcome")
-        .into_group(&mallory.provider)
-        .expect("join");
+        let (env, mut group) = c.join_from_welcome(&mallory).await;
         let sealed = Envelope {
             id: rand::random(),
             kind: "text".into(),
@@ -346,38 +315,7 @@ fn seeded_mutations_of_real_ciphertext_and_welcomes_are_rejected() {
     };
     let (accepted, mailbox_posts) = block_on(async {
         let mut c = Conn::register(&relay.host, &mallory).await;
-        let r = c
-            .request(Request::SubscribeMailbox {
-                device: mallory.device_ref(),
-                after: 0,
-            })
-            .await;
-        assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
-        let env = loop {
-            if let Push::Mailbox { entries } = c.push().await {
-                let payload: MailboxPayload =
-                    sotto_protocol::wire::decode(&entries[0].payload).expect("a mailbox payload");
-                let MailboxPayload::Welcome(env) = payload else {
-                    panic!("not a Welcome")
-                };
-                break env;
-            }
-        };
-        let MlsMessageBodyIn::Welcome(w) = MlsMessageIn::tls_deserialize_exact(&env.welcome)
-            .expect("an MLS message")
-            .extract()
-        else {
-            panic!("not a Welcome");
-        };
-        let mut group = StagedWelcome::new_from_welcome(
-            &mallory.provider,
-            &sottod::mls::join_config(),
-            w,
-            None,
-        )
-        .expect("stage the Welcome")
-        .into_group(&mallory.provider)
-        .expect("join");
+        let (env, mut group) = c.join_from_welcome(&mallory).await;
         let mut accepted = 0;
         for i in 0..MUTATIONS {
             let sealed = Envelope {

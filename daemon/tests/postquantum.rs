@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use serde_json::{Value, json};
-use sotto_protocol::relay::{MailboxPayload, Push, Request, Response};
+use sotto_protocol::relay::{Request, Response};
 
 use crate::support::relay_client::{Conn, Member};
 use crate::support::{Daemon, Relay};
@@ -203,34 +203,7 @@ fn a_hundred_member_post_quantum_group_is_created_and_joined() {
     let joiner = members.last().unwrap();
     let (welcome_bytes, text, group_size) = crate::support::relay_client::block_on(async {
         let mut c = Conn::register(&relay.host, joiner).await;
-        let r = c
-            .request(Request::SubscribeMailbox {
-                device: joiner.device_ref(),
-                after: 0,
-            })
-            .await;
-        assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
-        let env = loop {
-            if let Push::Mailbox { entries } = c.push().await {
-                let payload: MailboxPayload =
-                    sotto_protocol::wire::decode(&entries[0].payload).expect("a mailbox payload");
-                let MailboxPayload::Welcome(env) = payload else {
-                    panic!("not a Welcome")
-                };
-                break env;
-            }
-        };
-        let MlsMessageBodyIn::Welcome(w) = MlsMessageIn::tls_deserialize_exact(&env.welcome)
-            .expect("an MLS message")
-            .extract()
-        else {
-            panic!("not a Welcome");
-        };
-        let mut group =
-            StagedWelcome::new_from_welcome(&joiner.provider, &sottod::mls::join_config(), w, None)
-                .expect("stage the Welcome")
-                .into_group(&joiner.provider)
-                .expect("join");
+        let (env, mut group) = c.join_from_welcome(joiner).await;
         assert_eq!(group.ciphersuite(), PQ_SUITE);
         let r = c
             .request(Request::ReadGroup {

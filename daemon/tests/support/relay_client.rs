@@ -11,8 +11,8 @@ use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use sotto_protocol::relay::{
-    ClientFrame, DeviceRef, Hello, Push, RelayError, Request, Response, ServerFrame, WS_PATH,
-    auth_message, credential_identity,
+    ClientFrame, DeviceRef, Hello, MailboxPayload, Push, RelayError, Request, Response,
+    ServerFrame, WS_PATH, WelcomeEnvelope, auth_message, credential_identity,
 };
 use sotto_protocol::wire;
 use tokio::net::TcpStream;
@@ -165,6 +165,41 @@ impl Conn {
                 return p;
             }
         }
+    }
+
+    /// Subscribes to `m`'s mailbox, waits for the Welcome pushed there and joins its
+    /// group as `m`: the envelope and the joined group.
+    pub async fn join_from_welcome(&mut self, m: &Member) -> (WelcomeEnvelope, MlsGroup) {
+        use openmls::prelude::tls_codec::Deserialize as _;
+        let r = self
+            .request(Request::SubscribeMailbox {
+                device: m.device_ref(),
+                after: 0,
+            })
+            .await;
+        assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+        let env = loop {
+            if let Push::Mailbox { entries } = self.push().await {
+                let payload: MailboxPayload =
+                    wire::decode(&entries[0].payload).expect("a mailbox payload");
+                let MailboxPayload::Welcome(env) = payload else {
+                    panic!("not a Welcome")
+                };
+                break env;
+            }
+        };
+        let MlsMessageBodyIn::Welcome(w) = MlsMessageIn::tls_deserialize_exact(&env.welcome)
+            .expect("an MLS message")
+            .extract()
+        else {
+            panic!("not a Welcome");
+        };
+        let group =
+            StagedWelcome::new_from_welcome(&m.provider, &sottod::mls::join_config(), w, None)
+                .expect("stage the Welcome")
+                .into_group(&m.provider)
+                .expect("join");
+        (env, group)
     }
 }
 
