@@ -181,9 +181,30 @@ impl Client {
         stream: Box<dyn Io>,
         req: tokio_tungstenite::tungstenite::handshake::client::Request,
     ) -> Client {
-        let (ws, _) = tokio_tungstenite::client_async(req, stream)
+        Client::try_over_request(stream, req)
             .await
-            .expect("websocket upgrade");
+            .expect("websocket upgrade")
+    }
+
+    /// Connects, or returns why the relay refused the TCP connection or the upgrade.
+    pub async fn try_connect(addr: SocketAddr) -> Result<Client, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("tcp connect: {e}"))?;
+        let req = format!("ws://{addr}/sotto/v1")
+            .into_client_request()
+            .expect("request");
+        Client::try_over_request(Box::new(tcp), req)
+            .await
+            .map_err(|e| format!("websocket upgrade: {e}"))
+    }
+
+    pub async fn try_over_request(
+        stream: Box<dyn Io>,
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::client_async(req, stream).await?;
         let mut c = Client {
             ws,
             hello: Hello {
@@ -205,7 +226,7 @@ impl Client {
             }
             other => panic!("expected hello, got {other:?}"),
         }
-        c
+        Ok(c)
     }
 
     pub async fn recv(&mut self) -> Incoming {

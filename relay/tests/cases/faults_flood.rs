@@ -86,8 +86,10 @@ async fn frame_flood(relay: std::net::SocketAddr, n: usize) -> (usize, usize) {
     (limited, other)
 }
 
-/// Opens up to `n` connections (each registering a fresh name) and holds them; returns
-/// how many the relay refused and the ones it accepted.
+/// Opens up to `n` connections (each registering a fresh name on the connection it
+/// opened) and holds them; returns how many the relay refused and the ones it accepted.
+/// The upgraded connection itself is registered: dropping it and connecting again would
+/// race the frame floods for the freed slot.
 async fn connection_flood(
     relay: std::net::SocketAddr,
     n: usize,
@@ -96,20 +98,17 @@ async fn connection_flood(
     let mut refused = 0;
     let mut held = Vec::new();
     for i in 0..n {
-        let Ok(tcp) = tokio::net::TcpStream::connect(relay).await else {
+        let Ok(mut c) = Client::try_connect(relay).await else {
             refused += 1;
             continue;
         };
-        let url = format!("ws://{relay}/sotto/v1");
-        match tokio_tungstenite::client_async(url.as_str(), tcp).await {
-            Err(_) => refused += 1,
-            Ok((ws, _)) => {
-                drop(ws);
-                // The handshake went through: take a slot for real, registering a name.
-                let dev = Device::new(&format!("flood{i}@{host}"));
-                held.push(Client::registered(relay, &dev).await);
-            }
-        }
+        let dev = Device::new(&format!("flood{i}@{host}"));
+        let r = c.try_auth(&dev, true).await;
+        assert!(
+            matches!(r, Ok(Response::Authenticated { local: true })),
+            "an accepted connection registers: {r:?}"
+        );
+        held.push(c);
     }
     (refused, held)
 }
