@@ -18,6 +18,7 @@
 //!   bounded timeout and fails with [`StoreError::Unavailable`] (retryable) while the
 //!   database is unreachable; the pool replaces broken connections by itself.
 
+mod conn;
 mod schema;
 mod store;
 mod tls;

@@ -7,20 +7,15 @@ use sotto_protocol::relay::{
 };
 use tokio::sync::{broadcast, oneshot};
 
+use deadpool_postgres::{Client, GenericClient};
+
+use super::conn::{Conn, i64_of, u64_of};
 use super::writer::Job;
-use super::{CHANNEL, OP_TIMEOUT, PgStore, db, payload};
+use super::{CHANNEL, OP_TIMEOUT, PgStore, payload};
 use crate::storage::{
     AppendOutcome, Change, CreateOutcome, InstallOutcome, InviteUse, MailboxOutcome, NewGroupEntry,
     NewKeyPackage, NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError,
 };
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 /// An advisory-lock key for a byte string (the lock only has to be the same for equal
 /// inputs; collisions just serialise unrelated work briefly).
@@ -51,6 +46,23 @@ impl PgStore {
         self.inner.count(r)
     }
 
+    /// A pooled connection whose statements report errors under `context`.
+    async fn conn(&self, context: &'static str) -> Result<Conn<Client>, StoreError> {
+        Ok(Conn::new(self.inner.client().await?, context))
+    }
+
+    /// Runs `f` on a pooled connection within the operation timeout (see [`Self::op`]):
+    /// the one place a method names its context, gets its connection and has its
+    /// errors mapped and counted.
+    async fn with_conn<T, F, Fut>(&self, context: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn<Client>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.op(context, async { f(self.conn(context).await?).await })
+            .await
+    }
+
     fn queue<T>(
         &self,
         job: Job,
@@ -70,7 +82,7 @@ impl PgStore {
     }
 
     async fn count_kp(
-        c: &impl deadpool_postgres::GenericClient,
+        c: &Conn<impl GenericClient>,
         device: &Principal,
         ciphersuite: u16,
         now: u64,
@@ -82,8 +94,7 @@ impl PgStore {
                  AND not_before <= $3 AND not_after > $3",
                 &[&&device[..], &i32::from(ciphersuite), &i64_of(now)],
             )
-            .await
-            .map_err(|e| db("counting key packages", e))?;
+            .await?;
         let available: i64 = row.get(0);
         let last: i64 = row.get(1);
         Ok(KeyPackageCount {
@@ -99,28 +110,25 @@ impl PgStore {
     /// invitation, its use is counted in the same transaction (its row locked), so an
     /// invitation is never used more often than it allows.
     async fn register_tx(
-        &self,
+        mut c: Conn<Client>,
         name: String,
         device_id: String,
         key: Principal,
         now: u64,
         invite: Option<InviteUse>,
     ) -> Result<RegisterOutcome, StoreError> {
-        let mut c = self.inner.client().await?;
-        let tx = c.transaction().await.map_err(|e| db("register", e))?;
+        let tx = c.transaction().await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1)",
             &[&lock_key(1, name.as_bytes())],
         )
-        .await
-        .map_err(|e| db("register", e))?;
+        .await?;
         let existing = tx
             .query_opt(
                 "SELECT name, device_id FROM devices WHERE key = $1",
                 &[&&key[..]],
             )
-            .await
-            .map_err(|e| db("register", e))?;
+            .await?;
         if let Some(r) = existing {
             let (n, d): (String, String) = (r.get(0), r.get(1));
             return Ok(if n == name && d == device_id {
@@ -131,8 +139,7 @@ impl PgStore {
         }
         let taken = tx
             .query_opt("SELECT 1 FROM devices WHERE name = $1 LIMIT 1", &[&name])
-            .await
-            .map_err(|e| db("register", e))?;
+            .await?;
         if taken.is_some() {
             return Ok(RegisterOutcome::NameTaken);
         }
@@ -143,15 +150,13 @@ impl PgStore {
                  ON CONFLICT DO NOTHING",
                 &[&nonce, &i64_of(now)],
             )
-            .await
-            .map_err(|e| db("register", e))?;
+            .await?;
             let used: i32 = tx
                 .query_one(
                     "SELECT uses FROM invite_uses WHERE nonce = $1 FOR UPDATE",
                     &[&nonce],
                 )
-                .await
-                .map_err(|e| db("register", e))?
+                .await?
                 .get(0);
             if i64::from(used) >= i64::from(invite.max_uses) {
                 // Dropping the transaction rolls it back: nothing stored.
@@ -161,8 +166,7 @@ impl PgStore {
                 "UPDATE invite_uses SET uses = uses + 1, last_used_at = $2 WHERE nonce = $1",
                 &[&nonce, &i64_of(now)],
             )
-            .await
-            .map_err(|e| db("register", e))?;
+            .await?;
         }
         let inserted = tx
             .execute(
@@ -170,14 +174,13 @@ impl PgStore {
                  ON CONFLICT DO NOTHING",
                 &[&&key[..], &name, &device_id, &i64_of(now)],
             )
-            .await
-            .map_err(|e| db("register", e))?;
+            .await?;
         if inserted != 1 {
             // The same key registered under another name meanwhile; the invitation's
             // use rolls back with the transaction.
             return Ok(RegisterOutcome::NameTaken);
         }
-        tx.commit().await.map_err(|e| db("register", e))?;
+        tx.commit().await?;
         Ok(RegisterOutcome::Registered)
     }
 }
@@ -187,24 +190,21 @@ impl PgStore {
     /// processes; a take-over is announced with a NOTIFY delivered at COMMIT.
     async fn claim_install_tx(
         &self,
+        mut c: Conn<Client>,
         key: Principal,
         install: InstallId,
         take_over: bool,
         now: u64,
     ) -> Result<InstallOutcome, StoreError> {
-        let ctx = "claim install";
-        let mut c = self.inner.client().await?;
-        let tx = c.transaction().await.map_err(|e| db(ctx, e))?;
+        let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(3, &key)])
-            .await
-            .map_err(|e| db(ctx, e))?;
+            .await?;
         let current: Option<InstallId> = tx
             .query_opt(
                 "SELECT install_id FROM installs WHERE device = $1",
                 &[&&key[..]],
             )
-            .await
-            .map_err(|e| db(ctx, e))?
+            .await?
             .and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok());
         if current == Some(install) {
             return Ok(InstallOutcome::Active);
@@ -217,23 +217,20 @@ impl PgStore {
              ON CONFLICT (device) DO UPDATE SET install_id = excluded.install_id, since = excluded.since",
             &[&&key[..], &&install[..], &i64_of(now)],
         )
-        .await
-        .map_err(|e| db(ctx, e))?;
+        .await?;
         if !take_over {
-            tx.commit().await.map_err(|e| db(ctx, e))?;
+            tx.commit().await?;
             return Ok(InstallOutcome::Active);
         }
         tx.execute("DELETE FROM key_packages WHERE device = $1", &[&&key[..]])
-            .await
-            .map_err(|e| db(ctx, e))?;
+            .await?;
         let change = Change::Revoked { device: key };
         tx.execute(
             &format!("SELECT pg_notify('{CHANNEL}', $1)"),
             &[&payload(&self.inner.origin, &change)],
         )
-        .await
-        .map_err(|e| db(ctx, e))?;
-        tx.commit().await.map_err(|e| db(ctx, e))?;
+        .await?;
+        tx.commit().await?;
         // This process's own NOTIFYs are skipped by its listener: announce locally.
         let _ = self.inner.changes.send(change);
         Ok(InstallOutcome::TookOver { previous: current })
@@ -248,10 +245,9 @@ impl Store for PgStore {
         key: Principal,
         now: u64,
     ) -> Result<RegisterOutcome, StoreError> {
-        self.op(
-            "register",
-            self.register_tx(name, device_id, key, now, None),
-        )
+        self.with_conn("register", |c| {
+            Self::register_tx(c, name, device_id, key, now, None)
+        })
         .await
     }
 
@@ -263,10 +259,9 @@ impl Store for PgStore {
         now: u64,
         invite: InviteUse,
     ) -> Result<RegisterOutcome, StoreError> {
-        self.op(
-            "register",
-            self.register_tx(name, device_id, key, now, Some(invite)),
-        )
+        self.with_conn("register", |c| {
+            Self::register_tx(c, name, device_id, key, now, Some(invite))
+        })
         .await
     }
 
@@ -275,15 +270,13 @@ impl Store for PgStore {
         name: String,
         device_id: String,
     ) -> Result<Option<Principal>, StoreError> {
-        self.op("device key", async {
-            let c = self.inner.client().await?;
+        self.with_conn("device key", |c| async move {
             let row = c
                 .query_opt(
                     "SELECT key FROM devices WHERE name = $1 AND device_id = $2",
                     &[&name, &device_id],
                 )
-                .await
-                .map_err(|e| db("device key", e))?;
+                .await?;
             Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
         })
         .await
@@ -296,38 +289,33 @@ impl Store for PgStore {
         take_over: bool,
         now: u64,
     ) -> Result<InstallOutcome, StoreError> {
-        self.op(
-            "claim install",
-            self.claim_install_tx(key, install, take_over, now),
-        )
+        self.with_conn("claim install", |c| {
+            self.claim_install_tx(c, key, install, take_over, now)
+        })
         .await
     }
 
     async fn active_install(&self, key: Principal) -> Result<Option<InstallId>, StoreError> {
-        self.op("active install", async {
-            let c = self.inner.client().await?;
+        self.with_conn("active install", |c| async move {
             let row = c
                 .query_opt(
                     "SELECT install_id FROM installs WHERE device = $1",
                     &[&&key[..]],
                 )
-                .await
-                .map_err(|e| db("active install", e))?;
+                .await?;
             Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
         })
         .await
     }
 
     async fn devices(&self, name: String) -> Result<Vec<(String, Principal)>, StoreError> {
-        self.op("devices", async {
-            let c = self.inner.client().await?;
+        self.with_conn("devices", |c| async move {
             let rows = c
                 .query(
                     "SELECT device_id, key FROM devices WHERE name = $1 ORDER BY device_id",
                     &[&name],
                 )
-                .await
-                .map_err(|e| db("devices", e))?;
+                .await?;
             Ok(rows
                 .iter()
                 .filter_map(|r| {
@@ -347,19 +335,14 @@ impl Store for PgStore {
         last_resort: Option<NewKeyPackage>,
         now: u64,
     ) -> Result<KeyPackageCount, StoreError> {
-        self.op("publish key packages", async {
-            let mut c = self.inner.client().await?;
-            let tx = c
-                .transaction()
-                .await
-                .map_err(|e| db("publish key packages", e))?;
+        self.with_conn("publish key packages", |mut c| async move {
+            let tx = c.transaction().await?;
             // One publisher per device at a time: exactly one last-resort package stays.
             tx.execute(
                 "SELECT pg_advisory_xact_lock($1)",
                 &[&lock_key(2, &device)],
             )
-            .await
-            .map_err(|e| db("publish key packages", e))?;
+            .await?;
             let cs = i32::from(ciphersuite);
             if !pool.is_empty() {
                 let data: Vec<&[u8]> = pool.iter().map(|k| &k.data[..]).collect();
@@ -371,16 +354,14 @@ impl Store for PgStore {
                      WITH ORDINALITY AS t(d, b, a, i) ORDER BY i",
                     &[&&device[..], &cs, &data, &nb, &na],
                 )
-                .await
-                .map_err(|e| db("publish key packages", e))?;
+                .await?;
             }
             if let Some(kp) = &last_resort {
                 tx.execute(
                     "DELETE FROM key_packages WHERE device = $1 AND ciphersuite = $2 AND last_resort",
                     &[&&device[..], &cs],
                 )
-                .await
-                .map_err(|e| db("publish key packages", e))?;
+                .await?;
                 tx.execute(
                     "INSERT INTO key_packages (device, ciphersuite, last_resort, data, not_before, not_after)
                      VALUES ($1, $2, true, $3, $4, $5)",
@@ -392,13 +373,10 @@ impl Store for PgStore {
                         &i64_of(kp.not_after),
                     ],
                 )
-                .await
-                .map_err(|e| db("publish key packages", e))?;
+                .await?;
             }
             let count = Self::count_kp(&tx, &device, ciphersuite, now).await?;
-            tx.commit()
-                .await
-                .map_err(|e| db("publish key packages", e))?;
+            tx.commit().await?;
             Ok(count)
         })
         .await
@@ -410,8 +388,7 @@ impl Store for PgStore {
         ciphersuite: u16,
         now: u64,
     ) -> Result<KeyPackageCount, StoreError> {
-        self.op("count key packages", async {
-            let c = self.inner.client().await?;
+        self.with_conn("count key packages", |c| async move {
             Self::count_kp(&c, &device, ciphersuite, now).await
         })
         .await
@@ -423,8 +400,7 @@ impl Store for PgStore {
         ciphersuite: u16,
         now: u64,
     ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
-        self.op("claim key package", async {
-            let c = self.inner.client().await?;
+        self.with_conn("claim key package", |c| async move {
             let (dev, cs, now) = (&device[..], i32::from(ciphersuite), i64_of(now));
             // Exactly once across processes: the row is locked by the one claim that
             // deletes it; concurrent claims skip it and take the next.
@@ -437,8 +413,7 @@ impl Store for PgStore {
                      RETURNING data",
                     &[&dev, &cs, &now],
                 )
-                .await
-                .map_err(|e| db("claim key package", e))?;
+                .await?;
             if let Some(r) = single {
                 return Ok(Some(ClaimedKeyPackage {
                     key_package: r.get(0),
@@ -452,8 +427,7 @@ impl Store for PgStore {
                      ORDER BY id DESC LIMIT 1",
                     &[&dev, &cs, &now],
                 )
-                .await
-                .map_err(|e| db("claim key package", e))?;
+                .await?;
             Ok(last.map(|r| ClaimedKeyPackage {
                 key_package: r.get(0),
                 last_resort: true,
@@ -476,8 +450,7 @@ impl Store for PgStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<MailboxEntry>, StoreError> {
-        self.op("read mailbox", async {
-            let c = self.inner.client().await?;
+        self.with_conn("read mailbox", |c| async move {
             let rows = c
                 .query(
                     "SELECT m.seq, b.sender, b.sender_address, b.post_id, b.payload, m.created_at
@@ -485,8 +458,7 @@ impl Store for PgStore {
                      WHERE m.device = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
                     &[&&device[..], &i64_of(after), &i64::from(limit)],
                 )
-                .await
-                .map_err(|e| db("read mailbox", e))?;
+                .await?;
             Ok(rows
                 .iter()
                 .filter_map(|r| {
@@ -507,16 +479,14 @@ impl Store for PgStore {
     }
 
     async fn ack_mailbox(&self, device: Principal, up_to: u64) -> Result<(), StoreError> {
-        self.op("ack mailbox", async {
-            let mut c = self.inner.client().await?;
-            let tx = c.transaction().await.map_err(|e| db("ack mailbox", e))?;
+        self.with_conn("ack mailbox", |mut c| async move {
+            let tx = c.transaction().await?;
             let rows = tx
                 .query(
                     "DELETE FROM mailbox WHERE device = $1 AND seq <= $2 RETURNING blob",
                     &[&&device[..], &i64_of(up_to)],
                 )
-                .await
-                .map_err(|e| db("ack mailbox", e))?;
+                .await?;
             let blobs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             if !blobs.is_empty() {
                 // Blobs still referenced by another mailbox stay; a blob whose last two
@@ -526,10 +496,9 @@ impl Store for PgStore {
                      AND NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.blob = b.id)",
                     &[&blobs],
                 )
-                .await
-                .map_err(|e| db("ack mailbox", e))?;
+                .await?;
             }
-            tx.commit().await.map_err(|e| db("ack mailbox", e))
+            tx.commit().await
         })
         .await
     }
@@ -540,26 +509,23 @@ impl Store for PgStore {
         creator: Principal,
         now: u64,
     ) -> Result<CreateOutcome, StoreError> {
-        self.op("create group", async {
-            let mut c = self.inner.client().await?;
-            let tx = c.transaction().await.map_err(|e| db("create group", e))?;
+        self.with_conn("create group", |mut c| async move {
+            let tx = c.transaction().await?;
             let created = tx
                 .execute(
                     "INSERT INTO groups (id, epoch, head, pruned_through, created_at)
                      VALUES ($1, 0, 0, 0, $2) ON CONFLICT DO NOTHING",
                     &[&group_id, &i64_of(now)],
                 )
-                .await
-                .map_err(|e| db("create group", e))?;
+                .await?;
             if created == 1 {
                 tx.execute(
                     "INSERT INTO group_members (group_id, principal, added_seq, removed_seq, cursor)
                      VALUES ($1, $2, 0, NULL, 0)",
                     &[&group_id, &&creator[..]],
                 )
-                .await
-                .map_err(|e| db("create group", e))?;
-                tx.commit().await.map_err(|e| db("create group", e))?;
+                .await?;
+                tx.commit().await?;
                 return Ok(CreateOutcome::Ok(GroupState {
                     group_id,
                     epoch: 0,
@@ -575,8 +541,7 @@ impl Store for PgStore {
                      FROM groups g WHERE g.id = $1",
                     &[&group_id, &&creator[..]],
                 )
-                .await
-                .map_err(|e| db("create group", e))?;
+                .await?;
             let member: bool = row.get(3);
             Ok(if member {
                 CreateOutcome::Ok(GroupState {
@@ -607,8 +572,7 @@ impl Store for PgStore {
         after: u64,
         limit: u32,
     ) -> Result<ReadOutcome, StoreError> {
-        self.op("read group", async {
-            let c = self.inner.client().await?;
+        self.with_conn("read group", |c| async move {
             let head = c
                 .query_opt(
                     "SELECT g.head, g.pruned_through, m.added_seq, m.removed_seq, m.principal IS NOT NULL
@@ -617,8 +581,7 @@ impl Store for PgStore {
                      WHERE g.id = $1",
                     &[&group_id, &&reader[..]],
                 )
-                .await
-                .map_err(|e| db("read group", e))?;
+                .await?;
             let Some(h) = head else {
                 return Ok(ReadOutcome::UnknownGroup);
             };
@@ -641,8 +604,7 @@ impl Store for PgStore {
                      WHERE group_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
                     &[&group_id, &i64_of(start), &i64_of(end), &i64::from(limit)],
                 )
-                .await
-                .map_err(|e| db("read group", e))?;
+                .await?;
             let entries = rows
                 .iter()
                 .filter_map(|r| {
@@ -673,16 +635,14 @@ impl Store for PgStore {
         member: Principal,
         seq: u64,
     ) -> Result<(), StoreError> {
-        self.op("ack group", async {
-            let c = self.inner.client().await?;
+        self.with_conn("ack group", |c| async move {
             c.execute(
                 "UPDATE group_members SET cursor = GREATEST(cursor,
                      LEAST($3, (SELECT head FROM groups WHERE id = $1)))
                  WHERE group_id = $1 AND principal = $2",
                 &[&group_id, &&member[..], &i64_of(seq)],
             )
-            .await
-            .map_err(|e| db("ack group", e))?;
+            .await?;
             Ok(())
         })
         .await
@@ -693,8 +653,7 @@ impl Store for PgStore {
         member: Principal,
         limit: u32,
     ) -> Result<Vec<GroupState>, StoreError> {
-        self.op("member groups", async {
-            let c = self.inner.client().await?;
+        self.with_conn("member groups", |c| async move {
             let rows = c
                 .query(
                     "SELECT g.id, g.epoch, g.head, g.pruned_through FROM group_members m
@@ -702,8 +661,7 @@ impl Store for PgStore {
                      WHERE m.principal = $1 AND m.removed_seq IS NULL ORDER BY g.id LIMIT $2",
                     &[&&member[..], &i64::from(limit)],
                 )
-                .await
-                .map_err(|e| db("member groups", e))?;
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| GroupState {
@@ -718,15 +676,13 @@ impl Store for PgStore {
     }
 
     async fn group_state(&self, group_id: Vec<u8>) -> Result<Option<GroupState>, StoreError> {
-        self.op("group state", async {
-            let c = self.inner.client().await?;
+        self.with_conn("group state", |c| async move {
             let row = c
                 .query_opt(
                     "SELECT epoch, head, pruned_through FROM groups WHERE id = $1",
                     &[&group_id],
                 )
-                .await
-                .map_err(|e| db("group state", e))?;
+                .await?;
             Ok(row.map(|r| GroupState {
                 group_id,
                 epoch: u64_of(r.get(0)),
@@ -742,7 +698,7 @@ impl Store for PgStore {
         // statement commits on its own and never holds more than one group's lock, so
         // retention cannot deadlock with the post writers of any process.
         let r = async {
-            let c = self.inner.client().await?;
+            let c = self.conn("prune").await?;
             let cutoff = i64_of(now.saturating_sub(max_age_secs));
             let rows = c
                 .query(
@@ -754,8 +710,7 @@ impl Store for PgStore {
                      FROM groups g",
                     &[&cutoff],
                 )
-                .await
-                .map_err(|e| db("prune", e))?;
+                .await?;
             let mut dropped = 0u64;
             for r in rows {
                 let id: Vec<u8> = r.get(0);
@@ -772,21 +727,19 @@ impl Store for PgStore {
                     "UPDATE groups SET pruned_through = GREATEST(pruned_through, $2) WHERE id = $1",
                     &[&id, &through],
                 )
-                .await
-                .map_err(|e| db("prune", e))?;
+                .await?;
                 dropped += c
                     .execute(
                         "DELETE FROM group_log WHERE group_id = $1 AND seq <= $2",
                         &[&id, &through],
                     )
-                    .await
-                    .map_err(|e| db("prune", e))?;
+                    .await?;
             }
             let exec = |sql: &'static str, v: i64| {
                 let c = &c;
                 async move {
                     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&v];
-                    c.execute(sql, &p[..]).await.map_err(|e| db("prune", e))
+                    c.execute(sql, &p[..]).await
                 }
             };
             dropped += exec("DELETE FROM mailbox WHERE created_at < $1", cutoff).await?;
@@ -809,8 +762,7 @@ impl Store for PgStore {
                 "DELETE FROM rate_buckets WHERE at_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 600000",
                 &[],
             )
-            .await
-            .map_err(|e| db("prune", e))?;
+            .await?;
             Ok(dropped)
         }
         .await;
@@ -841,8 +793,7 @@ impl Store for PgStore {
         key: Principal,
         per_min: f64,
     ) -> Result<Option<Result<(), std::time::Duration>>, StoreError> {
-        self.op("rate limit", async {
-            let c = self.inner.client().await?;
+        self.with_conn("rate limit", |c| async move {
             let k = &key[..];
             let burst = per_min.max(1.0);
             let per_ms = per_min / 60_000.0;
@@ -860,8 +811,7 @@ impl Store for PgStore {
                      RETURNING tokens",
                     &[&bucket, &k, &burst, &per_ms],
                 )
-                .await
-                .map_err(|e| db("rate limit", e))?;
+                .await?;
             if taken.is_some() {
                 return Ok(Some(Ok(())));
             }
@@ -871,8 +821,7 @@ impl Store for PgStore {
                      FROM rate_buckets WHERE bucket = $1::text AND key = $2::bytea",
                     &[&bucket, &k, &burst, &per_ms],
                 )
-                .await
-                .map_err(|e| db("rate limit", e))?;
+                .await?;
             let have: f64 = row.map_or(0.0, |r| r.get(0));
             let wait_ms = if per_ms > 0.0 {
                 ((1.0 - have) / per_ms).clamp(1.0, 3_600_000.0)

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::conn::{i64_of, u64_of};
 use super::{CHANNEL, Inner, OP_TIMEOUT, db, is_serialization, payload};
 use crate::storage::{
     AppendOutcome, Change, MailboxOutcome, NewGroupEntry, NewMailboxPost, StoreError,
@@ -43,14 +44,6 @@ pub(in crate::storage) enum Job {
 enum Outcome {
     Append(AppendOutcome),
     Mailbox(MailboxOutcome),
-}
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 /// Runs until every sender is gone.
