@@ -4,7 +4,6 @@
 //! a figure, only when a scenario cannot run at all.
 
 mod children;
-mod pg;
 mod procs;
 mod relay_client;
 mod report;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::proxy::Proxy;
-use crate::support::{Daemon, Relay};
+use crate::support::Daemon;
+use crate::support::proxied::ProxiedRelays;
 
 fn texts_from(list: &[Value], sender: &str) -> Vec<String> {
     list.iter()
@@ -17,15 +17,12 @@ fn texts_from(list: &[Value], sender: &str) -> Vec<String> {
         .collect()
 }
 
-/// A daemon with a short keepalive whose account lives on the relay behind `proxy`.
-fn behind(proxy: &Proxy, name: &str) -> (Daemon, String) {
+/// A daemon with a short keepalive whose account lives on the relay behind the proxy.
+fn behind(net: &ProxiedRelays, name: &str) -> (Daemon, String) {
     let mut d = Daemon::new("file");
     d.set_env("SOTTO_RELAY_KEEPALIVE", "1");
-    d.start();
-    let a = d
-        .client()
-        .ok("account.create", json!({"name": name, "relay": proxy.host}));
-    (d, a["address"].as_str().unwrap().to_owned())
+    let address = d.account_at(net.host(), name);
+    (d, address)
 }
 
 /// The first event of type `kind` with a seq above `since` (waits for it).
@@ -50,12 +47,10 @@ fn last_seq(d: &Daemon) -> u64 {
 
 #[test]
 fn a_network_cut_without_close_is_noticed_and_everything_resumes() {
-    let proxy = Proxy::bind();
-    let public = format!("ws://{}/sotto/v1", proxy.host);
-    let relay = Relay::start_with(&["--public-url", &public]);
-    proxy.set_backends(&[&relay.host]);
-    let (alice, a) = behind(&proxy, "alice");
-    let (bob, b) = behind(&proxy, "bob");
+    let net = ProxiedRelays::start(1, &[]);
+    let proxy = &net.proxy;
+    let (alice, a) = behind(&net, "alice");
+    let (bob, b) = behind(&net, "bob");
     let conv = alice.sotto_json(&["conversation", "create", &b])["id"]
         .as_str()
         .unwrap()

@@ -3,15 +3,15 @@
 //! daemon must retry the same bytes under the same post id, recognise its own entry in
 //! the log, and end on the group's epoch (no fork) with the message delivered once.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use sotto_protocol::relay::{ClientFrame, Request, content_type};
+use sotto_testkit::proxy::Watcher;
 
-use crate::support::{Daemon, Relay, wait_for};
+use crate::support::proxied::ProxiedRelays;
+use crate::support::{Daemon, wait_for};
 
 /// What the proxy drops next: nothing, the answer to the next commit, or to the next
 /// application message.
@@ -19,76 +19,21 @@ const PASS: u8 = 0;
 const DROP_COMMIT_ACK: u8 = 1;
 const DROP_MESSAGE_ACK: u8 = 2;
 
-struct Proxy {
-    port: u16,
-    mode: Arc<AtomicU8>,
-    dropped: Arc<Mutex<u32>>,
-}
-
-/// Forwards one connection. Client→relay bytes are parsed as WebSocket frames after the
-/// HTTP upgrade; when a post matching the armed mode goes up, the relay's next frame (its
-/// answer) is swallowed and both sides are cut.
-fn pipe(mut client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, dropped: Arc<Mutex<u32>>) {
-    let cut = Arc::new(AtomicU8::new(0));
-    let mut server_r = server.try_clone().unwrap();
-    let mut client_w = client.try_clone().unwrap();
-    let cut2 = cut.clone();
-    let dropped2 = dropped.clone();
-    // relay → client
-    std::thread::spawn(move || {
-        let mut upgraded = false;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 65536];
-        loop {
-            let n = match server_r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if !upgraded {
-                head.extend_from_slice(&buf[..n]);
-                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                    upgraded = true;
-                    let _ = client_w.write_all(&head);
-                    let _ = end;
-                    head.clear();
-                }
-                continue;
-            }
-            if cut2.load(Ordering::SeqCst) == 1 {
-                // Swallow whatever the relay says next, then cut both sides.
-                *dropped2.lock().unwrap() += 1;
-                let _ = client_w.shutdown(Shutdown::Both);
-                let _ = server_r.shutdown(Shutdown::Both);
-                return;
-            }
-            if client_w.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = client_w.shutdown(Shutdown::Both);
-    });
-    // client → relay
-    let mut server_w = server;
+/// Watches one connection's client bytes: WebSocket frames after the HTTP upgrade. A post
+/// matching the armed `mode` disarms it and has its answer lost.
+fn watch_posts(mode: Arc<AtomicU8>) -> Watcher {
     let mut pending: Vec<u8> = Vec::new();
     let mut upgraded = false;
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = match client.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if server_w.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        pending.extend_from_slice(&buf[..n]);
+    Box::new(move |bytes| {
+        pending.extend_from_slice(bytes);
         if !upgraded {
-            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                upgraded = true;
-                pending.drain(..end + 4);
-            } else {
-                continue;
-            }
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return false;
+            };
+            upgraded = true;
+            pending.drain(..end + 4);
         }
+        let mut lose = false;
         while let Some((payload, used)) = ws_frame(&pending) {
             pending.drain(..used);
             let armed = mode.load(Ordering::SeqCst);
@@ -102,16 +47,16 @@ fn pipe(mut client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, dropped: 
             {
                 // The content type is read from the MLS framing, as the relay does.
                 let is_commit = mls_content_type(&message) == Some(content_type::COMMIT);
-                let wanted = (armed == DROP_COMMIT_ACK && is_commit)
-                    || (armed == DROP_MESSAGE_ACK && !is_commit);
-                if wanted {
+                if (armed == DROP_COMMIT_ACK && is_commit)
+                    || (armed == DROP_MESSAGE_ACK && !is_commit)
+                {
                     mode.store(PASS, Ordering::SeqCst);
-                    cut.store(1, Ordering::SeqCst);
+                    lose = true;
                 }
             }
         }
-    }
-    let _ = server_w.shutdown(Shutdown::Both);
+        lose
+    })
 }
 
 /// One complete masked client frame at the start of `buf`: (unmasked payload, bytes used).
@@ -169,35 +114,18 @@ fn epoch_of(d: &Daemon, conv: &str) -> u64 {
 #[test]
 fn a_lost_ack_for_a_commit_or_a_message_forks_nothing_and_duplicates_nothing() {
     // The relay announces the proxy's address as its public URL: daemons connect through it.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let relay = Relay::start_with(&[
-        "--public-url",
-        &format!("ws://127.0.0.1:{proxy_port}/sotto/v1"),
-    ]);
-    let proxy = Proxy::start_on(proxy_port, relay.host.clone());
-    let host = format!("127.0.0.1:{}", proxy.port);
-    let mut alice = Daemon::new("file");
-    alice.start();
-    alice
-        .client()
-        .ok("account.create", json!({"name": "alice", "relay": host}));
-    let mut bob = Daemon::new("file");
-    bob.start();
-    bob.client()
-        .ok("account.create", json!({"name": "bob", "relay": host}));
-    let mut carol = Daemon::new("file");
-    carol.start();
-    let carol_a = carol
-        .client()
-        .ok("account.create", json!({"name": "carol", "relay": host}))["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let net = ProxiedRelays::start(1, &[]);
+    let mode = Arc::new(AtomicU8::new(PASS));
+    let m = Arc::clone(&mode);
+    net.proxy.lose_answers(move || watch_posts(Arc::clone(&m)));
+    let proxy = &net.proxy;
+    let host = net.host();
+    let (alice, _) = net.daemon("alice", 0);
+    let (bob, _) = net.daemon("bob", 0);
+    let (carol, carol_a) = net.daemon("carol", 0);
 
     // The answer to the group's first commit is lost.
-    proxy.mode.store(DROP_COMMIT_ACK, Ordering::SeqCst);
+    mode.store(DROP_COMMIT_ACK, Ordering::SeqCst);
     let conv = alice.sotto_json(&[
         "conversation",
         "create",
@@ -208,16 +136,12 @@ fn a_lost_ack_for_a_commit_or_a_message_forks_nothing_and_duplicates_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(
-        *proxy.dropped.lock().unwrap(),
-        1,
-        "the commit's answer was dropped"
-    );
+    assert_eq!(proxy.answers_lost(), 1, "the commit's answer was dropped");
     bob.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
     // And the answer to an add's commit.
-    proxy.mode.store(DROP_COMMIT_ACK, Ordering::SeqCst);
+    mode.store(DROP_COMMIT_ACK, Ordering::SeqCst);
     alice.sotto_json(&["conversation", "add", "ack", &carol_a]);
-    assert_eq!(*proxy.dropped.lock().unwrap(), 2);
+    assert_eq!(proxy.answers_lost(), 2);
     carol.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
     let e = epoch_of(&alice, &conv);
     wait_for("bob on alice's epoch", || {
@@ -226,10 +150,10 @@ fn a_lost_ack_for_a_commit_or_a_message_forks_nothing_and_duplicates_nothing() {
     assert_eq!(epoch_of(&carol, &conv), e, "no fork");
 
     // The answer to a message is lost.
-    proxy.mode.store(DROP_MESSAGE_ACK, Ordering::SeqCst);
+    mode.store(DROP_MESSAGE_ACK, Ordering::SeqCst);
     let sent = alice.sotto_json(&["send", "ack", "exactly once"]);
     assert_eq!(sent["state"], "sent", "{sent}");
-    assert_eq!(*proxy.dropped.lock().unwrap(), 3);
+    assert_eq!(proxy.answers_lost(), 3);
     for d in [&bob, &carol] {
         let got = d.wait_messages(&conv, "the message", |l| !l.is_empty());
         assert_eq!(
@@ -251,28 +175,4 @@ fn a_lost_ack_for_a_commit_or_a_message_forks_nothing_and_duplicates_nothing() {
         "no duplicate on alice's side"
     );
     assert_eq!(epoch_of(&alice, &conv), epoch_of(&bob, &conv));
-}
-
-impl Proxy {
-    fn start_on(port: u16, upstream: String) -> Proxy {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let mode = Arc::new(AtomicU8::new(PASS));
-        let dropped = Arc::new(Mutex::new(0));
-        let (m, d) = (mode.clone(), dropped.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (m, d) = (m.clone(), d.clone());
-                std::thread::spawn(move || pipe(client, server, m, d));
-            }
-        });
-        Proxy {
-            port,
-            mode,
-            dropped,
-        }
-    }
 }

@@ -5,70 +5,19 @@
 //! load from two senders: the daemons on it reconnect through the proxy to the other, and
 //! every acknowledged message reaches every member exactly once, in one order.
 
-use std::io::{Read as _, Write as _};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::proxy::Proxy;
-use crate::support::{Daemon, RawClient, Relay, wait_for};
+use crate::support::proxied::ProxiedRelays;
+use crate::support::{Daemon, RawClient, wait_for};
 
 /// Messages each sender sends.
 const PER_SENDER: usize = 40;
 /// The relay process dies after this many of each sender's messages were acknowledged.
 const KILL_AFTER: usize = 12;
-
-/// `sotto_relay_connections` of a relay process (its open WebSocket connections).
-fn relay_connections(host: &str) -> u64 {
-    let mut s = std::net::TcpStream::connect(host).expect("connect for /metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.lines()
-        .find_map(|l| l.strip_prefix("sotto_relay_connections "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sotto_relay_connections in:\n{out}"))
-}
-
-fn connected(d: &Daemon) -> bool {
-    RawClient::connect(&d.socket())
-        .ok()
-        .map(|mut c| c.call("daemon.status", json!({})))
-        .and_then(|r| {
-            r["result"]["relays"]
-                .as_array()
-                .map(|rs| !rs.is_empty() && rs.iter().all(|r| r["connected"] == true))
-        })
-        .unwrap_or(false)
-}
-
-/// `message.list` until `pred`, with a deadline fit for hundreds of messages through debug
-/// builds on a shared machine.
-fn history(d: &Daemon, conv: &str, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let list = RawClient::connect(&d.socket()).ok().and_then(|mut c| {
-            let r = c.call("message.list", json!({"conversation": conv, "limit": 1000}));
-            r.get("result")?.as_array().cloned()
-        });
-        if let Some(list) = &list
-            && pred(list)
-        {
-            return list.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "timed out waiting for {what}; last: {}",
-            list.map(|l| l.len()).unwrap_or(0)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// How long hundreds of messages may take through debug builds on a shared machine.
+const HISTORY_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Sends `texts` in order, each under its own idempotency key, retrying a call whose
 /// answer is an error with the same key; counts acknowledgements in `acked`.
@@ -107,37 +56,26 @@ fn sender(
 
 #[test]
 fn daemons_on_two_relay_processes_share_a_group_and_survive_a_kill_9_of_one() {
-    let cluster = crate::pg::shared();
-    let url = cluster.create_database();
-    // The proxy's address is the relays' one public URL: every process accepts proofs
-    // bound to it, so a daemon may land on either.
-    let proxy = Proxy::bind();
-    let public = format!("ws://{}/sotto/v1", proxy.host);
-    let flags = ["--database", url.as_str(), "--public-url", public.as_str()];
-    let mut r1 = Relay::start_with(&flags);
-    let r2 = Relay::start_with(&flags);
-    proxy.set_backends(&[&r1.host, &r2.host]);
+    let url = crate::pg::shared()
+        .create_database()
+        .expect("create a database");
+    let mut net = ProxiedRelays::start(2, &["--database", &url]);
 
     // alice and carol on process 1, bob on process 2.
-    let mut people = Vec::new();
-    for (name, process) in [("alice", 0), ("bob", 1), ("carol", 0)] {
-        proxy.route_to(process);
-        let mut d = Daemon::new("file");
-        d.start();
-        let a = d
-            .client()
-            .ok("account.create", json!({"name": name, "relay": proxy.host}));
-        let address = a["address"].as_str().expect("address").to_owned();
-        wait_for(&format!("{name} connected"), || connected(&d).then_some(()));
-        people.push((d, address));
-    }
+    let mut people: Vec<(Daemon, String)> = [("alice", 0), ("bob", 1), ("carol", 0)]
+        .into_iter()
+        .map(|(name, process)| net.daemon(name, process))
+        .collect();
+    let proxy = &net.proxy;
     assert!(
         proxy.live(0) >= 1 && proxy.live(1) >= 1,
         "connections on both processes: {} and {}",
         proxy.live(0),
         proxy.live(1)
     );
-    assert!(relay_connections(&r1.host) >= 1 && relay_connections(&r2.host) >= 1);
+    for r in &net.relays {
+        assert!(r.metric("sotto_relay_connections") >= 1.0);
+    }
 
     let conv = people[0].0.client().ok(
         "conversation.create",
@@ -157,9 +95,12 @@ fn daemons_on_two_relay_processes_share_a_group_and_survive_a_kill_9_of_one() {
         json!({"conversation": conv, "text": "across", "idempotency_key": "across"}),
     );
     for (d, _) in &people {
-        history(d, &conv, "the message across processes", |l| {
-            l.iter().any(|m| m["text"] == "across")
-        });
+        d.wait_messages_within(
+            HISTORY_DEADLINE,
+            &conv,
+            "the message across processes",
+            |l| l.iter().any(|m| m["text"] == "across"),
+        );
     }
 
     // Load from two senders on different processes; process 1 dies in the middle.
@@ -167,7 +108,7 @@ fn daemons_on_two_relay_processes_share_a_group_and_survive_a_kill_9_of_one() {
         .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))
         .collect();
     // From here on new connections try process 2 first too (process 1 is about to die).
-    proxy.route_to(1);
+    net.proxy.route_to(1);
     let senders = [
         sender(
             people[0].0.socket(),
@@ -183,12 +124,12 @@ fn daemons_on_two_relay_processes_share_a_group_and_survive_a_kill_9_of_one() {
             .all(|a| a.load(std::sync::atomic::Ordering::SeqCst) >= KILL_AFTER)
             .then_some(())
     });
-    r1.kill();
+    net.relays[0].kill();
     for s in senders {
         s.join().expect("sender");
     }
     wait_for("every daemon back on the surviving process", || {
-        (proxy.live(0) == 0 && people.iter().all(|(d, _)| connected(d))).then_some(())
+        (net.proxy.live(0) == 0 && people.iter().all(|(d, _)| d.relays_connected())).then_some(())
     });
 
     // Every acknowledged message, exactly once, in one order, everywhere.
@@ -199,9 +140,12 @@ fn daemons_on_two_relay_processes_share_a_group_and_survive_a_kill_9_of_one() {
     let histories: Vec<Vec<Value>> = people
         .iter()
         .map(|(d, me)| {
-            history(d, &conv, &format!("{total} messages at {me}"), |l| {
-                l.len() >= total && l.iter().all(|m| m["state"] != "queued")
-            })
+            d.wait_messages_within(
+                HISTORY_DEADLINE,
+                &conv,
+                &format!("{total} messages at {me}"),
+                |l| l.len() >= total && l.iter().all(|m| m["state"] != "queued"),
+            )
         })
         .collect();
     let ids = |h: &[Value]| -> Vec<String> {
@@ -235,7 +179,7 @@ fn daemons_on_two_relay_processes_share_a_group_and_survive_a_kill_9_of_one() {
         assert_eq!(ids(h), ids(&histories[0]), "one order for everyone");
     }
     assert!(
-        proxy.total(1) > 1,
+        net.proxy.total(1) > 1,
         "the daemons of the killed process reconnected to the other"
     );
     for (d, _) in &mut people {

@@ -25,10 +25,8 @@ mod invite;
 mod lost_ack;
 mod messaging;
 mod openrpc;
-/// The PostgreSQL test cluster of the relay's suite (Debian's server in a temp dir).
-#[allow(dead_code)]
-#[path = "../../relay/tests/cases/pg.rs"]
-mod pg;
+/// The PostgreSQL test cluster (Debian's server in a temp dir).
+use sotto_testkit::pg;
 mod postquantum;
 mod scaleout;
 mod socket;

@@ -24,8 +24,8 @@ mod faults_disk;
 #[path = "cases/faults_flood.rs"]
 mod faults_flood;
 
-#[path = "cases/pg.rs"]
-mod pg;
+/// The PostgreSQL test cluster (Debian's server in a temp dir).
+use sotto_testkit::pg;
 
 /// The relay protocol suite on the embedded SQLite backend.
 #[path = "cases"]

@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
+use sotto_testkit::pg::Cluster;
+
 use super::Ctx;
 use super::throughput::{client_run, relay_durability};
-use crate::pg::Cluster;
 use crate::procs::{CpuMeter, Relay, unlimited_flags};
 use crate::progress;
 use crate::relay_client::{Client, Device};
@@ -68,13 +69,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         f
     };
     progress!("PostgreSQL ({pg_durability}): {k} clients × {m} posts on one relay process");
-    let one = Relay::start(&with_db(&cluster.database("bench_one")?))?;
+    let one = Relay::start(&with_db(&cluster.create_database()?))?;
     let one_sync = relay_durability(&one);
     let (one_rate, one_acks, one_cpu) = load(std::slice::from_ref(&one), k, m).await?;
     drop(one);
 
     progress!("PostgreSQL: {k} clients × {m} posts on two relay processes, one database");
-    let url = cluster.database("bench_two")?;
+    let url = cluster.create_database()?;
     let a = Relay::start(&with_db(&url))?;
     let mut f = with_db(&url);
     f.extend(["--public-url".to_owned(), a.url.clone()]);

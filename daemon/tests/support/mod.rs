@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod proxy;
+pub mod proxied;
 pub mod relay_client;
 
 use std::ffi::OsString;
@@ -33,13 +33,18 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Polls `f` until it returns `Some`, or panics after [`DEADLINE`] with `what`.
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_within(DEADLINE, what, f)
+}
+
+/// [`wait_for`] with another deadline (for work that takes longer on a loaded machine).
+pub fn wait_within<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -868,6 +873,25 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// The value of metric `name` on the relay's `/metrics` (a `name value` line).
+    pub fn metric(&self, name: &str) -> f64 {
+        let mut s = std::net::TcpStream::connect(&self.host).expect("connect for /metrics");
+        s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send GET /metrics");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read /metrics");
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -880,12 +904,18 @@ impl Drop for Relay {
 impl Daemon {
     /// Starts the daemon and creates account `name` on `relay`; returns the address.
     pub fn account(&mut self, relay: &Relay, name: &str) -> String {
+        self.account_at(&relay.host, name)
+    }
+
+    /// Starts the daemon (unless running) and creates account `name` on the relay at
+    /// `host` (`127.0.0.1:PORT`, e.g. a proxy's); returns the address.
+    pub fn account_at(&mut self, host: &str, name: &str) -> String {
         if !self.is_running() {
             self.start();
         }
         let a = self
             .client()
-            .ok("account.create", json!({"name": name, "relay": relay.host}));
+            .ok("account.create", json!({"name": name, "relay": host}));
         a["address"].as_str().expect("address").to_owned()
     }
 
@@ -896,7 +926,18 @@ impl Daemon {
         what: &str,
         pred: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        wait_for(what, || {
+        self.wait_messages_within(DEADLINE, conv, what, pred)
+    }
+
+    /// [`Daemon::wait_messages`] with another deadline.
+    pub fn wait_messages_within(
+        &self,
+        deadline: Duration,
+        conv: &str,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        wait_within(deadline, what, || {
             let mut c = RawClient::connect(&self.socket()).ok()?;
             let r = c.call("message.list", json!({"conversation": conv, "limit": 1000}));
             let list = r.get("result")?.as_array()?.clone();

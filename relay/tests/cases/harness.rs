@@ -50,7 +50,9 @@ impl Relay {
     pub fn start_with(extra: &[&str]) -> Relay {
         let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         if backend() == Backend::Postgres && !extra.iter().any(|a| a == "--database") {
-            let url = crate::pg::shared().create_database();
+            let url = crate::pg::shared()
+                .create_database()
+                .expect("create a database");
             extra.splice(0..0, ["--database".to_owned(), url]);
         }
         Relay::spawn_with(extra, None)
@@ -114,7 +116,7 @@ impl Relay {
                     .next()
                     .and_then(|d| d.split('?').next())
                     .expect("database name");
-                let out = crate::pg::shared().psql(db, sql);
+                let out = crate::pg::shared().psql(db, sql).expect("psql");
                 out.parse()
                     .unwrap_or_else(|_| panic!("count from {sql}: {out:?}"))
             }

@@ -286,7 +286,7 @@ fn migrate(url: &str) -> std::process::Output {
 #[test]
 fn migrate_is_idempotent_needs_no_listen_and_refuses_a_newer_schema() {
     let cluster = crate::pg::shared();
-    let url = cluster.create_database();
+    let url = cluster.create_database().expect("create a database");
     let db = url
         .rsplit('/')
         .next()
@@ -313,10 +313,14 @@ fn migrate_is_idempotent_needs_no_listen_and_refuses_a_newer_schema() {
     assert_eq!(versions[0], versions[1]);
     assert!(versions[0] >= 3, "{versions:?}");
     assert_eq!(
-        cluster.psql(db, "SELECT count(*) FROM sotto_schema"),
+        cluster
+            .psql(db, "SELECT count(*) FROM sotto_schema")
+            .expect("psql"),
         versions[0].to_string()
     );
-    cluster.psql(db, "INSERT INTO sotto_schema (version) VALUES (99)");
+    cluster
+        .psql(db, "INSERT INTO sotto_schema (version) VALUES (99)")
+        .expect("psql");
     let out = migrate(&url);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -353,8 +357,8 @@ async fn a_database_outage_under_load_loses_nothing_and_healthz_goes_503_and_bac
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     // Its own cluster: this test stops the server.
-    let cluster = crate::pg::Cluster::start();
-    let url = cluster.create_database();
+    let cluster = crate::pg::Cluster::start().expect("start a PostgreSQL cluster");
+    let url = cluster.create_database().expect("create a database");
     let relay = Relay::start_with(&["--database", &url, "--mailbox-posts-per-min", "1000000"]);
     let alice = Device::new(&relay.address("alice"));
     let bob = Device::new(&relay.address("bob"));
@@ -407,7 +411,7 @@ async fn a_database_outage_under_load_loses_nothing_and_healthz_goes_503_and_bac
     };
     wait_acked(50).await;
     assert_eq!(status(relay.addr).await, "HTTP/1.1 200 OK");
-    cluster.stop_server();
+    cluster.stop_server().expect("stop postgres");
     let down = Instant::now();
     let unhealthy_after = loop {
         if status(relay.addr).await.contains("503") {
@@ -419,7 +423,7 @@ async fn a_database_outage_under_load_loses_nothing_and_healthz_goes_503_and_bac
     let during = acked.load(Ordering::Relaxed);
     // A few seconds down, under load.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    cluster.start_server();
+    cluster.start_server().expect("start postgres");
     let up = Instant::now();
     let healthy_after = loop {
         if status(relay.addr).await.contains("200") {
@@ -563,29 +567,31 @@ async fn a_takeover_through_one_process_closes_the_old_install_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_require_encrypts_and_refuses_a_plain_server() {
     // Its own cluster: TLS is switched on for it alone.
-    let cluster = crate::pg::Cluster::start();
+    let cluster = crate::pg::Cluster::start().expect("start a PostgreSQL cluster");
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
         .expect("self-signed certificate");
-    let crt = cluster.write_private("server.crt", certified.cert.pem().as_bytes());
-    let key = cluster.write_private(
-        "server.key",
-        certified.signing_key.serialize_pem().as_bytes(),
-    );
-    cluster.psql(
-        "postgres",
-        &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", crt.display()),
-    );
-    cluster.psql(
-        "postgres",
-        &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
-    );
-    cluster.psql("postgres", "ALTER SYSTEM SET ssl = on");
-    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    let crt = cluster
+        .write_private("server.crt", certified.cert.pem().as_bytes())
+        .expect("write a server file");
+    let key = cluster
+        .write_private(
+            "server.key",
+            certified.signing_key.serialize_pem().as_bytes(),
+        )
+        .expect("write a server file");
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", crt.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        cluster.psql("postgres", &sql).expect("psql");
+    }
     crate::harness::eventually("the server to offer TLS", async || {
-        (cluster.psql("postgres", "SHOW ssl") == "on").then_some(())
+        (cluster.psql("postgres", "SHOW ssl").expect("psql") == "on").then_some(())
     })
     .await;
-    let url = cluster.create_database();
+    let url = cluster.create_database().expect("create a database");
     let db = url
         .rsplit('/')
         .next()
@@ -605,13 +611,15 @@ async fn sslmode_require_encrypts_and_refuses_a_plain_server() {
         })
         .await;
     assert!(matches!(r, Ok(Response::KeyPackageCount(_))), "{r:?}");
-    let encrypted = cluster.psql(
-        "postgres",
-        &format!(
-            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s
+    let encrypted = cluster
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s
              JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{db}'"
-        ),
-    );
+            ),
+        )
+        .expect("psql");
     let (tls, all) = encrypted.split_once('|').expect("two counts");
     assert!(all.parse::<u32>().unwrap() >= 1, "the relay is connected");
     assert_eq!(tls, all, "every connection of the relay is TLS");
@@ -621,6 +629,7 @@ async fn sslmode_require_encrypts_and_refuses_a_plain_server() {
     // A server without TLS (the shared cluster) is refused under `require`.
     let plain = crate::pg::shared()
         .create_database()
+        .expect("create a database")
         .replace("sslmode=disable", "sslmode=require");
     let out = migrate(&plain);
     assert!(!out.status.success(), "migrate over a plain connection");
