@@ -3,12 +3,12 @@
 //! database of an older sottod migrated on first start, and a missing key reported as
 //! exactly that with the file left untouched.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Relay, SecretService, files_under};
+use crate::support::{Daemon, Relay, SecretService, files_under, snapshot};
 
 const PLAIN_HEADER: &[u8] = b"SQLite format 3";
 
@@ -259,20 +259,4 @@ fn a_missing_database_key_is_reported_as_such_and_nothing_is_touched() {
         "{err}"
     );
     assert_eq!(snapshot(&d.data_dir()), before, "nothing changed on disk");
-}
-
-/// Every file under `dir` (but the daemon's lock file, which holds its pid) with a digest
-/// of its contents.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
-    use sha2::Digest as _;
-    let mut all: Vec<_> = files_under(dir)
-        .into_iter()
-        .filter(|p| !p.ends_with("sottod.lock"))
-        .map(|p| {
-            let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap()));
-            (p, digest)
-        })
-        .collect();
-    all.sort();
-    all
 }

@@ -2,29 +2,14 @@
 //! Each is refused at start with an error naming the file, and every file of the data
 //! directory is left byte for byte as it was (no fresh empty database in its place).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::support::{Daemon, Relay, files_under};
+use crate::support::{Daemon, Relay, snapshot};
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// Every file under `dir` (but the lock file, which holds a pid) with a digest.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
-    use sha2::Digest as _;
-    let mut all: Vec<_> = files_under(dir)
-        .into_iter()
-        .filter(|p| !p.ends_with("sottod.lock"))
-        .map(|p| {
-            let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap()));
-            (p, digest)
-        })
-        .collect();
-    all.sort();
-    all
-}
 
 /// A daemon with an account, stopped cleanly (the WAL checkpointed into the file).
 fn stopped_daemon_with_account(relay: &Relay, name: &str) -> Daemon {

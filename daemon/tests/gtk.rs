@@ -14,25 +14,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, RawClient, Relay, SessionBus, bin, wait_for};
+use crate::support::{self, Daemon, RawClient, Relay, SessionBus, bin, have, wait_for};
 
 /// Seconds the driver waits for something to show (the machine may be loaded).
 const UI_WAIT: f64 = 45.0;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn require_tools() {
-    for tool in ["Xvfb", "import", "/usr/bin/python3"] {
-        assert!(
-            have(tool),
-            "{tool} is missing: scripts/deps.sh installs xvfb, imagemagick and python3-pyatspi"
-        );
-    }
+    support::require_tools(
+        &["Xvfb", "import", "/usr/bin/python3"],
+        "scripts/deps.sh installs xvfb, imagemagick and python3-pyatspi",
+    );
     assert!(
         Path::new("/usr/libexec/at-spi-bus-launcher").exists(),
         "at-spi2-core is missing (scripts/deps.sh installs it)"

@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+pub use sotto_testkit::tmpfs::Tmpfs;
 use tempfile::TempDir;
 
 /// How long anything may take on a loaded 2-core machine before a test gives up.
@@ -30,6 +31,37 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Whether `tool` is there: a name on PATH, or a path to an executable.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Panics, naming the tool and what to `install`, unless every one of `tools` is there.
+pub fn require_tools(tools: &[&str], install: &str) {
+    for tool in tools {
+        assert!(have(tool), "{tool} is missing: {install}");
+    }
+}
+
+/// Every file under `dir` (but the daemon's lock file, which holds its pid) with the
+/// SHA-256 of its contents, sorted: two snapshots are equal when nothing changed on disk.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+    use sha2::Digest as _;
+    let mut all: Vec<_> = files_under(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with("sottod.lock"))
+        .map(|p| {
+            let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&p).expect("read")));
+            (p, digest)
+        })
+        .collect();
+    all.sort();
+    all
 }
 
 /// Polls `f` until it returns `Some`, or panics after [`DEADLINE`] with `what`.
@@ -397,15 +429,10 @@ pub struct SecretService {
 
 impl SecretService {
     pub fn start() -> SecretService {
-        for tool in ["dbus-daemon", "gnome-keyring-daemon", "secret-tool"] {
-            assert!(
-                Command::new("sh")
-                    .args(["-c", &format!("command -v {tool}")])
-                    .output()
-                    .is_ok_and(|o| o.status.success()),
-                "{tool} is missing: install dbus, gnome-keyring and libsecret-tools (the README test command does)"
-            );
-        }
+        require_tools(
+            &["dbus-daemon", "gnome-keyring-daemon", "secret-tool"],
+            "install dbus, gnome-keyring and libsecret-tools (the README test command does)",
+        );
         let dir = tempfile::Builder::new()
             .prefix("sotto-ss")
             .tempdir()
@@ -535,21 +562,16 @@ pub struct SessionBus {
 
 impl SessionBus {
     pub fn start() -> SessionBus {
-        for tool in [
-            "dbus-daemon",
-            "dbus-send",
-            "dbus-monitor",
-            "gdbus",
-            "busctl",
-        ] {
-            assert!(
-                Command::new("sh")
-                    .args(["-c", &format!("command -v {tool}")])
-                    .output()
-                    .is_ok_and(|o| o.status.success()),
-                "{tool} is missing: install dbus, dbus-bin, libglib2.0-bin and systemd (scripts/deps.sh does)"
-            );
-        }
+        require_tools(
+            &[
+                "dbus-daemon",
+                "dbus-send",
+                "dbus-monitor",
+                "gdbus",
+                "busctl",
+            ],
+            "install dbus, dbus-bin, libglib2.0-bin and systemd (scripts/deps.sh does)",
+        );
         let dir = tempfile::Builder::new()
             .prefix("sotto-bus")
             .tempdir()
@@ -956,98 +978,5 @@ impl Daemon {
                 .find(|c| pred(c))
                 .cloned()
         })
-    }
-}
-
-/// A small tmpfs mounted at a directory for the disk-full and read-only tests; lazily
-/// unmounted on drop (the processes using it may still be running).
-pub struct Tmpfs {
-    pub path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. `"16m"`) at `path` (created if missing), mode 0700.
-    /// Mounting needs root (the test command runs as root here and in CI). When it is
-    /// impossible the test fails loudly, unless `SOTTO_TEST_SKIP_MOUNT=1` is set: then
-    /// it says SKIPPED on stderr and returns `None`.
-    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0700"))
-            .arg("tmpfs")
-            .arg(path)
-            .output()
-            .expect("run mount (package mount)");
-        if !out.status.success() {
-            let why = String::from_utf8_lossy(&out.stderr).into_owned();
-            if std::env::var_os("SOTTO_TEST_SKIP_MOUNT").is_some_and(|v| v == "1") {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs at {} ({why}); this fault test did not run",
-                    path.display()
-                );
-                return None;
-            }
-            panic!(
-                "cannot mount a tmpfs at {} ({why}): this test needs root (or CAP_SYS_ADMIN); set SOTTO_TEST_SKIP_MOUNT=1 to skip it knowingly",
-                path.display()
-            );
-        }
-        Some(Tmpfs {
-            path: path.to_owned(),
-        })
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.path.join("filler")
-    }
-
-    /// Fills the file system to the last byte; returns how many bytes the filler took.
-    pub fn fill(&self) -> u64 {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.filler())
-            .expect("filler");
-        let mut written = 0u64;
-        for chunk in [1 << 16, 4096, 512, 1] {
-            let buf = vec![0x5au8; chunk];
-            while f.write_all(&buf).is_ok() {
-                written += chunk as u64;
-            }
-        }
-        let _ = f.sync_all();
-        written
-    }
-
-    /// Deletes the filler: the space is back.
-    pub fn free(&self) {
-        std::fs::remove_file(self.filler()).expect("remove the filler");
-    }
-
-    /// Remounts read-only (`ro`) or read-write.
-    pub fn remount(&self, read_only: bool) {
-        let mode = if read_only {
-            "remount,ro"
-        } else {
-            "remount,rw"
-        };
-        let out = Command::new("mount")
-            .args(["-o", mode])
-            .arg(&self.path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -o {mode} {}: {}",
-            self.path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }

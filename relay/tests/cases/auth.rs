@@ -149,13 +149,7 @@ async fn only_the_owner_reads_a_mailbox() {
         .await;
     assert_eq!(kind(r), RelayErrorKind::Unauthenticated);
     // Bob can, and the entry is still there.
-    let r = b
-        .request(Request::SubscribeMailbox {
-            device: bob.device_ref(),
-            after: 0,
-        })
-        .await;
-    assert_eq!(r, Ok(Response::Ok));
+    b.subscribe_mailbox(&bob, 0).await;
     let Push::Mailbox { entries } = b.push().await else {
         panic!("expected mailbox push")
     };
@@ -287,11 +281,7 @@ async fn a_welcome_for_many_is_stored_once_and_acked_per_mailbox() {
     let blobs = relay.count("SELECT COUNT(*) FROM mailbox_blobs");
     assert_eq!(blobs, 1);
     for (client, dev, seq) in [(&mut b, &bob, seqs[0]), (&mut c, &carol, seqs[1])] {
-        let sub = Request::SubscribeMailbox {
-            device: dev.device_ref(),
-            after: 0,
-        };
-        assert_eq!(client.request(sub).await, Ok(Response::Ok));
+        client.subscribe_mailbox(dev, 0).await;
         let Push::Mailbox { entries } = client.push().await else {
             panic!("push")
         };

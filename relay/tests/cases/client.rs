@@ -284,6 +284,17 @@ impl Client {
         self.response(id).await
     }
 
+    /// Subscribes to `dev`'s mailbox from `after`; the relay must accept.
+    pub async fn subscribe_mailbox(&mut self, dev: &Device, after: u64) {
+        let r = self
+            .request(Request::SubscribeMailbox {
+                device: dev.device_ref(),
+                after,
+            })
+            .await;
+        assert_eq!(r, Ok(Response::Ok), "subscribe to the mailbox");
+    }
+
     /// The next push (queued or new).
     pub async fn push(&mut self) -> Push {
         if let Some(p) = self.pushes.pop_front() {

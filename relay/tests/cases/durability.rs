@@ -78,11 +78,7 @@ async fn acked_posts_survive_kill_9() {
 
     relay.restart();
     let mut b = Client::authenticated(relay.addr, &bob).await;
-    let sub = Request::SubscribeMailbox {
-        device: bob.device_ref(),
-        after: 0,
-    };
-    assert_eq!(b.request(sub).await, Ok(Response::Ok));
+    b.subscribe_mailbox(&bob, 0).await;
     // The backlog is pushed before the next request is answered.
     b.ping_ok().await;
     let mut stored = Vec::new();

@@ -5,67 +5,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use sotto_protocol::relay::{Push, RelayErrorKind, Request, Response};
+use sotto_testkit::tmpfs::Tmpfs;
 
 use crate::client::{Client, Device};
 use crate::harness::Relay;
-
-/// A tmpfs mounted at a directory; lazily unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts, or fails loudly (skipped only with `SOTTO_TEST_SKIP_MOUNT=1`).
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0700"))
-            .arg("tmpfs")
-            .arg(path)
-            .output()
-            .expect("run mount");
-        if !out.status.success() {
-            let why = String::from_utf8_lossy(&out.stderr).into_owned();
-            if std::env::var_os("SOTTO_TEST_SKIP_MOUNT").is_some_and(|v| v == "1") {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs at {} ({why}); this fault test did not run",
-                    path.display()
-                );
-                return None;
-            }
-            panic!(
-                "cannot mount a tmpfs at {} ({why}): this test needs root; set SOTTO_TEST_SKIP_MOUNT=1 to skip it knowingly",
-                path.display()
-            );
-        }
-        Some(Tmpfs {
-            path: path.to_owned(),
-        })
-    }
-
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.path.join("filler")).unwrap();
-        for chunk in [1 << 16, 4096, 512, 1] {
-            let buf = vec![0x5au8; chunk];
-            while f.write_all(&buf).is_ok() {}
-        }
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.path.join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 fn post(bob: &Device, i: u32) -> Request {
     let mut post_id = [0u8; 16];
@@ -85,13 +29,7 @@ fn payload(i: u32) -> Vec<u8> {
 }
 
 async fn mailbox(b: &mut Client, bob: &Device, n: usize) -> Vec<Vec<u8>> {
-    let r = b
-        .request(Request::SubscribeMailbox {
-            device: bob.device_ref(),
-            after: 0,
-        })
-        .await;
-    assert_eq!(r, Ok(Response::Ok));
+    b.subscribe_mailbox(bob, 0).await;
     let mut all = Vec::new();
     while all.len() < n {
         let Push::Mailbox { entries } = b.push().await else {

@@ -122,13 +122,7 @@ async fn a_flood_is_limited_and_connected_clients_keep_working() {
     let eve = Device::new(&relay.address("eve"));
     let mut a = Client::registered(relay.addr, &alice).await;
     let mut b = Client::registered(relay.addr, &bob).await;
-    let r = b
-        .request(Request::SubscribeMailbox {
-            device: bob.device_ref(),
-            after: 0,
-        })
-        .await;
-    assert_eq!(r, Ok(Response::Ok));
+    b.subscribe_mailbox(&bob, 0).await;
     let mut e = Client::registered(relay.addr, &eve).await;
 
     let bob_ref = bob.device_ref();

@@ -103,11 +103,7 @@ async fn pair(relay: &Relay) -> Pair {
         .await;
     assert!(matches!(r, Ok(Response::Posted { .. })), "{r:?}");
 
-    let sub = Request::SubscribeMailbox {
-        device: bob.device_ref(),
-        after: 0,
-    };
-    assert_eq!(b.request(sub).await, Ok(Response::Ok));
+    b.subscribe_mailbox(&bob, 0).await;
     let Push::Mailbox { entries } = b.push().await else {
         panic!("mailbox push")
     };

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use openmls::prelude::MlsGroup;
 use sotto_protocol::relay::{Push, RelayErrorKind, Request, Response};
 
 use crate::client::{Client, Device, post_id};
@@ -18,6 +19,27 @@ async fn create(c: &mut Client, group_id: &[u8]) {
     assert!(matches!(r, Ok(Response::Group(_))), "create group: {r:?}");
 }
 
+/// A group `owner` creates through `c`, whose first commit (seq 1, epoch 1) puts `member`
+/// on the access list; returns it (merged) and its id.
+async fn group_with(c: &mut Client, owner: &Device, member: &Device) -> (MlsGroup, Vec<u8>) {
+    let mut g = mls::new_group(owner);
+    let id = gid(&g);
+    create(c, &id).await;
+    let c0 = mls::self_update(&mut g, owner);
+    mls::merge(&mut g, owner);
+    let r = c
+        .request(Request::PostGroup {
+            post_id: post_id(),
+            group_id: id.clone(),
+            message: c0,
+            added: vec![member.key()],
+            removed: vec![],
+        })
+        .await;
+    assert_eq!(r, Ok(Response::Accepted { seq: 1, epoch: 1 }));
+    (g, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_racing_through_two_processes_for_one_epoch_have_exactly_one_winner() {
     const ROUNDS: u64 = 40;
@@ -29,22 +51,8 @@ async fn commits_racing_through_two_processes_for_one_epoch_have_exactly_one_win
     // Alice on process 1, Bob on process 2.
     let mut a = Client::registered(one.addr, &alice).await;
     let mut b = Client::registered(two.addr, &bob).await;
-    let mut g = mls::new_group(&alice);
-    let id = gid(&g);
-    create(&mut a, &id).await;
     // Bob joins the access list with the first commit.
-    let c0 = mls::self_update(&mut g, &alice);
-    mls::merge(&mut g, &alice);
-    let r = a
-        .request(Request::PostGroup {
-            post_id: post_id(),
-            group_id: id.clone(),
-            message: c0,
-            added: vec![bob.key()],
-            removed: vec![],
-        })
-        .await;
-    assert_eq!(r, Ok(Response::Accepted { seq: 1, epoch: 1 }));
+    let (mut g, id) = group_with(&mut a, &alice, &bob).await;
     let mut wins = [0u32; 2];
     for round in 0..ROUNDS {
         let epoch = round + 1;
@@ -202,31 +210,13 @@ async fn posts_through_one_process_are_pushed_to_members_on_the_other() {
     let mut a = Client::registered(one.addr, &alice).await;
     let mut c = Client::registered(two.addr, &carol).await;
     // A group log: Carol (on process 2) subscribes; Alice (on process 1) posts.
-    let mut g = mls::new_group(&alice);
-    let id = gid(&g);
-    create(&mut a, &id).await;
-    let c0 = mls::self_update(&mut g, &alice);
-    mls::merge(&mut g, &alice);
-    let r = a
-        .request(Request::PostGroup {
-            post_id: post_id(),
-            group_id: id.clone(),
-            message: c0,
-            added: vec![carol.key()],
-            removed: vec![],
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Accepted { .. })), "{r:?}");
+    let (mut g, id) = group_with(&mut a, &alice, &carol).await;
     let sub = Request::SubscribeGroup {
         group_id: id.clone(),
         after: 1,
     };
     assert_eq!(c.request(sub).await, Ok(Response::Ok));
-    let sub = Request::SubscribeMailbox {
-        device: carol.device_ref(),
-        after: 0,
-    };
-    assert_eq!(c.request(sub).await, Ok(Response::Ok));
+    c.subscribe_mailbox(&carol, 0).await;
     let mut latencies = Vec::new();
     for i in 0..POSTS {
         let started = Instant::now();
@@ -455,11 +445,7 @@ async fn a_database_outage_under_load_loses_nothing_and_healthz_goes_503_and_bac
     // Every acknowledged post is stored exactly once, in order.
     let mut b = Client::authenticated(relay.addr, &bob).await;
     let mut got = Vec::new();
-    let sub = Request::SubscribeMailbox {
-        device: bob.device_ref(),
-        after: 0,
-    };
-    assert_eq!(b.request(sub).await, Ok(Response::Ok));
+    b.subscribe_mailbox(&bob, 0).await;
     while got.len() < sent as usize {
         let Push::Mailbox { entries } = tokio::time::timeout(DEADLINE, b.push())
             .await
@@ -540,13 +526,7 @@ async fn a_takeover_through_one_process_closes_the_old_install_on_the_other() {
     let two = one.sibling();
     let alice = Device::new(&one.address("alice"));
     let mut old = Client::registered(one.addr, &alice).await;
-    let r = old
-        .request(Request::SubscribeMailbox {
-            device: alice.device_ref(),
-            after: 0,
-        })
-        .await;
-    assert_eq!(r, Ok(Response::Ok));
+    old.subscribe_mailbox(&alice, 0).await;
     let start = Instant::now();
     drop(Client::registered(two.addr, &alice.restored()).await);
     // The NOTIFY of the takeover reaches process one, which closes the old connection.
