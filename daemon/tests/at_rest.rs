@@ -67,11 +67,7 @@ fn pair_with_a_message(ss: &SecretService, relay: &Relay, text: &str) -> (Daemon
     let mut bob = Daemon::new("secret-service").with_bus(&ss.address);
     alice.account(relay, "alice");
     let b = bob.account(relay, "bob");
-    let conv = alice.sotto_json(&["conversation", "create", &b])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    bob.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = alice.conversation_with(&bob, &b);
     alice.sotto_ok(&["send", &conv, text]);
     bob.wait_messages(&conv, "alice's message", |l| {
         l.iter().any(|m| m["text"] == text)

@@ -12,11 +12,7 @@ fn pair(relay: &Relay) -> (Daemon, String, Daemon, String, String) {
     let a = alice.account(relay, "alice");
     let mut bob = Daemon::new("file");
     let b = bob.account(relay, "bob");
-    let conv = alice.sotto_json(&["conversation", "create", &b])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    bob.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = alice.conversation_with(&bob, &b);
     (alice, a, bob, b, conv)
 }
 

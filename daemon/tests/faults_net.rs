@@ -51,11 +51,7 @@ fn a_network_cut_without_close_is_noticed_and_everything_resumes() {
     let proxy = &net.proxy;
     let (alice, a) = behind(&net, "alice");
     let (bob, b) = behind(&net, "bob");
-    let conv = alice.sotto_json(&["conversation", "create", &b])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    bob.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = alice.conversation_with(&bob, &b);
     alice.client().ok(
         "message.send",
         json!({"conversation": conv, "text": "before the cut"}),

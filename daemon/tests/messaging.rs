@@ -106,12 +106,7 @@ fn an_offline_member_gets_everything_in_order_exactly_once() {
     let relay = Relay::start();
     let mut p = people(&relay, &["alice", "bob"]);
     let bob = p[1].1.clone();
-    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    p[1].0
-        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = p[0].0.conversation_with(&p[1].0, &bob);
     p[1].0.stop();
     let mut c = p[0].0.client();
     for i in 0..100 {
@@ -136,12 +131,7 @@ fn kill_9_while_receiving_loses_nothing_and_duplicates_nothing() {
     let relay = Relay::start();
     let mut p = people(&relay, &["alice", "bob"]);
     let bob = p[1].1.clone();
-    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    p[1].0
-        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = p[0].0.conversation_with(&p[1].0, &bob);
     let mut c = p[0].0.client();
     for i in 0..60 {
         c.ok(
@@ -164,12 +154,7 @@ fn a_message_acknowledged_before_kill_9_still_goes_out() {
     let relay = Relay::start();
     let mut p = people(&relay, &["alice", "bob"]);
     let bob = p[1].1.clone();
-    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    p[1].0
-        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = p[0].0.conversation_with(&p[1].0, &bob);
     let sent = p[0]
         .0
         .sotto_json(&["send", "--no-wait", &bob, "survives kill -9"]);
@@ -529,11 +514,7 @@ fn a_changed_identity_key_is_reported_and_blocks_sending_to_a_verified_contact()
     let mut bob = Daemon::new("file");
     alice.account(&relay, "alice");
     let b = bob.account(&relay, "bob");
-    let conv = alice.sotto_json(&["conversation", "create", &b])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    bob.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = alice.conversation_with(&bob, &b);
     let number = alice
         .client()
         .ok("contact.safety_number", json!({"address": b}))["safety_number"]
@@ -683,12 +664,7 @@ fn kill_9_of_the_sender_mid_pipeline_loses_no_acknowledged_message_and_doubles_n
     let relay = Relay::start();
     let mut p = people(&relay, &["alice", "bob"]);
     let bob = p[1].1.clone();
-    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    p[1].0
-        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = p[0].0.conversation_with(&p[1].0, &bob);
     let mut c = pipeline_sends(&p[0].0, &bob, N, "p");
     // Answers come in request order; each means the message is durable on alice.
     let mut acked = 0usize;
@@ -725,12 +701,7 @@ fn kill_9_of_the_receiver_mid_burst_loses_nothing_and_doubles_nothing() {
     let relay = Relay::start();
     let mut p = people(&relay, &["alice", "bob"]);
     let bob = p[1].1.clone();
-    let conv = p[0].0.sotto_json(&["conversation", "create", &bob])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    p[1].0
-        .wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    let conv = p[0].0.conversation_with(&p[1].0, &bob);
     // The burst waits at the relay while bob is down, then arrives in a few pushes.
     p[1].0.stop();
     let mut c = pipeline_sends(&p[0].0, &bob, N, "r");

@@ -941,6 +941,17 @@ impl Daemon {
         a["address"].as_str().expect("address").to_owned()
     }
 
+    /// Creates a conversation with `peer` (whose address is `peer_address`) through the
+    /// CLI and waits until `peer` has joined it from the Welcome; returns its id.
+    pub fn conversation_with(&self, peer: &Daemon, peer_address: &str) -> String {
+        let conv = self.sotto_json(&["conversation", "create", peer_address])["id"]
+            .as_str()
+            .expect("conversation id")
+            .to_owned();
+        peer.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+        conv
+    }
+
     /// Polls `message.list` of `conv` until `pred` holds; returns the messages.
     pub fn wait_messages(
         &self,
