@@ -28,6 +28,7 @@ mod openrpc;
 /// The PostgreSQL test cluster (Debian's server in a temp dir).
 use sotto_testkit::pg;
 mod postquantum;
+mod resync;
 mod scaleout;
 mod socket;
 mod systemd;

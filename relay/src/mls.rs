@@ -117,6 +117,28 @@ pub fn read_framing(bytes: &[u8]) -> Result<Framing, String> {
     })
 }
 
+/// Reads the public parts of a GroupInfo (`MlsMessage`): its group id and epoch. The
+/// relay checks they match the commit it comes with and that it carries the ratchet tree
+/// and the external public key an external joiner needs; the signature is the joiner's to
+/// check (against the tree it carries).
+pub fn read_group_info(bytes: &[u8]) -> Result<(Vec<u8>, u64), String> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| format!("not an mls message: {e}"))?;
+    match msg.extract() {
+        MlsMessageBodyIn::GroupInfo(info) => {
+            if info.extensions().ratchet_tree().is_none()
+                || info.extensions().external_pub().is_none()
+            {
+                return Err(
+                    "the GroupInfo lacks the ratchet tree or the external public key".into(),
+                );
+            }
+            Ok((info.group_id().to_vec(), info.epoch().as_u64()))
+        }
+        _ => Err("not a GroupInfo".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

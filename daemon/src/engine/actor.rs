@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::inbound;
 use super::outbound::{self, Claimed, MembersPayload, OutboxRow, PrepareError};
+use super::resync;
 use super::{Engine, Inbox};
 use crate::model;
 use crate::relay::{RelayCallError, RelayConn};
@@ -61,6 +62,8 @@ struct State {
     verify_at: Option<Instant>,
     /// When the pending acknowledgement is due.
     ack_due: Option<Instant>,
+    /// Whether a resync is pending (`None`: not checked yet; see `engine::resync`).
+    resync: Option<bool>,
 }
 
 /// Runs the actor of conversation `conv` until it is finished or the daemon stops.
@@ -138,6 +141,9 @@ async fn step(
         Ok(c) => c,
         Err(e) => return Ok(Step::Retry(e.to_string())),
     };
+    if let Some(step) = resync_hook(engine, conv, &conn, &group_id, state).await? {
+        return Ok(step);
+    }
     let id = conv.to_owned();
     let head = engine
         .store
@@ -207,6 +213,14 @@ async fn step(
                 Err(RelayCallError::Refused(e))
                     if matches!(e.kind, RelayErrorKind::UnknownGroup) && row.state == "pending" => {
                 }
+                Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::Gap { .. }) => {
+                    // The log since our cursor is gone: rejoin by external commit.
+                    if let RelayErrorKind::Gap { oldest_seq } = e.kind {
+                        schedule_resync(engine, conv, &gap_reason(oldest_seq)).await?;
+                    }
+                    state.resync = Some(true);
+                    return Ok(Step::Again);
+                }
                 Err(e) => return Ok(Step::Retry(e.to_string())),
             }
         }
@@ -220,6 +234,10 @@ async fn step(
                 return Ok(Step::Again);
             }
             CatchUp::UpToDate => {}
+            CatchUp::Resync => {
+                state.resync = Some(true);
+                return Ok(Step::Again);
+            }
             CatchUp::Failed(why) => return Ok(Step::Retry(why)),
         }
         // Acknowledgements are folded: one per ACK_EVERY entries or ACK_DELAY.
@@ -452,7 +470,55 @@ enum CatchUp {
     UpToDate,
     Progress,
     Finished,
+    /// This install cannot follow the log any more: a resync is scheduled.
+    Resync,
     Failed(String),
+}
+
+/// While a resync is pending the actor does nothing else (`engine::resync`). `None`: go on.
+async fn resync_hook(
+    engine: &Arc<Engine>,
+    conv: &str,
+    conn: &RelayConn,
+    group_id: &[u8],
+    state: &mut State,
+) -> Result<Option<Step>, StoreError> {
+    if state.resync.is_none() {
+        let id = conv.to_owned();
+        let pending = engine
+            .store
+            .call(move |db| resync::pending(db.conn(), &id))
+            .await?;
+        state.resync = Some(pending);
+    }
+    if state.resync != Some(true) {
+        return Ok(None);
+    }
+    Ok(Some(
+        match resync::run(engine, conv, conn, group_id).await? {
+            resync::Outcome::Done => {
+                state.resync = Some(false);
+                state.accepted.clear();
+                state.verify = true;
+                Step::Again
+            }
+            resync::Outcome::Again => Step::Again,
+            resync::Outcome::Retry(why) => Step::Retry(why),
+            resync::Outcome::Finished => Step::Done,
+        },
+    ))
+}
+
+fn gap_reason(oldest_seq: u64) -> String {
+    format!("the relay no longer has the log entries before {oldest_seq} (retention)")
+}
+
+async fn schedule_resync(engine: &Arc<Engine>, conv: &str, why: &str) -> Result<(), StoreError> {
+    let (id, why) = (conv.to_owned(), why.to_owned());
+    engine
+        .store
+        .call(move |db| db.write(|tx| resync::schedule(tx, &id, &why)))
+        .await
 }
 
 async fn catch_up(
@@ -498,7 +564,7 @@ async fn catch_up(
                 let mut last = inbound::Outcome::default();
                 for entry in &entries {
                     last = inbound::process(tx, &id, &address, &key.public_key(), entry)?;
-                    if last.removed || last.broken {
+                    if last.removed || last.broken || last.resync {
                         break;
                     }
                 }
@@ -506,6 +572,9 @@ async fn catch_up(
             })
         })
         .await?;
+    if outcome.resync {
+        return Ok(CatchUp::Resync);
+    }
     if outcome.removed || outcome.broken {
         tracing::debug!(conversation = %conv, ?outcome, "the conversation is finished");
         return Ok(CatchUp::Finished);
@@ -538,20 +607,9 @@ async fn read_log(
         Ok(other) => Ok(Err(CatchUp::Failed(format!("unexpected answer {other:?}")))),
         Err(RelayCallError::Refused(e)) => {
             if let RelayErrorKind::Gap { oldest_seq } = e.kind {
-                let id = conv.to_owned();
-                engine
-                    .store
-                    .call(move |db| {
-                        db.write(|tx| {
-                            inbound::mark_broken(
-                                tx,
-                                &id,
-                                &format!("the relay no longer has entries before {oldest_seq}"),
-                            )
-                        })
-                    })
-                    .await?;
-                return Ok(Err(CatchUp::Finished));
+                // The log since our cursor is gone: rejoin by external commit.
+                schedule_resync(engine, conv, &gap_reason(oldest_seq)).await?;
+                return Ok(Err(CatchUp::Resync));
             }
             Ok(Err(CatchUp::Failed(e.to_string())))
         }
@@ -707,13 +765,7 @@ async fn post(
         return Ok(Step::Again);
     };
     let answer = conn
-        .request(Request::PostGroup {
-            post_id,
-            group_id: group_id.to_vec(),
-            message,
-            added: head.added.clone(),
-            removed: head.removed.clone(),
-        })
+        .request(post_request(group_id, head, post_id, message))
         .await;
     match answer {
         // Accepted: the entry is processed (as our own) when it is pushed or read next.
@@ -743,6 +795,28 @@ async fn post(
             Ok(Step::Again)
         }
         Err(e) => Ok(Step::Retry(e.to_string())),
+    }
+}
+
+/// A prepared change as posted: a commit with its new epoch's GroupInfo (`PostCommit`),
+/// anything else (a proposal) as a plain `PostGroup`.
+fn post_request(group_id: &[u8], head: &OutboxRow, post_id: [u8; 16], message: Vec<u8>) -> Request {
+    match head.group_info.clone() {
+        Some(group_info) => Request::PostCommit {
+            post_id,
+            group_id: group_id.to_vec(),
+            message,
+            added: head.added.clone(),
+            removed: head.removed.clone(),
+            group_info,
+        },
+        None => Request::PostGroup {
+            post_id,
+            group_id: group_id.to_vec(),
+            message,
+            added: head.added.clone(),
+            removed: head.removed.clone(),
+        },
     }
 }
 

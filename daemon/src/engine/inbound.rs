@@ -23,6 +23,9 @@ pub struct Outcome {
     pub broken: bool,
     /// openmls failed on the group part-way: do not keep the in-memory copy.
     pub stale_group: bool,
+    /// This install cannot follow the group past this entry: a resync is scheduled
+    /// (`engine::resync`).
+    pub resync: bool,
 }
 
 /// Pins unknown members' keys (trust on first use) and reports changed ones.
@@ -114,7 +117,7 @@ fn set_cursor(tx: &Tx<'_>, conv: &str, seq: u64) -> Result<(), StoreError> {
 /// Forgets the prepared bytes of the outbox head so it is prepared again in the new epoch.
 /// The assignments that forget a row's prepared post (it is prepared again later).
 const FORGET_PREPARED: &str = "post_id = NULL, mls_message = NULL, added = NULL, removed = NULL, \
-     welcome = NULL, welcome_to = NULL, done_epoch = NULL";
+     welcome = NULL, welcome_to = NULL, done_epoch = NULL, group_info = NULL";
 
 fn reset_prepared(tx: &Tx<'_>, conv: &str) -> Result<(), StoreError> {
     tx.conn().execute(
@@ -124,6 +127,11 @@ fn reset_prepared(tx: &Tx<'_>, conv: &str) -> Result<(), StoreError> {
         [conv],
     )?;
     Ok(())
+}
+
+/// Forgets every prepared post of `conv` (after a resync replaced its group state).
+pub fn forget_all_prepared(tx: &mut Tx<'_>, conv: &str) -> Result<(), StoreError> {
+    reset_prepared(tx, conv)
 }
 
 /// After the relay refused our post with `conflict`: drops our pending commit (it did not
@@ -168,7 +176,7 @@ pub fn process(
     };
     let mut outcome = Outcome::default();
     if entry.sender[..] == *own_key {
-        own_entry(tx, conv, &mut group, entry)?;
+        outcome.resync = own_entry(tx, conv, &mut group, entry)?;
     } else {
         outcome = others_entry(tx, conv, own_address, &mut group, entry)?;
     }
@@ -181,12 +189,13 @@ pub fn process(
     Ok(outcome)
 }
 
+/// Processes an entry this device posted; `Ok(true)` when it schedules a resync.
 fn own_entry(
     tx: &mut Tx<'_>,
     conv: &str,
     group: &mut MlsGroup,
     entry: &GroupEntry,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let found: Option<(i64, String, Option<String>, bool)> = tx
         .conn()
         .query_row(
@@ -200,22 +209,21 @@ fn own_entry(
             // Another install of this device (the one a backup was taken from) committed
             // after the backup: this install never had that commit's secrets and cannot
             // follow the group past it. Never skip it (that would fork the group
-            // silently): the conversation is marked broken, saying why.
-            tracing::warn!(conversation = %conv, seq = entry.seq, "a commit by another install of this device; the conversation needs a resync");
-            mark_broken(
+            // silently): the group is rejoined by external commit (engine::resync).
+            super::resync::schedule(
                 tx,
                 conv,
                 &format!(
-                    "another install of this account committed at seq {} (after the backup this install was restored from); this install cannot follow the group past it and needs a resync",
+                    "another install of this account committed at seq {} (after the backup this install was restored from)",
                     entry.seq
                 ),
             )?;
-            return Ok(());
+            return Ok(true);
         }
         // A message or proposal another install of this device posted (MLS cannot decrypt
         // its own sender's messages): skipped.
         tracing::warn!(conversation = %conv, seq = entry.seq, "an own entry with an unknown post id; skipped");
-        return Ok(());
+        return Ok(false);
     };
     if op == "leave" {
         // Our Remove proposal is in this epoch's log; someone commits it (or we re-post).
@@ -223,11 +231,11 @@ fn own_entry(
             "UPDATE outbox SET done_epoch = ?2 WHERE id = ?1",
             params![row_id, group.epoch().as_u64() as i64],
         )?;
-        return Ok(());
+        return Ok(false);
     }
     if op == "message" {
         let Some(message_id) = message_id else {
-            return Ok(());
+            return Ok(false);
         };
         let own = tx
             .conn()
@@ -246,7 +254,7 @@ fn own_entry(
             state: MessageState::Sent,
             error: None,
         })?;
-        return Ok(());
+        return Ok(false);
     }
     // Our commit won its epoch: merge it.
     let provider = Provider::new(tx.conn());
@@ -254,7 +262,7 @@ fn own_entry(
         mark_broken(tx, conv, "our accepted commit is no longer pending")?;
         tx.conn()
             .execute("DELETE FROM outbox WHERE id = ?1", [row_id])?;
-        return Ok(());
+        return Ok(false);
     }
     group
         .merge_pending_commit(&provider)
@@ -276,7 +284,7 @@ fn own_entry(
     )?;
     let conversation = refresh_conversation(tx, conv, group)?;
     tx.emit(EventPayload::ConversationChanged { conversation })?;
-    Ok(())
+    Ok(false)
 }
 
 fn others_entry(

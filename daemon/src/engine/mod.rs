@@ -12,6 +12,7 @@ mod actor;
 mod inbound;
 pub mod keypackages;
 mod outbound;
+mod resync;
 
 /// Outbox payload shapes, shared with the service layer that queues them.
 pub mod outbound_payloads {
@@ -142,6 +143,20 @@ impl Engine {
             .unwrap_or_default();
         for id in ids {
             engine.wake(&id);
+        }
+        let discover = engine
+            .store
+            .call(|db| {
+                Ok(db.conn().query_row(
+                    "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?1)",
+                    [resync::DISCOVER],
+                    |r| r.get::<_, bool>(0),
+                )?)
+            })
+            .await
+            .unwrap_or(false);
+        if discover {
+            tokio::spawn(resync::discover(engine.clone()));
         }
         engine
     }

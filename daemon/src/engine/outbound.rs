@@ -2,6 +2,7 @@
 //! fresh `post_id` before the first attempt, in the same transaction as the MLS state
 //! change that produced them.
 
+use openmls::messages::group_info::GroupInfo;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use rusqlite::params;
@@ -40,6 +41,9 @@ pub struct OutboxRow {
     pub removed: Vec<[u8; 32]>,
     /// For a `leave` proposal: the epoch in which the relay accepted it.
     pub done_epoch: Option<u64>,
+    /// For a commit: the new epoch's GroupInfo (with the ratchet tree), posted with it so
+    /// an install of a member's device can rejoin by external commit.
+    pub group_info: Option<Vec<u8>>,
 }
 
 /// The payload of `rename` rows.
@@ -122,7 +126,7 @@ fn rows(
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut st = conn.prepare_cached(
-        "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id, removed, done_epoch
+        "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id, removed, done_epoch, group_info
          FROM outbox WHERE conversation = ?1 ORDER BY op = 'commit_pending' DESC, id LIMIT ?2",
     )?;
     let raw = st.query_map(params![conv, limit as i64], |r| {
@@ -139,6 +143,7 @@ fn rows(
             r.get::<_, Option<String>>(9)?,
             r.get::<_, Option<String>>(10)?,
             r.get::<_, Option<i64>>(11)?,
+            r.get::<_, Option<Vec<u8>>>(12)?,
         ))
     })?;
     let keys = |json: Option<String>| -> Vec<[u8; 32]> {
@@ -163,6 +168,7 @@ fn rows(
             message_id,
             removed,
             done_epoch,
+            group_info,
         ) = row?;
         out.push(OutboxRow {
             id,
@@ -179,6 +185,7 @@ fn rows(
                 .unwrap_or_default(),
             join_seq: join_seq.map(|j| j as u64),
             message_id,
+            group_info,
         });
     }
     Ok(out)
@@ -333,9 +340,10 @@ pub fn prepare_add(
     if packages.is_empty() {
         return Ok(false);
     }
-    let (commit, welcome, _) = group
+    let (commit, welcome, info) = group
         .add_members(&provider, key, &packages)
         .map_err(|e| PrepareError::Invalid(format!("building the commit: {e}")))?;
+    let info = group_info_bytes(info)?;
     let commit = commit
         .tls_serialize_detached()
         .map_err(|e| PrepareError::Invalid(e.to_string()))?;
@@ -344,14 +352,15 @@ pub fn prepare_add(
         .map_err(|e| PrepareError::Invalid(e.to_string()))?;
     let post_id: [u8; 16] = rand::random();
     tx.conn().execute(
-        "UPDATE outbox SET post_id = ?2, mls_message = ?3, added = ?4, welcome = ?5, welcome_to = ?6 WHERE id = ?1",
+        "UPDATE outbox SET post_id = ?2, mls_message = ?3, added = ?4, welcome = ?5, welcome_to = ?6, group_info = ?7 WHERE id = ?1",
         params![
             row.id,
             &post_id[..],
             commit,
             serde_json::to_string(&added).unwrap_or_default(),
             welcome,
-            serde_json::to_string(&recipients).unwrap_or_default()
+            serde_json::to_string(&recipients).unwrap_or_default(),
+            info
         ],
     )?;
     keep_group(tx, conv, group);
@@ -372,81 +381,100 @@ pub fn prepare_change(
     let provider = Provider::new(tx.conn());
     let members = mls::members(&group);
     let invalid = |e: &dyn std::fmt::Display| PrepareError::Invalid(e.to_string());
-    let (message, removed): (MlsMessageOut, Vec<Vec<u8>>) = match row.op.as_str() {
-        "remove" => {
-            let payload: MembersPayload =
-                serde_json::from_str(&row.payload).map_err(|e| invalid(&e))?;
-            let gone: Vec<&mls::MemberInfo> = members
-                .iter()
-                .filter(|m| payload.members.contains(&m.address))
-                .collect();
-            if gone.is_empty() {
-                return Ok(false);
-            }
-            let leaves: Vec<LeafNodeIndex> =
-                gone.iter().map(|m| LeafNodeIndex::new(m.leaf)).collect();
-            let (commit, _, _) = group
-                .remove_members(&provider, key, &leaves)
-                .map_err(|e| invalid(&e))?;
-            (commit, gone.iter().map(|m| m.public_key.clone()).collect())
-        }
-        "rename" => {
-            let payload: RenamePayload =
-                serde_json::from_str(&row.payload).map_err(|e| invalid(&e))?;
-            let name = Some(payload.name.as_str()).filter(|n| !n.is_empty());
-            if mls::group_name(&group).as_deref() == name {
-                return Ok(false);
-            }
-            let (commit, _, _) = group
-                .update_group_context_extensions(&provider, mls::name_extensions(name), key)
-                .map_err(|e| invalid(&e))?;
-            (commit, Vec::new())
-        }
-        "rotate_keys" => {
-            // After a restore, the backed-up state may hold a commit the old install had
-            // prepared; it is prepared again after this one (see relay::install).
-            if group.pending_commit().is_some() {
-                group
-                    .clear_pending_commit(provider.storage())
+    let (message, removed, info): (MlsMessageOut, Vec<Vec<u8>>, Option<GroupInfo>) =
+        match row.op.as_str() {
+            "remove" => {
+                let payload: MembersPayload =
+                    serde_json::from_str(&row.payload).map_err(|e| invalid(&e))?;
+                let gone: Vec<&mls::MemberInfo> = members
+                    .iter()
+                    .filter(|m| payload.members.contains(&m.address))
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(false);
+                }
+                let leaves: Vec<LeafNodeIndex> =
+                    gone.iter().map(|m| LeafNodeIndex::new(m.leaf)).collect();
+                let (commit, _, info) = group
+                    .remove_members(&provider, key, &leaves)
                     .map_err(|e| invalid(&e))?;
+                (
+                    commit,
+                    gone.iter().map(|m| m.public_key.clone()).collect(),
+                    info,
+                )
             }
-            let bundle = group
-                .self_update(&provider, key, LeafNodeParameters::default())
-                .map_err(|e| invalid(&e))?;
-            (bundle.into_commit(), Vec::new())
-        }
-        "commit_pending" => {
-            let pending_removes: Vec<Vec<u8>> = group
-                .pending_proposals()
-                .filter_map(|p| match p.proposal() {
-                    Proposal::Remove(r) => members
-                        .iter()
-                        .find(|m| m.leaf == r.removed().u32())
-                        .map(|m| m.public_key.clone()),
-                    _ => None,
-                })
-                .collect();
-            if group.pending_proposals().next().is_none() {
-                return Ok(false);
+            "rename" => {
+                let payload: RenamePayload =
+                    serde_json::from_str(&row.payload).map_err(|e| invalid(&e))?;
+                let name = Some(payload.name.as_str()).filter(|n| !n.is_empty());
+                if mls::group_name(&group).as_deref() == name {
+                    return Ok(false);
+                }
+                let (commit, _, info) = group
+                    .update_group_context_extensions(&provider, mls::name_extensions(name), key)
+                    .map_err(|e| invalid(&e))?;
+                (commit, Vec::new(), info)
             }
-            let (commit, _, _) = group
-                .commit_to_pending_proposals(&provider, key)
-                .map_err(|e| invalid(&e))?;
-            (commit, pending_removes)
-        }
-        "leave" => {
-            let proposal = group.leave_group(&provider, key).map_err(|e| invalid(&e))?;
-            (proposal, Vec::new())
-        }
-        other => return Err(PrepareError::Invalid(format!("unknown change {other}"))),
-    };
+            "rotate_keys" => {
+                // After a restore, the backed-up state may hold a commit the old install had
+                // prepared; it is prepared again after this one (see relay::install).
+                if group.pending_commit().is_some() {
+                    group
+                        .clear_pending_commit(provider.storage())
+                        .map_err(|e| invalid(&e))?;
+                }
+                let bundle = group
+                    .self_update(&provider, key, LeafNodeParameters::default())
+                    .map_err(|e| invalid(&e))?;
+                let (commit, _, info) = bundle.into_contents();
+                (commit, Vec::new(), info)
+            }
+            "commit_pending" => {
+                let pending_removes: Vec<Vec<u8>> = group
+                    .pending_proposals()
+                    .filter_map(|p| match p.proposal() {
+                        Proposal::Remove(r) => members
+                            .iter()
+                            .find(|m| m.leaf == r.removed().u32())
+                            .map(|m| m.public_key.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if group.pending_proposals().next().is_none() {
+                    return Ok(false);
+                }
+                let (commit, _, info) = group
+                    .commit_to_pending_proposals(&provider, key)
+                    .map_err(|e| invalid(&e))?;
+                (commit, pending_removes, info)
+            }
+            "leave" => {
+                let proposal = group.leave_group(&provider, key).map_err(|e| invalid(&e))?;
+                (proposal, Vec::new(), None)
+            }
+            other => return Err(PrepareError::Invalid(format!("unknown change {other}"))),
+        };
     let bytes = message.tls_serialize_detached().map_err(|e| invalid(&e))?;
+    let info = group_info_bytes(info)?;
     let removed: Vec<String> = removed.iter().map(hex::encode).collect();
     let post_id: [u8; 16] = rand::random();
     tx.conn().execute(
-        "UPDATE outbox SET post_id = ?2, mls_message = ?3, removed = ?4, done_epoch = NULL WHERE id = ?1",
-        params![row.id, &post_id[..], bytes, serde_json::to_string(&removed).unwrap_or_default()],
+        "UPDATE outbox SET post_id = ?2, mls_message = ?3, removed = ?4, done_epoch = NULL, group_info = ?5 WHERE id = ?1",
+        params![row.id, &post_id[..], bytes, serde_json::to_string(&removed).unwrap_or_default(), info],
     )?;
     keep_group(tx, conv, group);
     Ok(true)
+}
+
+/// The TLS bytes (an `MlsMessage`) of a commit's new-epoch GroupInfo. Every group uses the
+/// ratchet-tree extension, so openmls builds one (tree and external public key included)
+/// with every commit.
+pub(super) fn group_info_bytes(info: Option<GroupInfo>) -> Result<Option<Vec<u8>>, PrepareError> {
+    info.map(|i| {
+        MlsMessageOut::from(i)
+            .tls_serialize_detached()
+            .map_err(|e| PrepareError::Invalid(format!("encoding the GroupInfo: {e}")))
+    })
+    .transpose()
 }

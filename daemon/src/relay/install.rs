@@ -55,6 +55,8 @@ pub fn record_new(conn: &Connection, install_id: &str) -> Result<(), StoreError>
 pub fn record_restore(conn: &Connection, install_id: &str) -> Result<(), StoreError> {
     set(conn, INSTALL_ID, install_id)?;
     set(conn, TAKE_OVER, "1")?;
+    // Once running, the engine looks for groups the backup does not know (engine::resync).
+    set(conn, "discover_groups", "1")?;
     conn.execute("DELETE FROM meta WHERE key = ?1", [REVOKED])?;
     Ok(())
 }
@@ -73,7 +75,7 @@ pub fn queue_key_updates(conn: &Connection, now: &str) -> Result<usize, StoreErr
     for id in &ids {
         conn.execute(
             "UPDATE outbox SET post_id = NULL, mls_message = NULL, added = NULL, removed = NULL,
-                 welcome = NULL, welcome_to = NULL, done_epoch = NULL
+                 welcome = NULL, welcome_to = NULL, done_epoch = NULL, group_info = NULL
              WHERE conversation = ?1 AND join_seq IS NULL",
             [id],
         )?;

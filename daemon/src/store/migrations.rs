@@ -168,6 +168,24 @@ const MIGRATIONS: &[(i64, &str)] = &[
         INSERT INTO messages_fts (rowid, text) VALUES (NEW.rowid, NEW.text);
     END;",
     ),
+    (
+        // The resync of a restored install (issue 15): a prepared commit's new-epoch
+        // GroupInfo, posted with it; and the conversations that must rejoin their group by
+        // external commit (another install committed after the backup, or the relay no
+        // longer holds the log since our position), with the prepared external commit
+        // once built (posted again with the same post id after a crash).
+        5,
+        "ALTER TABLE outbox ADD COLUMN group_info BLOB;
+    CREATE TABLE resyncs (
+        conversation TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        post_id BLOB,
+        message BLOB,
+        group_info BLOB,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );",
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -252,6 +252,32 @@ pub enum Request {
     /// track of its groups (a restored backup: groups joined after the backup).
     /// Answer: [`Response::Groups`].
     ListGroups,
+    /// [`Request::PostGroup`] of a commit together with the GroupInfo of the epoch it
+    /// creates (a TLS-serialized `MlsMessage` carrying a GroupInfo with the ratchet-tree and
+    /// external-public-key extensions), stored in the same transaction as the entry; the
+    /// group's latest GroupInfo lets an install of a member's device rejoin by external
+    /// commit (the resync after a takeover). Answer: [`Response::Accepted`].
+    PostCommit {
+        /// Idempotency key.
+        post_id: PostId,
+        /// The MLS group id; must match the message's and the GroupInfo's.
+        group_id: Vec<u8>,
+        /// A TLS-serialized `MlsMessage` carrying a commit.
+        message: Vec<u8>,
+        /// Principals the commit adds to the access list.
+        added: Vec<Principal>,
+        /// Principals the commit removes from the access list.
+        removed: Vec<Principal>,
+        /// The new epoch's GroupInfo (`MlsMessage`), for epoch `message epoch + 1`.
+        group_info: Vec<u8>,
+    },
+    /// The group's latest GroupInfo, for current members (principals on the access list)
+    /// only. Answer: [`Response::GroupInfoMessage`], or `unknown_group` when none is
+    /// stored.
+    GetGroupInfo {
+        /// The MLS group id.
+        group_id: Vec<u8>,
+    },
 }
 
 /// Successful answers.
@@ -306,6 +332,16 @@ pub enum Response {
     Groups {
         /// The groups' states, by group id.
         groups: Vec<GroupState>,
+    },
+    /// The answer to [`Request::GetGroupInfo`]: the GroupInfo posted with the newest
+    /// commit that carried one.
+    GroupInfoMessage {
+        /// The epoch the GroupInfo describes (the commit's epoch + 1).
+        epoch: u64,
+        /// The log seq of the commit it was posted with.
+        seq: u64,
+        /// The TLS-serialized `MlsMessage` carrying the GroupInfo.
+        group_info: Vec<u8>,
     },
 }
 

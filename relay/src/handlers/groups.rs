@@ -11,8 +11,10 @@ use std::sync::Arc;
 use crate::conn::{Conn, Session};
 use crate::hub::Key;
 use crate::metrics::Metrics;
-use crate::mls::read_framing;
-use crate::storage::{AppendOutcome, CreateOutcome, NewGroupEntry, ReadOutcome, Store};
+use crate::mls::{read_framing, read_group_info};
+use crate::storage::{
+    AppendOutcome, CreateOutcome, GroupInfoOutcome, NewGroupEntry, ReadOutcome, Store,
+};
 use crate::unix_now;
 
 /// Longest accepted group id.
@@ -59,7 +61,9 @@ impl<S: Store> Ctx<S> {
         }
     }
 
-    /// Checks the post and submits it; the returned future waits for the outcome.
+    /// Checks the post (and a commit's GroupInfo) and submits it; the returned future waits
+    /// for the outcome.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn post_group(
         &self,
         me: &Session,
@@ -68,6 +72,7 @@ impl<S: Store> Ctx<S> {
         message: Vec<u8>,
         added: Vec<Principal>,
         removed: Vec<Principal>,
+        group_info: Option<Vec<u8>>,
     ) -> Result<impl Future<Output = Result<Response, RelayError>> + Send + 'static, RelayError>
     {
         check_group_id(&group_id)?;
@@ -92,6 +97,22 @@ impl<S: Store> Ctx<S> {
                 "only commits change the access list",
             ));
         }
+        if let Some(info) = &group_info {
+            if !is_commit {
+                return Err(err(
+                    RelayErrorKind::BadRequest,
+                    "only a commit comes with a GroupInfo",
+                ));
+            }
+            let (info_group, info_epoch) =
+                read_group_info(info).map_err(|m| err(RelayErrorKind::BadMessage, m))?;
+            if info_group != group_id || Some(info_epoch) != framing.epoch.checked_add(1) {
+                return Err(err(
+                    RelayErrorKind::BadMessage,
+                    "the GroupInfo is not for this group's next epoch",
+                ));
+            }
+        }
         if added.len() + removed.len() > MAX_DELTA {
             return Err(err(
                 RelayErrorKind::BadRequest,
@@ -107,6 +128,7 @@ impl<S: Store> Ctx<S> {
             message,
             added,
             removed,
+            group_info,
             now: unix_now(),
         });
         let shared = Arc::clone(&self.shared);
@@ -180,6 +202,40 @@ impl<S: Store> Ctx<S> {
             .map_err(internal)?
             .ok_or_else(|| err(RelayErrorKind::UnknownGroup, "no such group"))?;
         Ok(Response::Group(state))
+    }
+}
+
+impl<S: Store> Ctx<S> {
+    /// The group's latest GroupInfo, for current members only.
+    pub(super) async fn get_group_info(
+        &self,
+        me: &Session,
+        group_id: Vec<u8>,
+    ) -> Result<Response, RelayError> {
+        check_group_id(&group_id)?;
+        match self
+            .shared
+            .store
+            .group_info(group_id, me.key)
+            .await
+            .map_err(internal)?
+        {
+            GroupInfoOutcome::Found { epoch, seq, data } => Ok(Response::GroupInfoMessage {
+                epoch,
+                seq,
+                group_info: data,
+            }),
+            GroupInfoOutcome::None => Err(err(
+                RelayErrorKind::UnknownGroup,
+                "no commit of this group has carried a GroupInfo yet",
+            )),
+            GroupInfoOutcome::NotMember => {
+                Err(err(RelayErrorKind::Forbidden, "not a member of this group"))
+            }
+            GroupInfoOutcome::UnknownGroup => {
+                Err(err(RelayErrorKind::UnknownGroup, "no such group"))
+            }
+        }
     }
 }
 

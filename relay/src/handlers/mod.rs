@@ -206,7 +206,26 @@ impl<S: Store> Ctx<S> {
                 message,
                 added,
                 removed,
-            } => match self.post_group(&me, post_id, group_id, message, added, removed) {
+            } => match self.post_group(&me, post_id, group_id, message, added, removed, None) {
+                Ok(reply) => Box::pin(reply),
+                Err(e) => ready(Err(e)),
+            },
+            Request::PostCommit {
+                post_id,
+                group_id,
+                message,
+                added,
+                removed,
+                group_info,
+            } => match self.post_group(
+                &me,
+                post_id,
+                group_id,
+                message,
+                added,
+                removed,
+                Some(group_info),
+            ) {
                 Ok(reply) => Box::pin(reply),
                 Err(e) => ready(Err(e)),
             },
@@ -263,6 +282,7 @@ impl<S: Store> Ctx<S> {
                 Ok(Response::Ok)
             }
             Request::GroupInfo { group_id } => self.group_info(&me, group_id).await,
+            Request::GetGroupInfo { group_id } => self.get_group_info(&me, group_id).await,
             Request::ListGroups => {
                 let limit =
                     u32::try_from(sotto_protocol::relay::MAX_LISTED_GROUPS).unwrap_or(u32::MAX);

@@ -201,8 +201,31 @@ pub struct NewGroupEntry {
     pub added: Vec<Principal>,
     /// Access-list removals (commits only).
     pub removed: Vec<Principal>,
+    /// The new epoch's GroupInfo (commits only): when the entry is stored, it replaces the
+    /// group's stored GroupInfo in the same transaction.
+    pub group_info: Option<Vec<u8>>,
     /// Now, Unix seconds.
     pub now: u64,
+}
+
+/// The outcome of asking for a group's GroupInfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupInfoOutcome {
+    /// The latest stored GroupInfo.
+    Found {
+        /// The epoch it describes.
+        epoch: u64,
+        /// The seq of the commit it came with.
+        seq: u64,
+        /// The `MlsMessage` bytes.
+        data: Vec<u8>,
+    },
+    /// The group exists but no commit has carried a GroupInfo yet.
+    None,
+    /// The reader is not a current member.
+    NotMember,
+    /// No such group.
+    UnknownGroup,
 }
 
 /// The outcome of a group append.
@@ -407,6 +430,14 @@ pub trait Store: Send + Sync + 'static {
         member: Principal,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<GroupState>, StoreError>> + Send;
+
+    /// The group's latest GroupInfo, for a current member (on the access list, not
+    /// removed) only.
+    fn group_info(
+        &self,
+        group_id: Vec<u8>,
+        reader: Principal,
+    ) -> impl Future<Output = Result<GroupInfoOutcome, StoreError>> + Send;
 
     /// The group's state, if it exists.
     fn group_state(

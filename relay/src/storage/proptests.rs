@@ -90,6 +90,7 @@ proptest! {
                         message: vec![op.post, op.content_type],
                         added: vec![],
                         removed: vec![],
+                        group_info: None,
                         now: 1000,
                     })
                     .await

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Schema version recorded in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -91,6 +91,16 @@ CREATE TABLE IF NOT EXISTS installs (
 );
 ";
 
+/// Version 4: each group's latest GroupInfo, posted with a commit (the resync of issue 15).
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS group_infos (
+    group_id BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+";
+
 /// Applies the connection settings every connection needs.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -122,7 +132,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         // Every step is idempotent (`IF NOT EXISTS`), so a database of any older version
         // (or none) gets what it lacks, in one transaction with the version bump.
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} {V3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {SCHEMA} {V3} {V4} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
     }
     Ok(())

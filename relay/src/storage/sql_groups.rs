@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sotto_protocol::relay::{GroupEntry, GroupState, Principal, content_type};
 
-use super::{AppendOutcome, Change, CreateOutcome, NewGroupEntry, ReadOutcome};
+use super::{AppendOutcome, Change, CreateOutcome, GroupInfoOutcome, NewGroupEntry, ReadOutcome};
 
 /// `posts.kind` of group posts (scope = the group id).
 pub const POST_KIND_GROUP: i64 = 1;
@@ -132,6 +132,15 @@ pub fn append(
     )?;
     if is_commit {
         apply_delta(c, &e.group_id, seq, &e.added, &e.removed)?;
+        if let Some(info) = &e.group_info {
+            c.prepare_cached(
+                "INSERT INTO group_infos (group_id, epoch, seq, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (group_id) DO UPDATE
+                 SET epoch = excluded.epoch, seq = excluded.seq, data = excluded.data
+                 WHERE excluded.seq > group_infos.seq",
+            )?
+            .execute(params![e.group_id, epoch, seq, info])?;
+        }
     }
     let mut result = seq.to_be_bytes().to_vec();
     result.extend_from_slice(&epoch.to_be_bytes());
@@ -251,6 +260,30 @@ pub fn member_groups(
         Ok(to_state(&id, &g))
     })?;
     rows.collect()
+}
+
+pub fn group_info(
+    c: &Connection,
+    id: &[u8],
+    reader: &Principal,
+) -> rusqlite::Result<GroupInfoOutcome> {
+    if group_row(c, id)?.is_none() {
+        return Ok(GroupInfoOutcome::UnknownGroup);
+    }
+    if !matches!(membership(c, id, reader)?, Some((_, None))) {
+        return Ok(GroupInfoOutcome::NotMember);
+    }
+    let found = c
+        .prepare_cached("SELECT epoch, seq, data FROM group_infos WHERE group_id = ?1")?
+        .query_row(params![id], |r| {
+            Ok(GroupInfoOutcome::Found {
+                epoch: r.get(0)?,
+                seq: r.get(1)?,
+                data: r.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(found.unwrap_or(GroupInfoOutcome::None))
 }
 
 pub fn state(c: &Connection, id: &[u8]) -> rusqlite::Result<Option<GroupState>> {

@@ -11,9 +11,9 @@ use tokio::sync::broadcast;
 
 use super::sqlite::SqliteStore;
 use super::{
-    AppendOutcome, Change, CreateOutcome, InstallOutcome, InviteUse, MailboxOutcome, NewGroupEntry,
-    NewKeyPackage, NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError,
-    sql_directory as dir, sql_groups as grp,
+    AppendOutcome, Change, CreateOutcome, GroupInfoOutcome, InstallOutcome, InviteUse,
+    MailboxOutcome, NewGroupEntry, NewKeyPackage, NewMailboxPost, ReadOutcome, RegisterOutcome,
+    Store, StoreError, sql_directory as dir, sql_groups as grp,
 };
 
 impl Store for SqliteStore {
@@ -199,6 +199,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn group_info(
+        &self,
+        group_id: Vec<u8>,
+        reader: Principal,
+    ) -> Result<GroupInfoOutcome, StoreError> {
+        self.read("group info", move |c| {
+            grp::group_info(c, &group_id, &reader)
+        })
+        .await
+    }
+
     async fn group_state(&self, group_id: Vec<u8>) -> Result<Option<GroupState>, StoreError> {
         self.read("group state", move |c| grp::state(c, &group_id))
             .await
@@ -251,6 +262,7 @@ mod tests {
             message: vec![post],
             added: vec![],
             removed: vec![],
+            group_info: None,
             now: 1000,
         }
     }

@@ -207,3 +207,31 @@ pub fn propose_update(group: &mut MlsGroup, dev: &Device) -> Vec<u8> {
         .expect("proposal");
     ser(&msg)
 }
+
+/// The GroupInfo a commit just built carries for its new epoch (ratchet tree and external
+/// public key included: the groups here use the ratchet-tree extension).
+pub fn info_of(bundle_info: Option<&openmls::messages::group_info::GroupInfo>) -> Vec<u8> {
+    let info = bundle_info.expect("a commit of a ratchet-tree group has a GroupInfo");
+    ser(&MlsMessageOut::from(info.clone()))
+}
+
+/// Adds the owner of `kp_bytes`: returns (commit, welcome, new epoch's GroupInfo).
+pub fn add_with_info(
+    group: &mut MlsGroup,
+    dev: &Device,
+    kp_bytes: &[u8],
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let kp = parse_kp(dev, kp_bytes);
+    let (commit, welcome, info) = group
+        .add_members(&dev.provider, &dev.signer, &[kp])
+        .expect("add member");
+    (ser(&commit), ser(&welcome), info_of(info.as_ref()))
+}
+
+/// A self-update commit and its new epoch's GroupInfo; the commit stays pending.
+pub fn self_update_with_info(group: &mut MlsGroup, dev: &Device) -> (Vec<u8>, Vec<u8>) {
+    let bundle = group
+        .self_update(&dev.provider, &dev.signer, LeafNodeParameters::default())
+        .expect("self update");
+    (ser(bundle.commit()), info_of(bundle.group_info()))
+}

@@ -324,3 +324,164 @@ async fn list_groups_names_the_groups_whose_access_list_holds_the_caller() {
         RelayErrorKind::Unauthenticated
     );
 }
+
+/// Every committer posts the new epoch's GroupInfo with its commit (`PostCommit`): the
+/// relay stores it in the commit's transaction, the latest wins, and only principals on
+/// the group's access list get it (`GetGroupInfo`). A GroupInfo for another epoch or
+/// group, or with a non-commit, is refused and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_info_is_stored_with_its_commit_and_served_to_the_access_list_only() {
+    use sotto_protocol::relay::RelayError;
+
+    let relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let bob = Device::new(&relay.address("bob"));
+    let eve = Device::new(&relay.address("eve"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let mut b = Client::registered(relay.addr, &bob).await;
+    let mut e = Client::registered(relay.addr, &eve).await;
+    let mut ga = mls::new_group(&alice);
+    let id = mls::gid(&ga);
+    let r = a
+        .request(Request::CreateGroup {
+            group_id: id.clone(),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Group(_))), "{r:?}");
+    let get = || Request::GetGroupInfo {
+        group_id: id.clone(),
+    };
+    // No commit has carried one yet.
+    assert_eq!(kind(a.request(get()).await), RelayErrorKind::UnknownGroup);
+    let commit_req =
+        |message: Vec<u8>, added: Vec<[u8; 32]>, group_info: Vec<u8>| Request::PostCommit {
+            post_id: post_id(),
+            group_id: id.clone(),
+            message,
+            added,
+            removed: vec![],
+            group_info,
+        };
+    let (commit, welcome, info1) = mls::add_with_info(&mut ga, &alice, &kp(&bob));
+    // A GroupInfo that is not for the commit's next epoch is refused; nothing is stored.
+    let (_, _, wrong) = {
+        let mut other = mls::new_group(&alice);
+        mls::add_with_info(&mut other, &alice, &kp(&bob))
+    };
+    assert_eq!(
+        kind(
+            a.request(commit_req(commit.clone(), vec![bob.key()], wrong))
+                .await
+        ),
+        RelayErrorKind::BadMessage
+    );
+    assert_eq!(
+        kind(
+            a.request(commit_req(
+                commit.clone(),
+                vec![bob.key()],
+                b"junk".to_vec()
+            ))
+            .await
+        ),
+        RelayErrorKind::BadMessage
+    );
+    assert_eq!(relay.count("SELECT COUNT(*) FROM group_log"), 0);
+    assert_eq!(
+        a.request(commit_req(commit, vec![bob.key()], info1.clone()))
+            .await,
+        Ok(Response::Accepted { seq: 1, epoch: 1 })
+    );
+    mls::merge(&mut ga, &alice);
+    let mut gb = mls::join(&bob, &welcome);
+    let found = |r: Result<Response, RelayError>| match r {
+        Ok(Response::GroupInfoMessage {
+            epoch,
+            seq,
+            group_info,
+        }) => (epoch, seq, group_info),
+        other => panic!("{other:?}"),
+    };
+    // Stored with the commit: both members get it; Eve (not on the access list) does not.
+    assert_eq!(found(a.request(get()).await), (1, 1, info1.clone()));
+    assert_eq!(found(b.request(get()).await), (1, 1, info1.clone()));
+    assert_eq!(kind(e.request(get()).await), RelayErrorKind::Forbidden);
+    // An application message with a GroupInfo is refused.
+    let hello = mls::app_message(&mut gb, &bob, b"hi");
+    assert_eq!(
+        kind(b.request(commit_req(hello, vec![], info1.clone())).await),
+        RelayErrorKind::BadRequest
+    );
+    // Bob commits: his GroupInfo of epoch 2 replaces Alice's.
+    let (update, info2) = mls::self_update_with_info(&mut gb, &bob);
+    let post_id2 = post_id();
+    let req = Request::PostCommit {
+        post_id: post_id2,
+        group_id: id.clone(),
+        message: update.clone(),
+        added: vec![],
+        removed: vec![],
+        group_info: info2.clone(),
+    };
+    assert_eq!(
+        b.request(req.clone()).await,
+        Ok(Response::Accepted { seq: 2, epoch: 2 })
+    );
+    assert_eq!(found(a.request(get()).await), (2, 2, info2.clone()));
+    // A repeated post (same post id) changes nothing.
+    assert_eq!(
+        b.request(req).await,
+        Ok(Response::Accepted { seq: 2, epoch: 2 })
+    );
+    assert_eq!(found(b.request(get()).await), (2, 2, info2.clone()));
+    // A plain commit without a GroupInfo leaves the stored one (its epoch says it is old).
+    mls::merge(&mut gb, &bob);
+    mls::process(&mut ga, &alice, &update);
+    let (update3, _) = mls::self_update_with_info(&mut ga, &alice);
+    assert!(matches!(
+        mls::post(&mut a, &ga, update3, vec![], vec![]).await,
+        Ok(Response::Accepted { seq: 3, epoch: 3 })
+    ));
+    assert_eq!(found(a.request(get()).await), (2, 2, info2));
+    mls::merge(&mut ga, &alice);
+    // A removed member no longer gets it.
+    let leaf = ga
+        .members()
+        .find(|m| m.signature_key == bob.key().to_vec())
+        .expect("bob's leaf")
+        .index;
+    let (removal, _, info4) = ga
+        .remove_members(&alice.provider, &alice.signer, &[leaf])
+        .expect("remove");
+    let info4 = mls::info_of(info4.as_ref());
+    assert_eq!(
+        a.request(Request::PostCommit {
+            post_id: post_id(),
+            group_id: id.clone(),
+            message: mls::ser(&removal),
+            added: vec![],
+            removed: vec![bob.key()],
+            group_info: info4.clone(),
+        })
+        .await,
+        Ok(Response::Accepted { seq: 4, epoch: 4 })
+    );
+    assert_eq!(found(a.request(get()).await), (4, 4, info4));
+    assert_eq!(kind(b.request(get()).await), RelayErrorKind::Forbidden);
+    assert_eq!(relay.count("SELECT COUNT(*) FROM group_infos"), 1);
+    // Unknown groups and anonymous callers.
+    assert_eq!(
+        kind(
+            a.request(Request::GetGroupInfo {
+                group_id: b"nope".to_vec()
+            })
+            .await
+        ),
+        RelayErrorKind::UnknownGroup
+    );
+    let mut anon = Client::connect(relay.addr).await;
+    assert_eq!(
+        kind(anon.request(get()).await),
+        RelayErrorKind::Unauthenticated
+    );
+}

@@ -14,10 +14,10 @@ use crate::storage::StoreError;
 const MIGRATION_LOCK: i64 = 0x736f_7474_6f01;
 
 /// `(version, SQL)`, in order. Never edit a migration that has shipped; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// The newest schema version this binary knows.
-pub const LATEST: i32 = 4;
+pub const LATEST: i32 = 5;
 
 const V1: &str = r#"
 CREATE TABLE devices (
@@ -245,6 +245,16 @@ CREATE TABLE installs (
     device bytea PRIMARY KEY,
     install_id bytea NOT NULL,
     since bigint NOT NULL
+);
+";
+
+/// Each group's latest GroupInfo, posted with a commit (the resync of a restored install).
+const V5: &str = "
+CREATE TABLE group_infos (
+    group_id bytea PRIMARY KEY,
+    epoch bigint NOT NULL,
+    seq bigint NOT NULL,
+    data bytea NOT NULL
 );
 ";
 

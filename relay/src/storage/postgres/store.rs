@@ -13,8 +13,9 @@ use super::conn::{Conn, i64_of, u64_of};
 use super::writer::Job;
 use super::{CHANNEL, OP_TIMEOUT, PgStore, payload};
 use crate::storage::{
-    AppendOutcome, Change, CreateOutcome, InstallOutcome, InviteUse, MailboxOutcome, NewGroupEntry,
-    NewKeyPackage, NewMailboxPost, ReadOutcome, RegisterOutcome, Store, StoreError,
+    AppendOutcome, Change, CreateOutcome, GroupInfoOutcome, InstallOutcome, InviteUse,
+    MailboxOutcome, NewGroupEntry, NewKeyPackage, NewMailboxPost, ReadOutcome, RegisterOutcome,
+    Store, StoreError,
 };
 
 /// An advisory-lock key for a byte string (the lock only has to be the same for equal
@@ -671,6 +672,42 @@ impl Store for PgStore {
                     oldest_seq: u64_of(r.get(3)) + 1,
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn group_info(
+        &self,
+        group_id: Vec<u8>,
+        reader: Principal,
+    ) -> Result<GroupInfoOutcome, StoreError> {
+        self.op("group info", async {
+            let c = self.inner.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id
+                            AND m.principal = $2 AND m.removed_seq IS NULL),
+                        i.epoch, i.seq, i.data
+                     FROM groups g LEFT JOIN group_infos i ON i.group_id = g.id
+                     WHERE g.id = $1",
+                    &[&group_id, &&reader[..]],
+                )
+                .await
+                .map_err(|e| db("group info", e))?;
+            let Some(r) = row else {
+                return Ok(GroupInfoOutcome::UnknownGroup);
+            };
+            if !r.get::<_, bool>(0) {
+                return Ok(GroupInfoOutcome::NotMember);
+            }
+            Ok(match r.get::<_, Option<Vec<u8>>>(3) {
+                Some(data) => GroupInfoOutcome::Found {
+                    epoch: u64_of(r.get(1)),
+                    seq: u64_of(r.get(2)),
+                    data,
+                },
+                None => GroupInfoOutcome::None,
+            })
         })
         .await
     }

@@ -350,6 +350,23 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<Vec<(Outcome, Vec<Change>
         for c in &changes {
             notes.insert(payload(&inner.origin, c));
         }
+        // A commit stored now (not a repeat: that one changes nothing) brings the new
+        // epoch's GroupInfo, kept in the same transaction.
+        if let (Job::Append(e, _), Outcome::Append(AppendOutcome::Accepted { seq, epoch })) =
+            (job, &outcome)
+            && let Some(info) = &e.group_info
+            && !changes.is_empty()
+        {
+            tx.execute(
+                "INSERT INTO group_infos (group_id, epoch, seq, data) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (group_id) DO UPDATE
+                 SET epoch = excluded.epoch, seq = excluded.seq, data = excluded.data
+                 WHERE excluded.seq > group_infos.seq",
+                &[&e.group_id, &i64_of(*epoch), &i64_of(*seq), info],
+            )
+            .await
+            .map_err(|e| db("storing a group info", e))?;
+        }
         out.push((outcome, changes));
     }
     if !notes.is_empty() {
