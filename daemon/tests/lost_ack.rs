@@ -40,8 +40,9 @@ fn watch_posts(mode: Arc<AtomicU8>) -> Watcher {
             if armed == PASS {
                 continue;
             }
+            // Commits go out as `PostCommit` (with their GroupInfo), messages as `PostGroup`.
             if let Ok(ClientFrame {
-                request: Request::PostGroup { message, .. },
+                request: Request::PostGroup { message, .. } | Request::PostCommit { message, .. },
                 ..
             }) = sotto_protocol::wire::decode::<ClientFrame>(&payload)
             {

@@ -681,8 +681,7 @@ impl Store for PgStore {
         group_id: Vec<u8>,
         reader: Principal,
     ) -> Result<GroupInfoOutcome, StoreError> {
-        self.op("group info", async {
-            let c = self.inner.client().await?;
+        self.with_conn("group info", |c| async move {
             let row = c
                 .query_opt(
                     "SELECT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id
@@ -692,8 +691,7 @@ impl Store for PgStore {
                      WHERE g.id = $1",
                     &[&group_id, &&reader[..]],
                 )
-                .await
-                .map_err(|e| db("group info", e))?;
+                .await?;
             let Some(r) = row else {
                 return Ok(GroupInfoOutcome::UnknownGroup);
             };
