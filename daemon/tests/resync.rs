@@ -70,6 +70,7 @@ fn a_commit_the_old_install_made_after_the_backup_is_rejoined_by_external_commit
         "after the backup, from the old install",
     );
     let moved = epoch(&bob, &conv);
+    let old_head = relay_i64(&relay, "SELECT head FROM groups WHERE id = ?1", &conv);
     // Every commit came with its new epoch's GroupInfo: the relay holds the latest.
     assert_eq!(
         relay_i64(
@@ -90,6 +91,30 @@ fn a_commit_the_old_install_made_after_the_backup_is_rejoined_by_external_commit
         (c["epoch"].as_u64().unwrap() > moved).then_some(c)
     });
     assert_eq!(rejoined["state"], "active", "{rejoined}");
+    // The restored install's first post is the external commit (a commit, by alice's key).
+    let first_after = |relay: &Relay| -> (i64, Vec<u8>) {
+        let db = rusqlite::Connection::open(relay.dir.path().join("data/relay.sqlite3")).unwrap();
+        db.query_row(
+            "SELECT content_type, sender FROM group_log WHERE group_id = ?1 AND seq = ?2",
+            rusqlite::params![hex::decode(&conv).unwrap(), old_head + 1],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let alice_key = {
+        let db = rusqlite::Connection::open(relay.dir.path().join("data/relay.sqlite3")).unwrap();
+        db.query_row(
+            "SELECT sender FROM group_log WHERE group_id = ?1 AND seq = 1",
+            [hex::decode(&conv).unwrap()],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        first_after(&relay),
+        (3, alice_key),
+        "a commit by alice's key"
+    );
     continues(&fresh, &bob, &alice, &conv, "resync");
     assert_eq!(conversation(&bob, &conv)["state"], "active");
     assert!(
@@ -217,4 +242,36 @@ fn a_group_the_old_install_joined_after_the_backup_is_found_and_joined() {
         &conv,
         "the old conversation, to the restored install",
     );
+}
+
+#[test]
+fn a_resync_without_a_group_info_at_the_relay_marks_the_conversation_broken_saying_why() {
+    let relay = Relay::start();
+    let (alice, bob, conv, _b) = pair(&relay);
+    let file = alice.root.path().join("alice.age");
+    export(&alice, &file);
+    let backed_up = epoch(&bob, &conv);
+    alice.sotto_ok(&["conversation", "rotate-keys", &conv]);
+    let before = wait_for("bob at the old install's new epoch", || {
+        let e = epoch(&bob, &conv);
+        (e > backed_up).then_some(e)
+    });
+    // As for a group whose commits were all posted by daemons that predate GroupInfos.
+    let db = rusqlite::Connection::open(relay.dir.path().join("data/relay.sqlite3")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+    db.execute("DELETE FROM group_infos", []).unwrap();
+    let mut fresh = daemon();
+    fresh.start();
+    import(&fresh, &file);
+    // Never skipped, never forked: broken, and the log says why.
+    let broken = fresh.wait_conversation("the conversation marked broken", |c| {
+        c["id"] == conv.as_str() && c["state"] == "broken"
+    });
+    assert_eq!(broken["epoch"].as_u64(), Some(backed_up), "{broken}");
+    assert!(
+        fresh.log_text().contains("the resync is impossible"),
+        "the daemon's log says why"
+    );
+    // Nothing of the restored install reached bob's group state.
+    assert_eq!(epoch(&bob, &conv), before);
 }

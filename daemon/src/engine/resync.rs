@@ -297,8 +297,8 @@ pub(super) async fn run(
     let Some(row) = engine.store.call(move |db| load(db.conn(), &id)).await? else {
         return Ok(Outcome::Done);
     };
-    let row = match (&row.post_id, &row.message) {
-        (Some(_), Some(_)) => row,
+    let row = match (&row.post_id, &row.message, &row.group_info) {
+        (Some(_), Some(_), Some(_)) => row,
         _ => {
             let (info, info_seq) = match fetch_group_info(conn, group_id).await {
                 Ok(Ok(v)) => v,
@@ -350,7 +350,9 @@ pub(super) async fn run(
     let (Some(post_id), Some(message), Some(group_info)) =
         (row.post_id, row.message.clone(), row.group_info.clone())
     else {
-        return Ok(Outcome::Again);
+        return Ok(Outcome::Retry(
+            "the prepared external commit vanished".into(),
+        ));
     };
     let answer = conn
         .request(Request::PostCommit {
