@@ -275,3 +275,55 @@ fn a_resync_without_a_group_info_at_the_relay_marks_the_conversation_broken_sayi
     // Nothing of the restored install reached bob's group state.
     assert_eq!(epoch(&bob, &conv), before);
 }
+
+#[test]
+fn a_group_that_removed_the_old_install_after_the_backup_ends_as_removed_not_broken() {
+    let relay = Relay::start();
+    let (alice, bob, conv, _b) = pair(&relay);
+    let a = alice.client().ok("account.info", json!({}))["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = bob.client().ok(
+        "conversation.create",
+        json!({"members": [a], "name": "team"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.wait_conversation("alice joins the group", |c| {
+        c["id"] == group.as_str() && c["state"] == "active"
+    });
+    let file = alice.root.path().join("alice.age");
+    export(&alice, &file);
+    // After the backup the old install commits in the group, then bob removes alice.
+    let backed_up = epoch(&bob, &group);
+    alice.sotto_ok(&["conversation", "rotate-keys", &group]);
+    wait_for("bob at the old install's new epoch", || {
+        (epoch(&bob, &group) > backed_up).then_some(())
+    });
+    bob.client().ok(
+        "conversation.remove",
+        json!({"conversation": group, "members": [a]}),
+    );
+    alice.wait_conversation("the old install removed", |c| {
+        c["id"] == group.as_str() && c["state"] == "removed"
+    });
+    let mut fresh = daemon();
+    fresh.start();
+    import(&fresh, &file);
+    // The restored install cannot follow the group past the old install's commit, and may
+    // not rejoin it: the conversation ends as removed.
+    fresh.wait_conversation("the group removed on the restored install", |c| {
+        c["id"] == group.as_str() && c["state"] == "removed"
+    });
+    assert!(
+        fresh
+            .log_text()
+            .contains("no longer a member, the resync ends"),
+        "the resync found out from the relay"
+    );
+    // The direct conversation goes on.
+    delivered(&fresh, &bob, &conv, "still here, from the restored install");
+    delivered(&bob, &fresh, &conv, "still here, to the restored install");
+}

@@ -35,7 +35,7 @@ use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use rusqlite::{OptionalExtension as _, params};
 use sotto_protocol::api::EventPayload;
-use sotto_protocol::relay::{RelayErrorKind, Request, Response};
+use sotto_protocol::relay::{RelayError, RelayErrorKind, Request, Response};
 
 use super::Engine;
 use super::inbound::{check_member_keys, mark_broken, refresh_conversation};
@@ -120,6 +120,43 @@ fn give_up(tx: &mut Tx<'_>, conv: &str, why: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The relay says this principal is no longer on the group's access list: the conversation
+/// ends as `removed` (as when the removal commit is processed), not broken.
+fn removed(tx: &mut Tx<'_>, conv: &str, why: &str) -> Result<(), StoreError> {
+    tracing::warn!(conversation = %conv, "no longer a member, the resync ends: {why}");
+    tx.conn()
+        .execute("DELETE FROM resyncs WHERE conversation = ?1", [conv])?;
+    if crate::model::conversation(tx.conn(), conv)?.is_none() {
+        return Ok(());
+    }
+    tx.conn().execute(
+        "UPDATE conversations SET state = 'removed' WHERE id = ?1",
+        [conv],
+    )?;
+    tx.conn()
+        .execute("DELETE FROM outbox WHERE conversation = ?1", [conv])?;
+    let row = crate::model::conversation(tx.conn(), conv)?
+        .ok_or_else(|| StoreError::Decode(format!("conversation {conv} vanished")))?;
+    let conversation = crate::model::conversation_api(tx.conn(), &row)?;
+    tx.emit(EventPayload::ConversationRemoved { conversation })?;
+    Ok(())
+}
+
+/// Ends a resync the relay refused for good: `removed` when we are no longer a member,
+/// else `broken`, saying why.
+fn refused(
+    tx: &mut Tx<'_>,
+    conv: &str,
+    kind: &RelayErrorKind,
+    why: &str,
+) -> Result<(), StoreError> {
+    if matches!(kind, RelayErrorKind::Forbidden) {
+        removed(tx, conv, why)
+    } else {
+        give_up(tx, conv, why)
+    }
+}
+
 fn retryable(kind: &RelayErrorKind) -> bool {
     matches!(
         kind,
@@ -133,7 +170,7 @@ fn retryable(kind: &RelayErrorKind) -> bool {
 async fn fetch_group_info(
     conn: &RelayConn,
     group_id: &[u8],
-) -> Result<Result<(Vec<u8>, u64), String>, String> {
+) -> Result<Result<(Vec<u8>, u64), RelayError>, String> {
     match conn
         .request(Request::GetGroupInfo {
             group_id: group_id.to_vec(),
@@ -145,7 +182,7 @@ async fn fetch_group_info(
         }) => Ok(Ok((group_info, seq))),
         Ok(other) => Err(format!("unexpected answer {other:?}")),
         Err(RelayCallError::Refused(e)) if retryable(&e.kind) => Err(e.to_string()),
-        Err(RelayCallError::Refused(e)) => Ok(Err(e.to_string())),
+        Err(RelayCallError::Refused(e)) => Ok(Err(e)),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -302,14 +339,14 @@ pub(super) async fn run(
         _ => {
             let (info, info_seq) = match fetch_group_info(conn, group_id).await {
                 Ok(Ok(v)) => v,
-                Ok(Err(refused)) => {
+                Ok(Err(e)) => {
                     let (id, why) = (
                         conv.to_owned(),
-                        format!("{}; the resync is impossible: {refused}", row.reason),
+                        format!("{}; the resync is impossible: {e}", row.reason),
                     );
                     engine
                         .store
-                        .call(move |db| db.write(|tx| give_up(tx, &id, &why)))
+                        .call(move |db| db.write(|tx| refused(tx, &id, &e.kind, &why)))
                         .await?;
                     return Ok(Outcome::Finished);
                 }
@@ -418,7 +455,7 @@ pub(super) async fn run(
             );
             engine
                 .store
-                .call(move |db| db.write(|tx| give_up(tx, &id, &why)))
+                .call(move |db| db.write(|tx| refused(tx, &id, &e.kind, &why)))
                 .await?;
             Ok(Outcome::Finished)
         }
@@ -491,8 +528,8 @@ async fn discover_once(engine: &Arc<Engine>) -> Result<(), String> {
             }
             let (info, info_seq) = match fetch_group_info(&conn, &g.group_id).await? {
                 Ok(v) => v,
-                Err(refused) => {
-                    tracing::warn!(conversation = %conv, relay = %url, cause = %refused, "a group this install does not know cannot be joined");
+                Err(e) => {
+                    tracing::warn!(conversation = %conv, relay = %url, cause = %e, "a group this install does not know cannot be joined");
                     continue;
                 }
             };

@@ -331,6 +331,7 @@ async fn list_groups_names_the_groups_whose_access_list_holds_the_caller() {
 /// group, or with a non-commit, is refused and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_info_is_stored_with_its_commit_and_served_to_the_access_list_only() {
+    use openmls::prelude::OpenMlsProvider as _;
     use sotto_protocol::relay::RelayError;
 
     let relay = Relay::start();
@@ -428,6 +429,15 @@ async fn group_info_is_stored_with_its_commit_and_served_to_the_access_list_only
         Ok(Response::Accepted { seq: 2, epoch: 2 })
     );
     assert_eq!(found(a.request(get()).await), (2, 2, info2.clone()));
+    // A commit that loses the epoch rule stores nothing, its GroupInfo included.
+    let (late, late_info) = mls::self_update_with_info(&mut ga, &alice);
+    assert!(matches!(
+        kind(a.request(commit_req(late, vec![], late_info)).await),
+        RelayErrorKind::Conflict { .. }
+    ));
+    assert_eq!(found(a.request(get()).await), (2, 2, info2.clone()));
+    ga.clear_pending_commit(alice.provider.storage())
+        .expect("drop the lost commit");
     // A repeated post (same post id) changes nothing.
     assert_eq!(
         b.request(req).await,
