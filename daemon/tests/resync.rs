@@ -25,6 +25,18 @@ fn relay_i64(relay: &Relay, sql: &str, conv: &str) -> i64 {
         .unwrap()
 }
 
+/// Waits until every mailbox entry on `relay` is acknowledged (the old install has
+/// processed its Welcomes: the restored install can only find those groups by `ListGroups`).
+fn mailboxes_drained(relay: &Relay) {
+    wait_for("every mailbox entry acknowledged", || {
+        let db = rusqlite::Connection::open(relay.dir.path().join("data/relay.sqlite3")).unwrap();
+        let n: i64 = db
+            .query_row("SELECT COUNT(*) FROM mailbox", [], |r| r.get(0))
+            .unwrap();
+        (n == 0).then_some(())
+    });
+}
+
 /// `text` sent by `from` arrives at `to`, in conversation `conv`.
 fn delivered(from: &Daemon, to: &Daemon, conv: &str, text: &str) {
     from.sotto_ok(&["send", conv, text]);
@@ -218,6 +230,7 @@ fn a_group_the_old_install_joined_after_the_backup_is_found_and_joined() {
         &group,
         "in the new group, from the old install",
     );
+    mailboxes_drained(&relay);
 
     let mut fresh = daemon();
     fresh.start();
@@ -228,6 +241,12 @@ fn a_group_the_old_install_joined_after_the_backup_is_found_and_joined() {
     });
     assert_eq!(found["name"], "after the backup", "{found}");
     assert_eq!(found["kind"], "group", "{found}");
+    assert!(
+        fresh
+            .log_text()
+            .contains("joining a group this install did not know"),
+        "found through ListGroups, not a Welcome"
+    );
     continues(&fresh, &bob, &alice, &group, "found group");
     // The conversation from before the backup goes on too.
     delivered(
@@ -326,4 +345,67 @@ fn a_group_that_removed_the_old_install_after_the_backup_ends_as_removed_not_bro
     // The direct conversation goes on.
     delivered(&fresh, &bob, &conv, "still here, from the restored install");
     delivered(&bob, &fresh, &conv, "still here, to the restored install");
+}
+
+#[test]
+fn a_group_on_another_relay_the_old_install_joined_after_the_backup_is_found_there() {
+    let home = Relay::start();
+    let far = Relay::start();
+    let mut alice = daemon();
+    let mut bob = daemon();
+    let a = alice.account(&home, "alice");
+    bob.account(&far, "bob");
+    // Before the backup: bob's conversation with alice lives on bob's relay.
+    let known = bob.client().ok(
+        "conversation.create",
+        json!({"members": [a], "name": "known"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.wait_conversation("alice joins from the other relay", |c| {
+        c["id"] == known.as_str() && c["state"] == "active"
+    });
+    delivered(&bob, &alice, &known, "before the backup, from bob");
+    let file = alice.root.path().join("alice.age");
+    export(&alice, &file);
+    // After the backup bob makes another group on his relay; the old install joins it.
+    let group = bob.client().ok(
+        "conversation.create",
+        json!({"members": [a], "name": "after the backup"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.wait_conversation("the old install joins the new group", |c| {
+        c["id"] == group.as_str() && c["state"] == "active"
+    });
+    delivered(
+        &alice,
+        &bob,
+        &group,
+        "in the new group, from the old install",
+    );
+    mailboxes_drained(&home);
+    let mut fresh = daemon();
+    fresh.start();
+    import(&fresh, &file);
+    // ListGroups is asked of every relay a known conversation lives on, not just home.
+    let found = fresh.wait_conversation("the restored install finds the far group", |c| {
+        c["id"] == group.as_str() && c["state"] == "active"
+    });
+    assert_eq!(found["relay"], far.url, "{found}");
+    assert!(
+        fresh
+            .log_text()
+            .contains("joining a group this install did not know"),
+        "found through ListGroups, not a Welcome"
+    );
+    continues(&fresh, &bob, &alice, &group, "far group");
+    delivered(
+        &bob,
+        &fresh,
+        &known,
+        "the known group, to the restored install",
+    );
 }
