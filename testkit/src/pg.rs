@@ -100,6 +100,16 @@ fn succeeded(what: &str, out: Output) -> io::Result<Output> {
     }
 }
 
+/// Numbers the cluster directories of this process.
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// How a server start ended.
+enum Started {
+    Ready,
+    /// It exited: its port was taken.
+    PortTaken,
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -121,14 +131,19 @@ impl Cluster {
     pub fn start() -> io::Result<Cluster> {
         sweep_stale();
         let bin = bin_dir()?;
+        // Named by a counter, not by a port from `free_port` (two clusters starting at
+        // once may be handed the same free port, and would then share a directory).
         let dir = std::env::temp_dir().join(format!(
             "{DIR_PREFIX}{}-{}",
             std::process::id(),
-            free_port()?
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
+        // Ours by name (this pid, a number not handed out yet): a stale directory of a
+        // dead process that had our pid.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         // From here on, dropping the cluster removes the directory.
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             port: free_port()?,
             bin,
             dir,
@@ -152,8 +167,24 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()?;
         succeeded("initdb", out)?;
-        cluster.start_server()?;
-        Ok(cluster)
+        // The port was free when `free_port` released it; anything may have taken it
+        // since (another cluster, any socket's ephemeral port): then try another.
+        let mut attempts = 0;
+        loop {
+            match cluster.spawn_server()? {
+                Started::Ready => return Ok(cluster),
+                Started::PortTaken if attempts < 10 => {
+                    attempts += 1;
+                    cluster.port = free_port()?;
+                }
+                Started::PortTaken => {
+                    return Err(io::Error::other(format!(
+                        "postgres found no free port in {attempts} attempts; log:\n{}",
+                        cluster.log_text()
+                    )));
+                }
+            }
+        }
     }
 
     /// [`Cluster::start`] on a thread that lives as long as the process. The server runs
@@ -180,8 +211,31 @@ impl Cluster {
     }
 
     /// Starts the server (again) on the same data directory and port; returns when it
-    /// accepts connections. It dies with the calling thread when we are root.
+    /// accepts connections. It dies with the calling thread when we are root. While the
+    /// port is held by another socket (a restart: any connection may have been given it as
+    /// its ephemeral port meanwhile), it tries again until the deadline.
     pub fn start_server(&self) -> io::Result<()> {
+        let start = Instant::now();
+        loop {
+            match self.spawn_server()? {
+                Started::Ready => return Ok(()),
+                Started::PortTaken if start.elapsed() < DEADLINE => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Started::PortTaken => {
+                    return Err(io::Error::other(format!(
+                        "port {} stayed taken for {DEADLINE:?}; log:\n{}",
+                        self.port,
+                        self.log_text()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Spawns the server and waits until it accepts connections, or until it exits:
+    /// [`Started::PortTaken`] when it could not bind its port.
+    fn spawn_server(&self) -> io::Result<Started> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -189,6 +243,7 @@ impl Cluster {
         if is_root() {
             std::os::unix::fs::chown(self.log(), Some(UNPRIVILEGED.0), None)?;
         }
+        let logged_before = log.metadata()?.len();
         let child = unprivileged(&self.bin.join("postgres"))
             .arg("-D")
             .arg(self.dir.join("data"))
@@ -215,6 +270,21 @@ impl Cluster {
         *lock(&self.child) = Some(child);
         let start = Instant::now();
         while !self.ready() {
+            let exited = lock(&self.child)
+                .as_mut()
+                .map(Child::try_wait)
+                .transpose()?;
+            if let Some(Some(status)) = exited {
+                lock(&self.child).take();
+                let text = self.log_text();
+                let new = text.get(logged_before as usize..).unwrap_or(&text);
+                if new.contains("Address already in use") {
+                    return Ok(Started::PortTaken);
+                }
+                return Err(io::Error::other(format!(
+                    "postgres exited ({status}) while starting; log:\n{new}"
+                )));
+            }
             if start.elapsed() > DEADLINE {
                 return Err(io::Error::other(format!(
                     "postgres did not start within {DEADLINE:?}; log:\n{}",
@@ -223,12 +293,18 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
+        Ok(Started::Ready)
     }
 
+    /// Whether *this* cluster's server accepts connections. Asked on its own Unix socket
+    /// (in its directory): on the TCP port another server that got the same port would
+    /// answer. The postmaster binds its TCP port first and exits if it cannot.
     fn ready(&self) -> bool {
         Command::new(self.bin.join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-q")
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string()])
             .args(["-U", SUPERUSER])
             .status()
             .is_ok_and(|s| s.success())
@@ -342,4 +418,33 @@ fn sweep_stale() {
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Cluster> = OnceLock::new();
     SHARED.get_or_init(|| Cluster::start_kept().expect("start the shared PostgreSQL cluster"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restart while another socket holds the port waits for it instead of failing, and
+    /// readiness is this cluster's own (its Unix socket), not whoever answers on the port.
+    #[test]
+    fn a_restart_waits_out_a_taken_port() {
+        let cluster = Cluster::start().expect("start a cluster");
+        assert_eq!(cluster.psql("postgres", "SELECT 1").expect("psql"), "1");
+        cluster.stop_server().expect("stop");
+        let squatter = TcpListener::bind(("127.0.0.1", cluster.port)).expect("take the port");
+        assert!(!cluster.ready(), "nothing of ours answers while stopped");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            drop(squatter);
+        });
+        cluster
+            .start_server()
+            .expect("start again once the port is free");
+        release.join().expect("release thread");
+        assert!(
+            cluster.log_text().contains("Address already in use"),
+            "the first attempt met the taken port"
+        );
+        assert_eq!(cluster.psql("postgres", "SELECT 1").expect("psql"), "1");
+    }
 }
