@@ -90,8 +90,10 @@ fn a_network_cut_without_close_is_noticed_and_everything_resumes() {
     });
     assert_eq!(texts_from(&at_alice, &a), expected);
     eprintln!("resumed {resumed_in:?} after the cut (keepalive 1 s)");
+    // Generous for a loaded machine (the wait above allows DEADLINE) yet far below what
+    // TCP alone would take to notice a silent cut (minutes of retransmissions).
     assert!(
-        resumed_in < Duration::from_secs(20),
+        resumed_in < Duration::from_secs(45),
         "noticed within the keepalive bound"
     );
     // The daemon said so.
