@@ -62,9 +62,8 @@ fn summary(mut v: Vec<Duration>) -> String {
 }
 
 /// Sends `n` registrations with a bad proof back to back on one unauthenticated
-/// connection, then counts the answers: (rate limited, refused otherwise).
-async fn frame_flood(relay: std::net::SocketAddr, n: usize) -> (usize, usize) {
-    let mut c = Client::connect(relay).await;
+/// connection `c`, then counts the answers: (rate limited, refused otherwise).
+async fn frame_flood(mut c: Client, n: usize) -> (usize, usize) {
     let dev = Device::new("flood@nowhere.invalid");
     for _ in 0..n {
         c.send(Client::auth_request(&dev, vec![0; 64], true)).await;
@@ -130,9 +129,16 @@ async fn a_flood_is_limited_and_connected_clients_keep_working() {
 
     let addr = relay.addr;
     let host = relay.authority();
+    // The frame floods' connections are open before the connection flood starts: racing
+    // it for the per-IP slots, one could be refused (and `Client::connect` panics).
+    let mut flooders = Vec::new();
+    for _ in 0..3 {
+        flooders.push(Client::connect(addr).await);
+    }
     let frames = tokio::spawn(async move {
-        let floods: Vec<_> = (0..3)
-            .map(|_| tokio::spawn(frame_flood(addr, 2000)))
+        let floods: Vec<_> = flooders
+            .into_iter()
+            .map(|c| tokio::spawn(frame_flood(c, 2000)))
             .collect();
         let mut total = (0, 0);
         for f in floods {
