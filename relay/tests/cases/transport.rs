@@ -218,11 +218,14 @@ fn systemd_unit_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_unauthenticated_connections_time_out() {
     use tokio::io::AsyncReadExt;
+    // Short enough to wait out, long enough that the connections meant to get through
+    // (an upgrade; a registration, a disk write, within the auth timeout) do so on a
+    // loaded machine too.
     let relay = Relay::start_with(&[
         "--handshake-timeout-ms",
-        "1000",
+        "2000",
         "--auth-timeout-ms",
-        "3000",
+        "10000",
     ]);
     // A TCP connection that never sends a request head is dropped.
     let mut tcp = tokio::net::TcpStream::connect(relay.addr)
