@@ -467,14 +467,30 @@ pub fn prepare_change(
     Ok(true)
 }
 
+/// The largest GroupInfo posted with a commit (the relay's default limit on a group
+/// message is 2 MiB, on a frame 4 MiB: a commit and its GroupInfo must fit in one frame).
+const MAX_GROUP_INFO: usize = 1024 * 1024;
+
 /// The TLS bytes (an `MlsMessage`) of a commit's new-epoch GroupInfo. Every group uses the
 /// ratchet-tree extension, so openmls builds one (tree and external public key included)
-/// with every commit.
+/// with every commit. A GroupInfo over [`MAX_GROUP_INFO`] (a huge group) is left out: the
+/// commit is posted without one (no resync from that epoch), never refused.
 pub(super) fn group_info_bytes(info: Option<GroupInfo>) -> Result<Option<Vec<u8>>, PrepareError> {
-    info.map(|i| {
-        MlsMessageOut::from(i)
-            .tls_serialize_detached()
-            .map_err(|e| PrepareError::Invalid(format!("encoding the GroupInfo: {e}")))
-    })
-    .transpose()
+    let bytes = info
+        .map(|i| {
+            MlsMessageOut::from(i)
+                .tls_serialize_detached()
+                .map_err(|e| PrepareError::Invalid(format!("encoding the GroupInfo: {e}")))
+        })
+        .transpose()?;
+    Ok(bytes.filter(|b| {
+        let fits = b.len() <= MAX_GROUP_INFO;
+        if !fits {
+            tracing::warn!(
+                bytes = b.len(),
+                "a GroupInfo too large to post; the commit goes without it"
+            );
+        }
+        fits
+    }))
 }

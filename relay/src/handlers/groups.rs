@@ -98,6 +98,12 @@ impl<S: Store> Ctx<S> {
             ));
         }
         if let Some(info) = &group_info {
+            if info.len() > max as usize {
+                return Err(err(
+                    RelayErrorKind::PayloadTooLarge { max_bytes: max },
+                    format!("GroupInfos are limited to {max} bytes"),
+                ));
+            }
             if !is_commit {
                 return Err(err(
                     RelayErrorKind::BadRequest,
