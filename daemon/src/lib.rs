@@ -22,6 +22,10 @@ pub mod rpc;
 pub mod service;
 pub mod store;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub use engine::fuzzing;
+
 use std::future::Future;
 use std::sync::Arc;
 

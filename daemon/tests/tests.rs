@@ -17,6 +17,7 @@ mod faults_db;
 mod faults_disk;
 mod faults_hostile;
 mod faults_net;
+mod faults_relay;
 mod faults_security;
 mod framing;
 mod gtk;

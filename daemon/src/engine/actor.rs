@@ -35,6 +35,34 @@ const ACK_EVERY: u64 = 128;
 const OWN_ENTRY_WAIT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long the relay may answer `internal` to every attempt of one post before the actor
+/// gives up on it (`SOTTO_RELAY_INTERNAL_GIVE_UP`, seconds, changes it). `internal` is a
+/// relay failure that is neither a full disk nor an unreachable database (those answer
+/// `rate_limited` and are retried for as long as they last): it may pass, so it is
+/// retried with the backoff, but a post it refuses for ten minutes is most likely one the
+/// relay can never take, and it would block everything queued behind it in the
+/// conversation. It is then given up like any other refusal: a message becomes `failed`,
+/// a change `change_failed`, each with the relay's reason.
+const INTERNAL_GIVE_UP: Duration = Duration::from_secs(600);
+/// ...and at least this many attempts.
+const INTERNAL_MIN_ATTEMPTS: u32 = 5;
+
+fn internal_give_up() -> Duration {
+    static VALUE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *VALUE.get_or_init(|| {
+        std::env::var("SOTTO_RELAY_INTERNAL_GIVE_UP")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(INTERNAL_GIVE_UP, Duration::from_secs_f64)
+    })
+}
+
+/// The `internal` answers one outbox row has had in a row.
+struct InternalStreak {
+    since: Instant,
+    attempts: u32,
+}
 
 enum Step {
     /// Something happened; run again at once.
@@ -64,6 +92,28 @@ struct State {
     ack_due: Option<Instant>,
     /// Whether a resync is pending (`None`: not checked yet; see `engine::resync`).
     resync: Option<bool>,
+    /// Outbox rows (by id) the relay answered `internal` on every attempt so far.
+    internal: std::collections::HashMap<i64, InternalStreak>,
+}
+
+impl State {
+    /// Records an `internal` answer to outbox row `row`: `Some(reason)` when it is time to
+    /// give up on it ([`INTERNAL_GIVE_UP`]).
+    fn internal_failure(&mut self, row: i64, e: &impl std::fmt::Display) -> Option<String> {
+        let s = self.internal.entry(row).or_insert_with(|| InternalStreak {
+            since: Instant::now(),
+            attempts: 0,
+        });
+        s.attempts += 1;
+        let elapsed = s.since.elapsed();
+        (s.attempts >= INTERNAL_MIN_ATTEMPTS && elapsed >= internal_give_up()).then(|| {
+            self.internal.remove(&row);
+            format!(
+                "the relay failed internally on every attempt for {} s; given up: {e}",
+                elapsed.as_secs()
+            )
+        })
+    }
 }
 
 /// Runs the actor of conversation `conv` until it is finished or the daemon stops.
@@ -162,8 +212,17 @@ async fn step(
             })
             .await
         {
-            Ok(_) => {}
+            Ok(_) => {
+                state.internal.remove(&h.id);
+            }
             Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::GroupExists) => {}
+            Err(RelayCallError::Refused(e)) if retryable(&e.kind) => {
+                let Some(why) = internal_verdict(state, h.id, &e) else {
+                    return Ok(Step::Retry(e.to_string()));
+                };
+                fail_change(engine, conv, h, &why).await?;
+                return Ok(Step::Again);
+            }
             Err(RelayCallError::Refused(e)) => {
                 fail_change(
                     engine,
@@ -188,7 +247,7 @@ async fn step(
         && h.op != "message"
         && h.post_id.is_some_and(|p| !state.accepted.contains(&p))
     {
-        return post(engine, conv, &conn, &group_id, h, &mut state.accepted).await;
+        return post(engine, conv, &conn, &group_id, h, state).await;
     }
     if row.state == "active"
         || head
@@ -279,7 +338,7 @@ async fn step(
     };
     tracing::debug!(conversation = %conv, op = %head.op, prepared = head.mls_message.is_some(), "outbox head");
     if let Some(join_seq) = head.join_seq {
-        return send_welcomes(engine, conv, &row.relay, &group_id, &head, join_seq).await;
+        return send_welcomes(engine, conv, &row.relay, &group_id, &head, join_seq, state).await;
     }
     if head.op == "message" && row.state == "active" {
         return messages(engine, conv, &conn, &group_id, state).await;
@@ -295,7 +354,7 @@ async fn step(
         return Ok(await_own_entries(state));
     }
     state.verify_at = None;
-    post(engine, conv, &conn, &group_id, &head, &mut state.accepted).await
+    post(engine, conv, &conn, &group_id, &head, state).await
 }
 
 /// Everything we posted was accepted: our own entries are on their way as pushes. Read the
@@ -411,6 +470,7 @@ async fn post_run(
     for (i, (row, answer)) in rows.iter().zip(answers).enumerate() {
         match answer {
             Ok(_) => {
+                state.internal.remove(&row.id);
                 if let Some(p) = row.post_id {
                     state.accepted.insert(p);
                 }
@@ -437,8 +497,12 @@ async fn post_run(
                 return Ok(Step::Again);
             }
             Err(RelayCallError::Refused(e)) if retryable(&e.kind) => {
-                // Retried later with the same bytes and post ids (idempotent).
-                step = Step::Retry(e.to_string());
+                // Retried later with the same bytes and post ids (idempotent), unless the
+                // relay has failed internally on it for too long.
+                match internal_verdict(state, row.id, &e) {
+                    None => step = Step::Retry(e.to_string()),
+                    Some(why) => fail_change(engine, conv, row, &why).await?,
+                }
             }
             Err(RelayCallError::Refused(e)) => {
                 fail_change(
@@ -456,14 +520,30 @@ async fn post_run(
 }
 
 /// A refusal that says "try again later" (a rate limit, or a relay whose storage failed
-/// or is full): the post is retried with the same bytes and post id, never given up.
-/// Found by the faults suite: a relay with a full disk answered `internal` and the
-/// daemon marked the message `failed` although the relay had stored nothing.
+/// or is full): the post is retried with the same bytes and post id. Found by the faults
+/// suite: a relay with a full disk answered `internal` and the daemon marked the message
+/// `failed` although the relay had stored nothing. `rate_limited` (what a full disk or an
+/// unreachable database answers now) is never given up; `internal` is, after
+/// [`INTERNAL_GIVE_UP`] ([`internal_verdict`]).
 fn retryable(kind: &RelayErrorKind) -> bool {
     matches!(
         kind,
         RelayErrorKind::RateLimited { .. } | RelayErrorKind::Internal
     )
+}
+
+/// For a retryable refusal of outbox row `row`: `Some(reason)` to give the row up (the
+/// relay answered `internal` to every attempt for [`INTERNAL_GIVE_UP`]), `None` to retry.
+fn internal_verdict(
+    state: &mut State,
+    row: i64,
+    e: &sotto_protocol::relay::RelayError,
+) -> Option<String> {
+    if matches!(e.kind, RelayErrorKind::Internal) {
+        state.internal_failure(row, e)
+    } else {
+        None
+    }
 }
 
 enum CatchUp {
@@ -759,7 +839,7 @@ async fn post(
     conn: &RelayConn,
     group_id: &[u8],
     head: &OutboxRow,
-    accepted: &mut HashSet<[u8; 16]>,
+    state: &mut State,
 ) -> Result<Step, StoreError> {
     let (Some(post_id), Some(message)) = (head.post_id, head.mls_message.clone()) else {
         return Ok(Step::Again);
@@ -770,7 +850,8 @@ async fn post(
     match answer {
         // Accepted: the entry is processed (as our own) when it is pushed or read next.
         Ok(_) => {
-            accepted.insert(post_id);
+            state.internal.remove(&head.id);
+            state.accepted.insert(post_id);
             Ok(Step::Again)
         }
         // The epoch moved: our post did not win. Forget it (a commit's pending state too);
@@ -783,7 +864,13 @@ async fn post(
                 .await?;
             Ok(Step::Again)
         }
-        Err(RelayCallError::Refused(e)) if retryable(&e.kind) => Ok(Step::Retry(e.to_string())),
+        Err(RelayCallError::Refused(e)) if retryable(&e.kind) => {
+            let Some(why) = internal_verdict(state, head.id, &e) else {
+                return Ok(Step::Retry(e.to_string()));
+            };
+            fail_change(engine, conv, head, &why).await?;
+            Ok(Step::Again)
+        }
         Err(RelayCallError::Refused(e)) => {
             fail_change(
                 engine,
@@ -827,6 +914,7 @@ async fn send_welcomes(
     group_id: &[u8],
     head: &OutboxRow,
     join_seq: u64,
+    state: &mut State,
 ) -> Result<Step, StoreError> {
     let (Some(post_id), Some(welcome)) = (head.post_id, head.welcome.clone()) else {
         return finish_noop(engine, conv, head).await.map(|()| Step::Again);
@@ -847,6 +935,7 @@ async fn send_welcomes(
                 device_id: r.device_id.clone(),
             });
     }
+    let mut gave_up = false;
     for (url, recipients) in by_relay {
         let conn = match engine.relays.get(&url).await {
             Ok(c) => c,
@@ -872,7 +961,17 @@ async fn send_welcomes(
             {
                 Ok(_) => {}
                 Err(RelayCallError::Refused(e)) if retryable(&e.kind) => {
-                    return Ok(Step::Retry(e.to_string()));
+                    // Once given up, the row's other Welcome posts are not waited for.
+                    let why = if gave_up && matches!(e.kind, RelayErrorKind::Internal) {
+                        Some(e.to_string())
+                    } else {
+                        internal_verdict(state, head.id, &e)
+                    };
+                    let Some(why) = why else {
+                        return Ok(Step::Retry(e.to_string()));
+                    };
+                    gave_up = true;
+                    tracing::warn!(conversation = %conv, relay = %url, "a Welcome was not delivered; those members cannot join: {why}");
                 }
                 Err(RelayCallError::Refused(e)) => {
                     tracing::warn!(conversation = %conv, relay = %url, cause = %e, "a Welcome was refused; those members cannot join");

@@ -9,6 +9,10 @@
 //!   then acknowledged to the relay.
 
 mod actor;
+/// The harness of the MLS fuzz targets (fuzz/): tests, and the `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 pub mod keypackages;
 mod outbound;

@@ -192,7 +192,7 @@ fn rows(
 }
 
 /// The cache key of a conversation's `MlsGroup` (see [`Tx::keep`]).
-fn group_key(conv: &str) -> String {
+pub(super) fn group_key(conv: &str) -> String {
     format!("mls-group:{conv}")
 }
 

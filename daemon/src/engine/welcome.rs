@@ -138,7 +138,29 @@ pub async fn follow(engine: Arc<Engine>, mut entries: mpsc::UnboundedReceiver<Ve
 
 /// Joins the group of a Welcome entry. `Ok(None)`: the entry was not for us, malformed, or
 /// for a group we know (all recorded in the log and skipped, never retried forever).
-fn join(
+///
+/// A skipped Welcome leaves nothing behind: openmls consumes the key package a Welcome
+/// names as soon as it stages it, before the daemon's own checks (who posted it, whether
+/// the group holds this device); those changes are rolled back with everything else the
+/// attempt wrote. (Found by the `mls_welcome` fuzz target: a genuine Welcome re-posted by
+/// an outsider burned one of this device's single-use key packages.)
+pub(super) fn join(
+    tx: &mut Tx<'_>,
+    own_address: &str,
+    own_key: &[u8],
+    entry: &MailboxEntry,
+) -> Result<Option<String>, StoreError> {
+    tx.conn().execute_batch("SAVEPOINT sotto_welcome")?;
+    let joined = join_inner(tx, own_address, own_key, entry);
+    let end = match joined {
+        Ok(Some(_)) => "RELEASE sotto_welcome",
+        _ => "ROLLBACK TO sotto_welcome; RELEASE sotto_welcome",
+    };
+    tx.conn().execute_batch(end)?;
+    joined
+}
+
+fn join_inner(
     tx: &mut Tx<'_>,
     own_address: &str,
     own_key: &[u8],
