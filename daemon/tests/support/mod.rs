@@ -832,26 +832,46 @@ impl Relay {
         relay
     }
 
+    /// Starts the relay on `listen`. On a restart (the same port) the port was free for a
+    /// moment: any socket may have been given it as its ephemeral port meanwhile, so while
+    /// the relay cannot bind it, this tries again until the deadline.
     fn spawn(&mut self, listen: &str) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("relay.log"))
-            .expect("log");
-        let mut child = Command::new(bin("sotto-relay"))
-            .args(["--listen", listen, "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(&self.extra)
-            .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn sotto-relay");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the relay's listening line");
+        let log_path = self.dir.path().join("relay.log");
+        let start = Instant::now();
+        let (child, line) = loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("log");
+            let logged_before = log.metadata().map_or(0, |m| m.len());
+            let mut child = Command::new(bin("sotto-relay"))
+                .args(["--listen", listen, "--data-dir"])
+                .arg(self.dir.path().join("data"))
+                .args(&self.extra)
+                .env("RUST_LOG", "info")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .expect("spawn sotto-relay");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("the relay's listening line");
+            if !line.is_empty() {
+                break (child, line);
+            }
+            // It exited before listening.
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let new = text.get(logged_before as usize..).unwrap_or(&text);
+            assert!(
+                new.contains("Address already in use") && start.elapsed() < DEADLINE,
+                "sotto-relay did not start on {listen}; its log:\n{new}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
         // "listening 127.0.0.1:PORT ws://127.0.0.1:PORT/sotto/v1"
         let mut parts = line.split_whitespace().skip(1);
         self.host = parts.next().expect("address").to_owned();
