@@ -162,8 +162,10 @@ fn a_peer_with_another_uid_is_refused() {
             "--regid=65534",
             "--clear-groups",
             "socat",
+            // How long socat waits for the daemon's reply after its stdin ended (it ends
+            // at once when the daemon closes): generous for a loaded machine.
             "-t",
-            "5",
+            "60",
             "-",
         ])
         .arg(format!("UNIX-CONNECT:{}", sock.display()))
