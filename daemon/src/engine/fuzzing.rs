@@ -1433,6 +1433,89 @@ mod tests {
         }
     }
 
+    /// One random mutation of `input` (libFuzzer's simplest moves): flip a bit, set a
+    /// byte, insert or delete a run, truncate, or splice in part of another input.
+    fn mutate(rng: &mut rand::rngs::StdRng, input: &mut Vec<u8>, other: &[u8]) {
+        use rand::Rng as _;
+        let len = input.len();
+        match rng.gen_range(0..6) {
+            0 if len > 0 => {
+                let i = rng.gen_range(0..len);
+                input[i] ^= 1 << rng.gen_range(0..8);
+            }
+            1 if len > 0 => {
+                let i = rng.gen_range(0..len);
+                input[i] = rng.r#gen();
+            }
+            2 => {
+                let i = rng.gen_range(0..=len);
+                let n = rng.gen_range(1..8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.r#gen()).collect();
+                input.splice(i..i, bytes);
+            }
+            3 if len > 1 => {
+                let i = rng.gen_range(0..len);
+                let n = rng.gen_range(1..=(len - i).min(16));
+                input.drain(i..i + n);
+            }
+            4 if len > 1 => input.truncate(rng.gen_range(1..len)),
+            _ if !other.is_empty() => {
+                let from = rng.gen_range(0..other.len());
+                let n = rng.gen_range(1..=(other.len() - from).min(64));
+                let at = rng.gen_range(0..=len);
+                input.splice(at..at, other[from..from + n].iter().copied());
+            }
+            _ => input.push(rng.r#gen()),
+        }
+    }
+
+    /// The stable counterpart of the libFuzzer targets, in every `cargo test`: seeded
+    /// random mutations of the kept inputs through the same bodies (`SOTTO_FUZZ_SEED`
+    /// replays a run, `SOTTO_FUZZ_MUTATIONS` sets how many per target; the libFuzzer
+    /// targets in fuzz/ are the coverage-guided long run).
+    #[test]
+    fn seeded_mutations_of_the_mls_seeds_keep_every_invariant() {
+        use rand::{Rng as _, SeedableRng as _};
+        let seed: u64 = std::env::var("SOTTO_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        let n: usize = std::env::var("SOTTO_FUZZ_MUTATIONS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(150);
+        eprintln!("SOTTO_FUZZ_SEED={seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for (target, body) in [
+            ("mls_group_entry", group_entries as fn(&[u8])),
+            ("mls_welcome", welcome),
+        ] {
+            let inputs = kept(target);
+            for _ in 0..n {
+                let (name, base) = &inputs[rng.gen_range(0..inputs.len())];
+                let other = &inputs[rng.gen_range(0..inputs.len())].1;
+                let mut input = base.clone();
+                for _ in 0..rng.gen_range(1..=4) {
+                    mutate(&mut rng, &mut input, other);
+                }
+                let caught = std::panic::catch_unwind(|| body(&input));
+                if caught.is_err() {
+                    let out = fuzz_dir().join("artifacts").join(target);
+                    let _ = std::fs::create_dir_all(&out);
+                    let file = out.join(format!(
+                        "mutation-{seed}-{}",
+                        hex::encode(&sha(&input)[..8])
+                    ));
+                    let _ = std::fs::write(&file, &input);
+                    panic!(
+                        "{target}: a mutation of {name} broke an invariant (SOTTO_FUZZ_SEED={seed}); the input is in {}",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+
     fn seed(target: &str, name: &str) -> Vec<u8> {
         std::fs::read(fuzz_dir().join("corpus").join(target).join(name)).expect("a seed")
     }
