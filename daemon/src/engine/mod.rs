@@ -294,8 +294,10 @@ pub fn prepare_if_alone(
     conv: &str,
     key: &DeviceKey,
 ) -> Result<(), crate::store::StoreError> {
+    // At most two index entries read, not the whole queue (a pipelining client keeps
+    // hundreds queued; this runs in every `message.send`).
     let queued: i64 = tx.conn().query_row(
-        "SELECT COUNT(*) FROM outbox WHERE conversation = ?1",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE conversation = ?1 LIMIT 2)",
         [conv],
         |r| r.get(0),
     )?;

@@ -119,16 +119,47 @@ pub fn message_run(
     Ok(run)
 }
 
-/// The first `limit` outbox rows in the order the actor works them.
+/// The columns of an [`OutboxRow`], in [`read_rows`]' order.
+const ROW_COLUMNS: &str = "id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id, removed, done_epoch, group_info";
+
+/// The first `limit` outbox rows in the order the actor works them: a `commit_pending`
+/// row first (others' proposals block new messages), then the rest in FIFO order. Two
+/// index range reads (`outbox_commit_pending`, `outbox_fifo`) that stop at `limit`, not
+/// a sort of the conversation's whole outbox (issue 12: a pipelining client keeps
+/// hundreds of rows queued, and this runs at every actor step).
 fn rows(
     conn: &rusqlite::Connection,
     conv: &str,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let mut st = conn.prepare_cached(
-        "SELECT id, op, payload, post_id, mls_message, added, welcome, welcome_to, join_seq, message_id, removed, done_epoch, group_info
-         FROM outbox WHERE conversation = ?1 ORDER BY op = 'commit_pending' DESC, id LIMIT ?2",
+    let mut out = read_rows(
+        conn,
+        &format!(
+            "SELECT {ROW_COLUMNS} FROM outbox WHERE conversation = ?1 AND op = 'commit_pending' ORDER BY id LIMIT ?2"
+        ),
+        conv,
+        limit,
     )?;
+    if out.len() < limit {
+        out.extend(read_rows(
+            conn,
+            &format!(
+                "SELECT {ROW_COLUMNS} FROM outbox WHERE conversation = ?1 AND op <> 'commit_pending' ORDER BY id LIMIT ?2"
+            ),
+            conv,
+            limit - out.len(),
+        )?);
+    }
+    Ok(out)
+}
+
+fn read_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    conv: &str,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut st = conn.prepare_cached(sql)?;
     let raw = st.query_map(params![conv, limit as i64], |r| {
         Ok((
             r.get::<_, i64>(0)?,

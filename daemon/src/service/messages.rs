@@ -62,7 +62,9 @@ impl Service {
         let me = identity.account.address.to_string();
         let idem = p.idempotency_key.clone();
         let text = p.text;
-        let written = self.store.submit_write(move |tx| {
+        // Every refusal below is an `Ok(Err(..))` returned before the first change, and an
+        // error after it is the database's: the write needs no savepoint of its own.
+        let written = self.store.submit_write_atomic(move |tx| {
                     let row = match super::conversations::resolve(tx.conn(), &input)? {
                         Ok(row) => row,
                         Err(e) => return Ok(Err(e)),

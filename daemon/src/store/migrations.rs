@@ -186,6 +186,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
         created_at TEXT NOT NULL
     );",
     ),
+    (
+        // The outbox in O(what is asked for), not O(outbox): with hundreds of messages
+        // queued in one conversation (a pipelining client), finding our own entry's row
+        // by its post id scanned every queued row, and the head query sorted them all
+        // (issue 12: both ran once per message). Own entries are found through
+        // `outbox_by_post`; the `commit_pending` row that goes first is found through the
+        // (tiny) partial index, the rest in `outbox_fifo` order.
+        6,
+        "CREATE INDEX outbox_by_post ON outbox (conversation, post_id) WHERE post_id IS NOT NULL;
+    CREATE INDEX outbox_commit_pending ON outbox (conversation, id) WHERE op = 'commit_pending';",
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -277,5 +288,29 @@ mod tests {
             format!("SELECT {MESSAGE_ORDER_KEY} FROM messages WHERE conversation = ?1 AND id = ?2");
         let p = plan(&conn, &before);
         assert!(p.contains("messages_by_id"), "{p}");
+    }
+
+    #[test]
+    fn the_outbox_is_read_through_indexes_not_scanned_or_sorted() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        let own = plan(
+            &conn,
+            "SELECT id FROM outbox WHERE conversation = ?1 AND post_id = ?2",
+        );
+        assert!(own.contains("outbox_by_post"), "{own}");
+        let first = plan(
+            &conn,
+            "SELECT id, payload FROM outbox WHERE conversation = ?1 AND op = 'commit_pending' ORDER BY id LIMIT ?2",
+        );
+        assert!(first.contains("outbox_commit_pending"), "{first}");
+        let rest = plan(
+            &conn,
+            "SELECT id, payload FROM outbox WHERE conversation = ?1 AND op <> 'commit_pending' ORDER BY id LIMIT ?2",
+        );
+        assert!(rest.contains("outbox_fifo"), "{rest}");
+        for p in [own, first, rest] {
+            assert!(!p.contains("TEMP B-TREE") && !p.contains("SCAN"), "{p}");
+        }
     }
 }

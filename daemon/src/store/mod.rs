@@ -12,6 +12,13 @@
 //! order is kept), runs each in its own SAVEPOINT (a failing one rolls back alone), commits
 //! once, and only then answers each caller and broadcasts the events. If that COMMIT fails,
 //! every write in it gets the error and every object kept for later transactions is dropped.
+//!
+//! A write queued with [`Store::submit_write_atomic`] runs without a SAVEPOINT of its own
+//! (a savepoint is not free here: SQLCipher encrypts every page the write touches into the
+//! sub-journal, and FTS5 flushes its pending terms into a new segment at every savepoint).
+//! Such a write promises to fail only before its first change: if it fails after changing
+//! rows (`total_changes` moved: an I/O error, a full disk), the whole shared transaction
+//! is rolled back and every write in it gets that error, as if the COMMIT had failed.
 
 pub mod cipher;
 mod events;
@@ -46,6 +53,9 @@ type Cache = HashMap<String, Box<dyn Any + Send>>;
 
 /// The most writes one group commit folds into one transaction.
 pub const GROUP_MAX: usize = 256;
+
+/// The SQLite page cache of the writer's connection, in KiB (decrypted pages).
+const CACHE_KIB: i64 = 8 * 1024;
 
 /// How often the writer truncates the WAL so deleted secrets do not linger in it.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
@@ -124,12 +134,17 @@ trait WriteJob: Send {
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Answers the caller: with the body's result, or with `commit_failed`.
     fn finish(self: Box<Self>, commit_failed: Option<StoreError>);
+    /// Whether the body runs in a savepoint of its own when it shares a transaction.
+    fn savepoint(&self) -> bool;
+    /// The body's error, for the other writes of a transaction it doomed.
+    fn error(&self) -> Option<StoreError>;
 }
 
 struct PendingWrite<T, F> {
     body: Option<F>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    savepoint: bool,
 }
 
 impl<T, F> WriteJob for PendingWrite<T, F>
@@ -155,6 +170,17 @@ where
             (None, None) => Err(StoreError::Closed),
         };
         let _ = self.reply.send(answer);
+    }
+
+    fn savepoint(&self) -> bool {
+        self.savepoint
+    }
+
+    fn error(&self) -> Option<StoreError> {
+        match &self.result {
+            Some(Err(e)) => Some(replicate(e)),
+            _ => None,
+        }
     }
 }
 
@@ -339,12 +365,46 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.queue_write(f, true)
+    }
+
+    /// Queues `f` as [`Store::submit_write`] does, but without a savepoint of its own in a
+    /// shared transaction (module doc). `f` must return an error only before its first
+    /// change (an `Ok` value may still carry a refusal): an error after it fails every
+    /// write of the shared transaction.
+    pub fn submit_write_atomic<T, F>(
+        &self,
+        f: F,
+    ) -> Result<
+        impl std::future::Future<Output = Result<T, StoreError>> + Send + use<T, F>,
+        StoreError,
+    >
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue_write(f, false)
+    }
+
+    fn queue_write<T, F>(
+        &self,
+        f: F,
+        savepoint: bool,
+    ) -> Result<
+        impl std::future::Future<Output = Result<T, StoreError>> + Send + use<T, F>,
+        StoreError,
+    >
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job::Write(Box::new(PendingWrite {
                 body: Some(f),
                 result: None,
                 reply,
+                savepoint,
             })))
             .map_err(|_| StoreError::Closed)?;
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
@@ -448,6 +508,10 @@ fn open_connection(path: &Path, key: &DbKey) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every page read from the file is decrypted (SQLCipher): a page cache larger
+        // than the default 2 MiB keeps a busy conversation's outbox, indexes and MLS
+        // state decrypted in memory (issue 12).
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if ok != "ok" {
             return Err(rusqlite::Error::SqliteFailure(
@@ -575,10 +639,13 @@ impl Db {
         let mut batch = Cache::new();
         let mut emitted_all = Vec::new();
         let mut failed_one = false;
-        for job in group.iter_mut() {
-            if shared && let Err(e) = self.conn.execute_batch("SAVEPOINT sotto_write") {
+        for i in 0..group.len() {
+            let savepoint = shared && group[i].savepoint();
+            let changes_before = self.conn.total_changes();
+            if savepoint && let Err(e) = self.conn.execute_batch("SAVEPOINT sotto_write") {
                 return fail_all(self, group, e.into());
             }
+            let job = &mut group[i];
             let mut tx = Tx {
                 conn: &self.conn,
                 emitted: Vec::new(),
@@ -590,11 +657,26 @@ impl Db {
             let ok = job.run(&mut tx);
             let Tx { emitted, kept, .. } = tx;
             if ok {
-                if shared && let Err(e) = self.conn.execute_batch("RELEASE sotto_write") {
+                if savepoint && let Err(e) = self.conn.execute_batch("RELEASE sotto_write") {
                     return fail_all(self, group, e.into());
                 }
                 batch.extend(kept);
                 emitted_all.extend(emitted);
+            } else if shared && !savepoint {
+                if self.conn.total_changes() != changes_before {
+                    // An atomic write failed after changing rows: the transaction holds
+                    // half of it, so all of it goes, and every write in it fails.
+                    let e = job
+                        .error()
+                        .unwrap_or_else(|| StoreError::Decode("a shared write failed".into()));
+                    self.abort();
+                    for (j, job) in group.into_iter().enumerate() {
+                        job.finish((j != i).then(|| replicate(&e)));
+                    }
+                    return;
+                }
+                // It failed before changing anything: nothing to undo.
+                failed_one = true;
             } else if shared {
                 // This write alone rolls back; what it kept is dropped with it, and so is
                 // every object in memory (as after any failed transaction).

@@ -376,3 +376,102 @@ async fn a_failed_group_commit_fails_every_write_in_it() {
     store.write(|tx| insert_meta(tx, "g-after")).await.unwrap();
     assert_eq!(meta_keys(&store).await, ["g-after"]);
 }
+
+/// Atomic writes (no savepoint of their own) share the COMMIT like the others; one that
+/// refuses before changing anything fails alone, with the writes around it (atomic or
+/// not) kept; one that fails after a change takes the whole shared transaction with it:
+/// every write in it gets the error, nothing is stored, broadcast or kept.
+#[tokio::test]
+async fn atomic_writes_share_the_commit_and_a_half_done_one_fails_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut rx) = open_store(dir.path());
+    let before = commits(&store).await;
+    let gate = hold_writer(&store).await;
+    let mut pending = Vec::new();
+    for i in 0..4u32 {
+        let w = store
+            .submit_write_atomic(move |tx| {
+                if i == 1 {
+                    return Err(StoreError::Decode("refused before any change".into()));
+                }
+                insert_meta(tx, &format!("g{i}"))?;
+                tx.emit(relay_event(i))?;
+                tx.keep(&format!("obj{i}"), i);
+                Ok(i)
+            })
+            .unwrap();
+        pending.push(w);
+    }
+    // A write with a savepoint among them still fails alone.
+    let shielded = store
+        .submit_write(|tx| {
+            insert_meta(tx, "g-shielded")?;
+            Err::<(), _>(StoreError::Decode(
+                "fails after a change, in its savepoint".into(),
+            ))
+        })
+        .unwrap();
+    drop(gate);
+    let mut results = Vec::new();
+    for w in pending {
+        results.push(w.await);
+    }
+    assert!(shielded.await.is_err());
+    assert!(
+        matches!(results[1], Err(StoreError::Decode(_))),
+        "{:?}",
+        results[1]
+    );
+    let ok: Vec<u32> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(ok, [0, 2, 3]);
+    assert_eq!(
+        commits(&store).await,
+        before + 1,
+        "one COMMIT for all of them"
+    );
+    assert_eq!(meta_keys(&store).await, ["g0", "g2", "g3"]);
+    let seqs: Vec<u64> = (0..3).map(|_| rx.try_recv().unwrap().seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(rx.try_recv().is_err());
+
+    // Now one that fails half-way: everything of the shared transaction goes.
+    let gate = hold_writer(&store).await;
+    let first = store
+        .submit_write(|tx| {
+            insert_meta(tx, "g-first")?;
+            tx.keep("first", 1u8);
+            Ok(())
+        })
+        .unwrap();
+    let half = store
+        .submit_write_atomic(|tx| {
+            insert_meta(tx, "g-half")?;
+            tx.emit(relay_event(7))?;
+            Err::<(), _>(StoreError::Decode("failed half-way".into()))
+        })
+        .unwrap();
+    let last = store
+        .submit_write_atomic(|tx| insert_meta(tx, "g-last"))
+        .unwrap();
+    drop(gate);
+    for r in [first.await, half.await, last.await] {
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("failed half-way"), "{e}");
+    }
+    assert_eq!(
+        meta_keys(&store).await,
+        ["g0", "g2", "g3"],
+        "nothing of it stored"
+    );
+    assert!(rx.try_recv().is_err(), "nothing of it broadcast");
+    let kept = store
+        .write(|tx| Ok(tx.take_kept::<u8>("first")))
+        .await
+        .unwrap();
+    assert_eq!(kept, None, "nothing kept survives the rollback");
+    store.write(|tx| insert_meta(tx, "g-after")).await.unwrap();
+    assert_eq!(meta_keys(&store).await, ["g-after", "g0", "g2", "g3"]);
+}
