@@ -19,8 +19,8 @@
 (defvar sotto-test--alice (sotto-test--env "SOTTO_TEST_ALICE_ADDRESS"))
 
 (defun sotto-test--wait (what pred &optional seconds)
-  "Waits until PRED holds, at most SECONDS (default 30); fails naming WHAT."
-  (let ((deadline (+ (float-time) (or seconds 30))))
+  "Waits until PRED holds, at most SECONDS (default 60); fails naming WHAT."
+  (let ((deadline (+ (float-time) (or seconds 60))))
     (while (and (not (funcall pred)) (< (float-time) deadline))
       (accept-process-output nil 0.05))
     (unless (funcall pred)

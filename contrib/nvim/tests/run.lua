@@ -15,8 +15,9 @@ local ALICE = env("SOTTO_TEST_ALICE_ADDRESS")
 local BOB_SOCKET = env("SOTTO_TEST_BOB_SOCKET")
 local alice = rpc.new({ socket = env("SOTTO_TEST_ALICE_SOCKET") })
 
+-- 60 s by default, as the Rust suites: a loaded 2-core machine is five times slower.
 local function wait(what, pred, ms)
-  if not vim.wait(ms or 30000, pred, 20) then
+  if not vim.wait(ms or 60000, pred, 20) then
     error("timed out waiting for " .. what, 2)
   end
 end
