@@ -197,7 +197,9 @@ def key_sym(sym, kind=pyatspi.KEY_SYM):
 def handle(cmd):
     op = cmd["op"]
     role = cmd.get("role")
-    timeout = float(cmd.get("timeout", 20))
+    # The default is the Rust side's UI_WAIT (daemon/tests/gtk.rs): a command that names
+    # no timeout (click, set_text, ...) waits as patiently for its widget on a loaded machine.
+    timeout = float(cmd.get("timeout", 45))
     if op == "wait":
         found = wait_until(timeout, lambda: find_all(cmd["name"], role))
         if not found:
