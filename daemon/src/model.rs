@@ -41,9 +41,11 @@ pub struct ConvRow {
     pub changed_at: String,
     /// Activity order: higher was touched (a message, a change) more recently.
     pub activity: i64,
+    /// Why the conversation is broken (set with the state; `None` otherwise).
+    pub state_reason: Option<String>,
 }
 
-const CONV_COLUMNS: &str = "id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer, read_position, COALESCE(changed_at, created_at), activity";
+const CONV_COLUMNS: &str = "id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer, read_position, COALESCE(changed_at, created_at), activity, state_reason";
 
 fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
     Ok(ConvRow {
@@ -60,6 +62,7 @@ fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
         read_position: r.get::<_, i64>(10)? as u64,
         changed_at: r.get(11)?,
         activity: r.get(12)?,
+        state_reason: r.get(13)?,
     })
 }
 
@@ -222,6 +225,8 @@ fn api_shape(
         unread,
         last_activity_at: last_activity(&row.changed_at, last_message.as_ref()),
         last_message,
+        // Only a broken conversation says why (a stale reason never outlives the state).
+        state_reason: row.state_reason.clone().filter(|_| row.state == "broken"),
     }
 }
 

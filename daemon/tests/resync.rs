@@ -291,6 +291,35 @@ fn a_resync_without_a_group_info_at_the_relay_marks_the_conversation_broken_sayi
         fresh.log_text().contains("the resync is impossible"),
         "the daemon's log says why"
     );
+    // So do the API (conversation.get, the list, the event) and the CLI.
+    let why = broken["state_reason"]
+        .as_str()
+        .expect("a state_reason")
+        .to_owned();
+    assert!(why.contains("the resync is impossible"), "{why}");
+    assert_eq!(conversation(&fresh, &conv)["state_reason"], why.as_str());
+    let after = fresh.client().ok("daemon.status", json!({}))["last_event_seq"].clone();
+    let mut events = fresh.client();
+    events.ok("events.subscribe", json!({"since": 0}));
+    let mut said = Vec::new();
+    loop {
+        let ev = events.read()["params"]["result"].clone();
+        if ev["type"] == "conversation.broken" && ev["conversation"]["id"] == conv.as_str() {
+            said.push(ev["conversation"]["state_reason"].clone());
+        }
+        if ev["seq"] == after {
+            break;
+        }
+    }
+    assert_eq!(
+        said,
+        vec![json!(why)],
+        "one conversation.broken event, saying why"
+    );
+    let shown = fresh.sotto_json(&["conversation", "show", &conv]);
+    assert_eq!(shown["state_reason"], why.as_str(), "{shown}");
+    let listed = fresh.sotto_ok(&["conversation", "list"]);
+    assert!(listed.contains(&format!("broken: {why}")), "{listed}");
     // Nothing of the restored install reached bob's group state.
     assert_eq!(epoch(&bob, &conv), before);
 }

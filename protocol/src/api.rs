@@ -218,6 +218,11 @@ pub struct Conversation {
     /// (created, joined, renamed, members or epoch), whichever is later.
     #[serde(default)]
     pub last_activity_at: String,
+    /// Why the conversation is in its state, when the daemon knows: for a `broken` one, the
+    /// readable reason it could not be followed (e.g. "the resync is impossible: ...").
+    /// Never key material. Absent otherwise (and for daemons that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
 }
 
 /// A message's delivery state.

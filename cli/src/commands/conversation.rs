@@ -119,11 +119,16 @@ pub fn print_line(c: &Conversation) {
         0 => String::new(),
         n => format!("  [{n} unread]"),
     };
+    let state = format!("{:?}", c.state).to_lowercase();
+    let reason = c
+        .state_reason
+        .as_ref()
+        .map(|r| format!("  {state}: {r}"))
+        .unwrap_or_default();
     println!(
-        "{}  {:<6} {:<7} epoch {:<4} {title}{unread}{pending}",
+        "{}  {:<6} {state:<7} epoch {:<4} {title}{unread}{pending}{reason}",
         c.id,
         format!("{:?}", c.kind).to_lowercase(),
-        format!("{:?}", c.state).to_lowercase(),
         c.epoch
     );
 }
@@ -170,6 +175,7 @@ fn wait_change(
                 "conversation.change_failed" | "conversation.broken" => {
                     let why = ev["error"]["message"]
                         .as_str()
+                        .or(c.state_reason.as_deref())
                         .map(|m| format!(": {m}"))
                         .unwrap_or_default();
                     Some(Err(anyhow::anyhow!(

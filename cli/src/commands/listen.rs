@@ -94,9 +94,13 @@ fn describe(event: &Event) -> String {
         EventPayload::ConversationRemoved { conversation } => {
             format!("you were removed from {}", title(conversation))
         }
-        EventPayload::ConversationBroken { conversation } => {
-            format!("{} is broken (see docs/operations.md)", title(conversation))
-        }
+        EventPayload::ConversationBroken { conversation } => match &conversation.state_reason {
+            Some(why) => format!(
+                "{} is broken: {why} (see docs/operations.md)",
+                title(conversation)
+            ),
+            None => format!("{} is broken (see docs/operations.md)", title(conversation)),
+        },
         EventPayload::RelayConnected { url } => format!("connected to {url}"),
         EventPayload::RelayDisconnected { url } => format!("disconnected from {url}"),
         EventPayload::AccountRevoked { reason } => format!(

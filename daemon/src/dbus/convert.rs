@@ -112,6 +112,7 @@ pub fn conversation(c: &Conversation) -> Dict {
         .put("unread", unread_u32(c.unread))
         .opt("last_message", c.last_message.as_ref().map(message))
         .put("last_activity_at", c.last_activity_at.clone())
+        .opt("state_reason", c.state_reason.clone())
         .done()
 }
 

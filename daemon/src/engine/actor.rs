@@ -1038,7 +1038,7 @@ async fn fail_change(
                     })?;
                 } else {
                     if h.op == "create" {
-                        tx.conn().execute("UPDATE conversations SET state = 'broken' WHERE id = ?1", [&id])?;
+                        tx.conn().execute("UPDATE conversations SET state = 'broken', state_reason = ?2 WHERE id = ?1", rusqlite::params![id, format!("the group could not be created: {why}")])?;
                     }
                     let row = model::conversation(tx.conn(), &id)?.ok_or_else(|| StoreError::Decode("conversation vanished".into()))?;
                     let conversation = model::conversation_api(tx.conn(), &row)?;

@@ -94,12 +94,13 @@ fn api(tx: &Tx<'_>, conv: &str) -> Result<Conversation, StoreError> {
     model::conversation_api(tx.conn(), &row)
 }
 
-/// Marks the conversation broken (with its event).
+/// Marks the conversation broken (with its event); `why` is kept as its `state_reason`
+/// (readable, shown to clients: never key material).
 pub fn mark_broken(tx: &mut Tx<'_>, conv: &str, why: &str) -> Result<(), StoreError> {
     tracing::error!(conversation = %conv, "conversation broken: {why}");
     tx.conn().execute(
-        "UPDATE conversations SET state = 'broken' WHERE id = ?1",
-        [conv],
+        "UPDATE conversations SET state = 'broken', state_reason = ?2 WHERE id = ?1",
+        params![conv, why],
     )?;
     let conversation = api(tx, conv)?;
     tx.emit(EventPayload::ConversationBroken { conversation })?;

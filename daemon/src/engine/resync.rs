@@ -304,7 +304,7 @@ fn finish(tx: &mut Tx<'_>, conv: &str, seq: u64) -> Result<(), StoreError> {
     tx.conn()
         .execute("DELETE FROM resyncs WHERE conversation = ?1", [conv])?;
     tx.conn().execute(
-        "UPDATE conversations SET cursor = MAX(cursor, ?2), state = 'active' WHERE id = ?1",
+        "UPDATE conversations SET cursor = MAX(cursor, ?2), state = 'active', state_reason = NULL WHERE id = ?1",
         params![conv, seq as i64],
     )?;
     // Whatever was prepared belonged to the old state.

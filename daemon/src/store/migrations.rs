@@ -197,6 +197,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "CREATE INDEX outbox_by_post ON outbox (conversation, post_id) WHERE post_id IS NOT NULL;
     CREATE INDEX outbox_commit_pending ON outbox (conversation, id) WHERE op = 'commit_pending';",
     ),
+    (
+        // Why a conversation is broken (docs/api.md, `state_reason`): set with the state,
+        // cleared when a resync brings it back to active.
+        7,
+        "ALTER TABLE conversations ADD COLUMN state_reason TEXT;",
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -63,6 +63,7 @@ fn sample_conversation() -> Conversation {
         unread: 2,
         last_message: Some(sample_message(false)),
         last_activity_at: "2026-01-01T00:00:01Z".into(),
+        state_reason: None,
     }
 }
 
@@ -115,6 +116,12 @@ fn objects_carry_every_field() {
     same(&empty, super::status(&empty));
     let conv = sample_conversation();
     same(&conv, super::conversation(&conv));
+    let broken = Conversation {
+        state: ConversationState::Broken,
+        state_reason: Some("the resync is impossible: no GroupInfo".into()),
+        ..sample_conversation()
+    };
+    same(&broken, super::conversation(&broken));
     for failed in [false, true] {
         let m = sample_message(failed);
         same(&m, super::message(&m));
