@@ -486,8 +486,8 @@ mod tests {
                         let id = format!("{i:032x}");
                         let peer = format!("peer{i}@relay.example");
                         c.execute(
-                            "INSERT INTO conversations (id, name, kind, state, relay, ciphersuite, epoch, peer, created_at, read_position)
-                             VALUES (?1, ?2, ?3, ?4, 'ws://r/sotto/v1', ?5, ?6, ?7, ?8, ?9)",
+                            "INSERT INTO conversations (id, name, kind, state, relay, ciphersuite, epoch, peer, created_at, read_position, state_reason)
+                             VALUES (?1, ?2, ?3, ?4, 'ws://r/sotto/v1', ?5, ?6, ?7, ?8, ?9, ?10)",
                             params![
                                 id,
                                 (i % 4 == 0).then(|| format!("group {i}")),
@@ -498,6 +498,9 @@ mod tests {
                                 (i % 4 != 0).then_some(peer.clone()),
                                 format!("2026-01-01T00:{:02}:{:02}Z", (i / 60) % 60, i % 60),
                                 (i % 5) as i64,
+                                // Broken ones say why; pending ones keep a stale reason
+                                // (from a broken state a resync left) that must not show.
+                                (i % 2 == 1).then(|| format!("why {id}")),
                             ],
                         )?;
                         for (addr, dev) in [(me, "d1"), (peer.as_str(), "d1"), (peer.as_str(), "d2")] {
@@ -571,6 +574,12 @@ mod tests {
         for (l, g) in list.iter().zip(&each) {
             assert_eq!(l, g, "conversation {}", l.id);
         }
+        // Only a broken conversation carries its reason.
+        for c in &list {
+            let expected = (c.state == ConversationState::Broken).then(|| format!("why {}", c.id));
+            assert_eq!(c.state_reason, expected, "conversation {}", c.id);
+        }
+        assert!(list.iter().any(|c| c.state_reason.is_some()));
         // The seeding covered every part: unread counts, last messages, pending changes of
         // each state, members with two devices listed once.
         assert!(list.iter().any(|c| c.unread > 0));
