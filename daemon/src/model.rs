@@ -69,11 +69,10 @@ fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
 /// One conversation by id.
 pub fn conversation(conn: &Connection, id: &str) -> Result<Option<ConvRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?1"),
-            [id],
-            conv_from_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?1"
+        ))?
+        .query_row([id], conv_from_row)
         .optional()?)
 }
 
@@ -369,8 +368,8 @@ pub fn message(
     id: &str,
 ) -> Result<Option<Message>, StoreError> {
     Ok(conn
+        .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND sender = ?2 AND id = ?3"))?
         .query_row(
-            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND sender = ?2 AND id = ?3"),
             params![conv, sender, id],
             message_from_row,
         )

@@ -108,10 +108,9 @@ pub fn mark_broken(tx: &mut Tx<'_>, conv: &str, why: &str) -> Result<(), StoreEr
 }
 
 fn set_cursor(tx: &Tx<'_>, conv: &str, seq: u64) -> Result<(), StoreError> {
-    tx.conn().execute(
-        "UPDATE conversations SET cursor = ?2 WHERE id = ?1 AND cursor < ?2",
-        params![conv, seq as i64],
-    )?;
+    tx.conn()
+        .prepare_cached("UPDATE conversations SET cursor = ?2 WHERE id = ?1 AND cursor < ?2")?
+        .execute(params![conv, seq as i64])?;
     Ok(())
 }
 
@@ -199,8 +198,10 @@ fn own_entry(
 ) -> Result<bool, StoreError> {
     let found: Option<(i64, String, Option<String>, bool)> = tx
         .conn()
-        .query_row(
+        .prepare_cached(
             "SELECT id, op, message_id, welcome IS NOT NULL FROM outbox WHERE conversation = ?1 AND post_id = ?2",
+        )?
+        .query_row(
             params![conv, &entry.post_id[..]],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
@@ -240,15 +241,16 @@ fn own_entry(
         };
         let own = tx
             .conn()
-            .query_row("SELECT address FROM account WHERE id = 1", [], |r| {
-                r.get::<_, String>(0)
-            })?;
-        tx.conn().execute(
-            "UPDATE messages SET state = 'sent', position = ?4 WHERE conversation = ?1 AND sender = ?2 AND id = ?3",
-            params![conv, own, message_id, entry.seq as i64],
-        )?;
+            .prepare_cached("SELECT address FROM account WHERE id = 1")?
+            .query_row([], |r| r.get::<_, String>(0))?;
         tx.conn()
-            .execute("DELETE FROM outbox WHERE id = ?1", [row_id])?;
+            .prepare_cached(
+                "UPDATE messages SET state = 'sent', position = ?4 WHERE conversation = ?1 AND sender = ?2 AND id = ?3",
+            )?
+            .execute(params![conv, own, message_id, entry.seq as i64])?;
+        tx.conn()
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([row_id])?;
         tx.emit(EventPayload::MessageState {
             conversation: conv.to_owned(),
             message_id,
@@ -450,10 +452,10 @@ fn receive_message(
     let id = hex::encode(envelope.id);
     let sent_at =
         crate::clock::rfc3339_from_unix(envelope.sent_at).unwrap_or_else(crate::clock::now_rfc3339);
-    let inserted = tx.conn().execute(
+    let inserted = tx.conn().prepare_cached(
         "INSERT OR IGNORE INTO messages (id, conversation, sender, kind, text, reply_to, sent_at, received_at, state, position)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9)",
-        params![
+    )?.execute(params![
             id,
             conv,
             sender,

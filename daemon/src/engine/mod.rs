@@ -296,11 +296,12 @@ pub fn prepare_if_alone(
 ) -> Result<(), crate::store::StoreError> {
     // At most two index entries read, not the whole queue (a pipelining client keeps
     // hundreds queued; this runs in every `message.send`).
-    let queued: i64 = tx.conn().query_row(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE conversation = ?1 LIMIT 2)",
-        [conv],
-        |r| r.get(0),
-    )?;
+    let queued: i64 = tx
+        .conn()
+        .prepare_cached(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE conversation = ?1 LIMIT 2)",
+        )?
+        .query_row([conv], |r| r.get(0))?;
     if queued != 1 {
         return Ok(());
     }

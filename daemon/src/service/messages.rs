@@ -81,12 +81,11 @@ impl Service {
                     // Blocked: a verified member's key changed and was not accepted yet.
                     let blocked: Option<String> = tx
                         .conn()
-                        .query_row(
+                        .prepare_cached(
                             "SELECT c.address FROM contacts c JOIN members m ON m.address = c.address
                              WHERE m.conversation = ?1 AND c.blocked_key IS NOT NULL LIMIT 1",
-                            [&conv],
-                            |r| r.get(0),
-                        )
+                        )?
+                        .query_row([&conv], |r| r.get(0))
                         .optional()?;
                     if let Some(who) = blocked {
                         return Ok(Err(ApiError::new(
@@ -115,11 +114,10 @@ impl Service {
                     let id_bytes: [u8; 16] = rand::random();
                     let id = hex::encode(id_bytes);
                     let now = crate::clock::now_unix();
-                    tx.conn().execute(
+                    tx.conn().prepare_cached(
                         "INSERT INTO messages (id, conversation, sender, kind, text, reply_to, sent_at, state)
                          VALUES (?1, ?2, ?3, 'text', ?4, ?5, ?6, 'queued')",
-                        params![id, conv, me, text, reply_to, crate::clock::now_rfc3339()],
-                    )?;
+                    )?.execute(params![id, conv, me, text, reply_to, crate::clock::now_rfc3339()])?;
                     let payload = serde_json::to_string(&MessagePayload {
                         id: id.clone(),
                         text: text.clone(),
@@ -127,10 +125,9 @@ impl Service {
                         sent_at: now,
                     })
                     .unwrap_or_default();
-                    tx.conn().execute(
+                    tx.conn().prepare_cached(
                         "INSERT INTO outbox (conversation, op, payload, message_id, created_at) VALUES (?1, 'message', ?2, ?3, ?4)",
-                        params![conv, payload, id, crate::clock::now_rfc3339()],
-                    )?;
+                    )?.execute(params![conv, payload, id, crate::clock::now_rfc3339()])?;
                     if active {
                         crate::engine::prepare_if_alone(tx, &conv, &sign_key)?;
                     }

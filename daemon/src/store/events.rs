@@ -15,10 +15,12 @@ pub(super) fn append(
     retention: u64,
 ) -> Result<Event, StoreError> {
     let json = serde_json::to_string(&payload).map_err(|e| StoreError::Decode(e.to_string()))?;
-    conn.execute(
-        "INSERT INTO events (type, payload, created_at) VALUES (?1, ?2, ?3)",
-        params![payload.type_name(), json, crate::clock::now_rfc3339()],
-    )?;
+    conn.prepare_cached("INSERT INTO events (type, payload, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            payload.type_name(),
+            json,
+            crate::clock::now_rfc3339()
+        ])?;
     let seq =
         u64::try_from(conn.last_insert_rowid()).map_err(|e| StoreError::Decode(e.to_string()))?;
     if seq % PRUNE_EVERY == 0 || retention < PRUNE_EVERY {

@@ -57,6 +57,9 @@ pub const GROUP_MAX: usize = 256;
 /// The SQLite page cache of the writer's connection, in KiB (decrypted pages).
 const CACHE_KIB: i64 = 8 * 1024;
 
+/// Prepared statements kept by the writer's connection.
+const STATEMENT_CACHE: usize = 256;
+
 /// How often the writer truncates the WAL so deleted secrets do not linger in it.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
@@ -512,6 +515,9 @@ fn open_connection(path: &Path, key: &DbKey) -> Result<Connection, StoreError> {
         // than the default 2 MiB keeps a busy conversation's outbox, indexes and MLS
         // state decrypted in memory (issue 12).
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        // The hot statements of the send and receive paths are prepared once (the default
+        // cache of 16 was smaller than one message's distinct statements).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if ok != "ok" {
             return Err(rusqlite::Error::SqliteFailure(
@@ -560,6 +566,12 @@ fn remove_new_sidecars(created: &[PathBuf]) {
     }
 }
 
+/// Runs a parameterless statement from the connection's statement cache (a transaction's
+/// BEGIN, COMMIT and savepoints are not parsed again for every write).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
     match e.sqlite_error_code() {
@@ -596,7 +608,7 @@ impl Db {
         &mut self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        run(&self.conn, "BEGIN IMMEDIATE")?;
         let mut batch = Cache::new();
         let mut tx = Tx {
             conn: &self.conn,
@@ -615,7 +627,7 @@ impl Db {
                 return Err(e);
             }
         };
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        if let Err(e) = run(&self.conn, "COMMIT") {
             self.abort();
             return Err(e.into());
         }
@@ -633,7 +645,7 @@ impl Db {
                 job.finish(Some(replicate(&e)));
             }
         };
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(&self.conn, "BEGIN IMMEDIATE") {
             return fail_all(self, group, e.into());
         }
         let mut batch = Cache::new();
@@ -642,7 +654,7 @@ impl Db {
         for i in 0..group.len() {
             let savepoint = shared && group[i].savepoint();
             let changes_before = self.conn.total_changes();
-            if savepoint && let Err(e) = self.conn.execute_batch("SAVEPOINT sotto_write") {
+            if savepoint && let Err(e) = run(&self.conn, "SAVEPOINT sotto_write") {
                 return fail_all(self, group, e.into());
             }
             let job = &mut group[i];
@@ -657,7 +669,7 @@ impl Db {
             let ok = job.run(&mut tx);
             let Tx { emitted, kept, .. } = tx;
             if ok {
-                if savepoint && let Err(e) = self.conn.execute_batch("RELEASE sotto_write") {
+                if savepoint && let Err(e) = run(&self.conn, "RELEASE sotto_write") {
                     return fail_all(self, group, e.into());
                 }
                 batch.extend(kept);
@@ -699,7 +711,7 @@ impl Db {
             self.cache.clear();
             batch.clear();
         }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        if let Err(e) = run(&self.conn, "COMMIT") {
             return fail_all(self, group, e.into());
         }
         self.committed(batch, emitted_all);
