@@ -668,6 +668,16 @@ impl Db {
             };
             let ok = job.run(&mut tx);
             let Tx { emitted, kept, .. } = tx;
+            if self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back by itself (it may, on a full
+                // disk, an I/O error or out of memory): nothing before this write remains,
+                // and the writes after it would commit statement by statement. All of them
+                // fail; none is half stored.
+                let e = group[i].error().unwrap_or_else(|| {
+                    StoreError::Decode("the shared transaction was rolled back".into())
+                });
+                return fail_all(self, group, e);
+            }
             if ok {
                 if savepoint && let Err(e) = run(&self.conn, "RELEASE sotto_write") {
                     return fail_all(self, group, e.into());

@@ -377,6 +377,48 @@ async fn a_failed_group_commit_fails_every_write_in_it() {
     assert_eq!(meta_keys(&store).await, ["g-after"]);
 }
 
+/// When SQLite rolls a shared transaction back by itself (it may on a full disk, an I/O
+/// error or out of memory), a write that changed nothing before failing cannot see it
+/// through the change count: the writes after it must not run in autocommit, each stored
+/// on its own while their callers are told the transaction failed. Simulated by a write
+/// that ends the transaction itself, as SQLite would.
+#[tokio::test]
+async fn a_transaction_sqlite_rolled_back_by_itself_fails_every_write_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut rx) = open_store(dir.path());
+    let gate = hold_writer(&store).await;
+    let first = store
+        .submit_write(|tx| {
+            insert_meta(tx, "g-lost-first")?;
+            tx.emit(relay_event(1))?;
+            Ok(())
+        })
+        .unwrap();
+    let doomed = store
+        .submit_write_atomic(|tx| {
+            tx.conn().execute_batch("ROLLBACK")?;
+            Err::<(), _>(StoreError::Decode("rolled back by SQLite".into()))
+        })
+        .unwrap();
+    let after = store
+        .submit_write_atomic(|tx| insert_meta(tx, "g-lost-after"))
+        .unwrap();
+    drop(gate);
+    for r in [first.await, doomed.await, after.await] {
+        assert!(
+            r.is_err(),
+            "every write of the lost transaction fails: {r:?}"
+        );
+    }
+    assert!(
+        meta_keys(&store).await.is_empty(),
+        "nothing of the lost transaction is stored, not even what came after it"
+    );
+    assert!(rx.try_recv().is_err(), "nothing of it broadcast");
+    store.write(|tx| insert_meta(tx, "g-next")).await.unwrap();
+    assert_eq!(meta_keys(&store).await, ["g-next"]);
+}
+
 /// Atomic writes (no savepoint of their own) share the COMMIT like the others; one that
 /// refuses before changing anything fails alone, with the writes around it (atomic or
 /// not) kept; one that fails after a change takes the whole shared transaction with it:
