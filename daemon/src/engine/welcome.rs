@@ -150,14 +150,10 @@ pub(super) fn join(
     own_key: &[u8],
     entry: &MailboxEntry,
 ) -> Result<Option<String>, StoreError> {
-    tx.conn().execute_batch("SAVEPOINT sotto_welcome")?;
-    let joined = join_inner(tx, own_address, own_key, entry);
-    let end = match joined {
-        Ok(Some(_)) => "RELEASE sotto_welcome",
-        _ => "ROLLBACK TO sotto_welcome; RELEASE sotto_welcome",
-    };
-    tx.conn().execute_batch(end)?;
-    joined
+    tx.savepoint(
+        |tx| join_inner(tx, own_address, own_key, entry),
+        Option::is_some,
+    )
 }
 
 fn join_inner(

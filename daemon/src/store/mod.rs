@@ -782,6 +782,35 @@ impl Tx<'_> {
         self.conn
     }
 
+    /// Runs `f` in a savepoint of its own, released when `keep` says so of its result and
+    /// rolled back otherwise (an error always rolls back). A rollback also forgets what `f`
+    /// left in memory: the events it emitted (their rows are gone and their seqs will be
+    /// given again, so broadcasting them would show clients an event that never was) and
+    /// every object this write kept (it may describe rolled-back state; forgetting it costs
+    /// only a reload).
+    pub fn savepoint<T>(
+        &mut self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        self.conn.execute_batch("SAVEPOINT sotto_scope")?;
+        let emitted = self.emitted.len();
+        let result = f(self);
+        if matches!(&result, Ok(value) if keep(value)) {
+            self.conn.execute_batch("RELEASE sotto_scope")?;
+            return result;
+        }
+        self.conn
+            .execute_batch("ROLLBACK TO sotto_scope; RELEASE sotto_scope")?;
+        self.emitted.truncate(emitted);
+        for key in self.kept.keys() {
+            self.batch.remove(key);
+            self.cache.remove(key);
+        }
+        self.kept.clear();
+        result
+    }
+
     /// Takes the object kept under `key` by an earlier [`Tx::keep`] (of this transaction,
     /// or of a committed one), if it is there and a `T`. Until it is kept again, it is
     /// gone from the cache: a rollback cannot leave a changed copy behind.

@@ -377,6 +377,65 @@ async fn a_failed_group_commit_fails_every_write_in_it() {
     assert_eq!(meta_keys(&store).await, ["g-after"]);
 }
 
+/// A scope rolled back inside a write takes with it what it emitted and kept: the event's
+/// seq is given again to the next event, so broadcasting the rolled-back one would show
+/// clients two different events under one seq.
+#[tokio::test]
+async fn a_rolled_back_savepoint_forgets_its_events_and_kept_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut rx) = open_store(dir.path());
+    store
+        .write(|tx| {
+            tx.keep("before", 1u8);
+            let skipped = tx.savepoint(
+                |tx| {
+                    insert_meta(tx, "g-skipped")?;
+                    tx.emit(relay_event(1))?;
+                    tx.keep("inside", 2u8);
+                    Ok(None::<()>)
+                },
+                Option::is_some,
+            )?;
+            assert!(skipped.is_none());
+            let failed = tx.savepoint(
+                |tx| {
+                    tx.emit(relay_event(2))?;
+                    Err::<(), _>(StoreError::Decode("refused".into()))
+                },
+                |_| true,
+            );
+            assert!(failed.is_err());
+            let kept = tx.savepoint(
+                |tx| {
+                    insert_meta(tx, "g-kept")?;
+                    tx.emit(relay_event(3))
+                },
+                |_| true,
+            )?;
+            Ok(kept.seq)
+        })
+        .await
+        .map(|seq| {
+            let event = rx.try_recv().expect("the kept event is broadcast");
+            assert_eq!(event.seq, seq);
+            assert!(rx.try_recv().is_err(), "only the kept event is broadcast");
+        })
+        .unwrap();
+    assert_eq!(meta_keys(&store).await, ["g-kept"]);
+    let (inside, before) = store
+        .write(|tx| Ok((tx.take_kept::<u8>("inside"), tx.take_kept::<u8>("before"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        inside, None,
+        "an object kept in a rolled-back scope is forgotten"
+    );
+    assert_eq!(
+        before, None,
+        "so is what the write kept before it (only a reload)"
+    );
+}
+
 /// When SQLite rolls a shared transaction back by itself (it may on a full disk, an I/O
 /// error or out of memory), a write that changed nothing before failing cannot see it
 /// through the change count: the writes after it must not run in autocommit, each stored
