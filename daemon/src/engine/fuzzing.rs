@@ -1387,6 +1387,169 @@ pub fn write_fixture(fuzz: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openmls::prelude::tls_codec::Serialize as _;
+
+    /// Alice's group with Bob (epoch 1), as Bob's install holds it.
+    fn alice_and_bob(rt: &Runtime) -> (Member, Member, String) {
+        let alice = Member::open(rt, ALICE, None);
+        let bob = Member::open(rt, BOB, None);
+        let claims = bob.key_packages(rt, mls::DEFAULT_CIPHERSUITE, 1);
+        let (conv, created) = alice.write(rt, move |tx, who| {
+            create_group(tx, who, GROUP, mls::DEFAULT_CIPHERSUITE, Some("g"), &claims)
+        });
+        let e = Log::default().post(ALICE, content_type::COMMIT, &created);
+        process(rt, &alice, &conv, &e);
+        let w = welcome_entry(
+            ALICE,
+            &GROUP,
+            e.seq + 1,
+            created.welcome.as_deref().expect("a Welcome"),
+        );
+        join(rt, &bob, &w);
+        (alice, bob, conv)
+    }
+
+    /// What a malicious relay can make: a group with `group_id` of its own (Eve's key),
+    /// whose only leaf claims `address`/`device`, `epochs` commits on, exported as a
+    /// GroupInfo with the ratchet tree and an external public key.
+    fn forged(
+        rt: &Runtime,
+        group_id: [u8; 16],
+        address: &str,
+        device: &str,
+        epochs: u32,
+    ) -> Vec<u8> {
+        let eve = Member::open(rt, EVE, None);
+        let (address, device) = (address.to_owned(), device.to_owned());
+        eve.write(rt, move |tx, who| {
+            let key = who.key();
+            let provider = Provider::new(tx.conn());
+            let cred = mls::credential(&address, &device, &key.public_key());
+            let mut group = MlsGroup::builder()
+                .with_group_id(GroupId::from_slice(&group_id))
+                .ciphersuite(mls::DEFAULT_CIPHERSUITE)
+                .use_ratchet_tree_extension(true)
+                .with_capabilities(mls::capabilities())
+                .build(&provider, &key, cred)
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            for _ in 0..epochs {
+                group
+                    .self_update(&provider, &key, LeafNodeParameters::default())
+                    .map_err(|e| StoreError::Decode(e.to_string()))?;
+                group
+                    .merge_pending_commit(&provider)
+                    .map_err(|e| StoreError::Decode(e.to_string()))?;
+            }
+            let info = group
+                .export_group_info(provider.crypto(), &key, true)
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            info.tls_serialize_detached()
+                .map_err(|e| StoreError::Decode(e.to_string()))
+        })
+    }
+
+    /// Bob's resync build from `info` (committed, as the actor does).
+    fn bob_builds(
+        rt: &Runtime,
+        bob: &Member,
+        conv: &str,
+        info: Vec<u8>,
+        new_on: Option<&'static str>,
+    ) -> Result<(), String> {
+        let conv = conv.to_owned();
+        bob.write(rt, move |tx, who| {
+            let (address, device_id, key) = (who.address(), who.device(), who.key());
+            let me = super::super::resync::Me {
+                address: &address,
+                device_id: &device_id,
+                key: &key,
+            };
+            super::super::resync::build(tx, &conv, &me, &info, 9, new_on)
+        })
+    }
+
+    #[test]
+    fn a_group_info_the_relay_made_up_is_refused_and_changes_nothing() {
+        let rt = runtime();
+        let (alice, bob, conv) = alice_and_bob(&rt);
+        let before = call(&rt, &bob.store, |db| Ok(snapshot(db.conn())));
+        let cases = [
+            // A ghost of Bob himself (his address, the relay's key): would hide from the
+            // contact-key check.
+            (
+                forged(&rt, GROUP, &BOB.address(), &BOB.device(), 2),
+                "this account's address and another key",
+            ),
+            // Alice's address with a key that is not the one Bob pinned.
+            (
+                forged(&rt, GROUP, &ALICE.address(), &ALICE.device(), 2),
+                "not signed by a member key this install trusts",
+            ),
+            // Someone Bob never met.
+            (
+                forged(&rt, GROUP, &EVE.address(), &EVE.device(), 2),
+                "not signed by a member key this install trusts",
+            ),
+            // Older than Bob's state (epoch 1).
+            (
+                forged(&rt, GROUP, &ALICE.address(), &ALICE.device(), 0),
+                "older (epoch 0) than this install's state (epoch 1)",
+            ),
+        ];
+        for (info, why) in cases {
+            let refused = bob_builds(&rt, &bob, &conv, info, None)
+                .expect_err("a made-up GroupInfo is refused");
+            assert!(refused.contains(why), "{refused} (expected: {why})");
+            let after = call(&rt, &bob.store, |db| Ok(snapshot(db.conn())));
+            assert_eq!(
+                changed(&before, &after, |_| true),
+                Vec::<String>::new(),
+                "a refused GroupInfo changes nothing ({why})"
+            );
+        }
+        // The same after a restore (no state of the group): a group unknown to this install
+        // signed by someone it never met is not joined.
+        let other = *b"sotto-other-grp!";
+        let refused = bob_builds(
+            &rt,
+            &bob,
+            &hex::encode(other),
+            forged(&rt, other, &EVE.address(), &EVE.device(), 1),
+            Some(RELAY),
+        )
+        .expect_err("a group signed by a stranger is not joined");
+        assert!(refused.contains("not signed by a member key"), "{refused}");
+        let after = call(&rt, &bob.store, |db| Ok(snapshot(db.conn())));
+        assert_eq!(changed(&before, &after, |_| true), Vec::<String>::new());
+
+        // The honest GroupInfo (Alice's, at her epoch) is used (in a rolled-back trial).
+        let c = conv.clone();
+        let honest = alice.write(&rt, move |tx, who| {
+            let group = outbound::take_group(tx, &c)?.expect("alice's group");
+            let provider = Provider::new(tx.conn());
+            let info = group
+                .export_group_info(provider.crypto(), &who.key(), true)
+                .map_err(|e| StoreError::Decode(e.to_string()))?
+                .tls_serialize_detached()
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            outbound::keep_group(tx, &c, group);
+            Ok(info)
+        });
+        let c = conv.clone();
+        let built = bob.trial(&rt, move |tx, who| {
+            let (address, device_id, key) = (who.address(), who.device(), who.key());
+            let me = super::super::resync::Me {
+                address: &address,
+                device_id: &device_id,
+                key: &key,
+            };
+            super::super::resync::build(tx, &c, &me, &honest, 9, None)
+        });
+        assert!(
+            matches!(built, Ok(Ok(()))),
+            "the honest GroupInfo is used: {built:?}"
+        );
+    }
 
     /// Writes the fixture and seeds (by hand: `cargo test -p sottod --lib
     /// write_mls_fuzz_fixture -- --ignored`).

@@ -188,16 +188,81 @@ async fn fetch_group_info(
 }
 
 /// Who joins: this device's address, device id and key.
-struct Me<'a> {
-    address: &'a str,
-    device_id: &'a str,
-    key: &'a DeviceKey,
+pub(super) struct Me<'a> {
+    pub(super) address: &'a str,
+    pub(super) device_id: &'a str,
+    pub(super) key: &'a DeviceKey,
+}
+
+/// Whether this install can trust the GroupInfo the relay sent (`Ok(Err(why))`: refuse).
+/// openmls checks its signature only against the signer's leaf in the tree the GroupInfo
+/// itself carries, so a relay could make up a group with the same id, sign it with a leaf
+/// of its own and learn the new epoch's secrets from our external commit. Checked here:
+/// - not older than the state we have (a resync never goes back in epochs);
+/// - every leaf with our address carries this device's signature key (the old install
+///   shares it), so no ghost of ourselves hides from `check_member_keys`;
+/// - the GroupInfo's signature verifies under a key we already trust that a leaf of its
+///   tree carries: this device's key, a leaf's same credential and key in our old tree,
+///   or the key pinned for that contact.
+fn trusted(
+    tx: &Tx<'_>,
+    me: &Me<'_>,
+    info: &openmls::messages::group_info::VerifiableGroupInfo,
+    old: Option<&MlsGroup>,
+) -> Result<Result<(), String>, StoreError> {
+    if let Some(old) = old
+        && info.epoch().as_u64() < old.epoch().as_u64()
+    {
+        return Ok(Err(format!(
+            "the relay's GroupInfo is older (epoch {}) than this install's state (epoch {})",
+            info.epoch().as_u64(),
+            old.epoch().as_u64()
+        )));
+    }
+    let Some(tree) = info.extensions().ratchet_tree() else {
+        return Ok(Err("the relay's GroupInfo carries no ratchet tree".into()));
+    };
+    let own_key = me.key.public_key();
+    let old_members = old.map(mls::members).unwrap_or_default();
+    let scheme = info.ciphersuite().signature_algorithm();
+    let provider = Provider::new(tx.conn());
+    let mut signed_by_trusted = false;
+    for leaf in tree.ratchet_tree().leaves() {
+        let key = leaf.signature_key().as_slice();
+        let Some((address, device_id)) = mls::parse_identity(leaf.credential()) else {
+            continue;
+        };
+        if address == me.address && key != own_key {
+            return Ok(Err(
+                "the relay's GroupInfo has a leaf with this account's address and another key"
+                    .into(),
+            ));
+        }
+        if signed_by_trusted {
+            continue;
+        }
+        let trusted_key = address == me.address
+            || old_members
+                .iter()
+                .any(|m| m.address == address && m.device_id == device_id && m.public_key == key)
+            || crate::model::contact(tx.conn(), &address)?.is_some_and(|(_, _, k)| k == key);
+        signed_by_trusted = trusted_key
+            && OpenMlsSignaturePublicKey::new(key.to_vec().into(), scheme)
+                .is_ok_and(|pk| info.verify_no_out(provider.crypto(), &pk).is_ok());
+    }
+    if signed_by_trusted {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(
+            "the relay's GroupInfo is not signed by a member key this install trusts".into(),
+        ))
+    }
 }
 
 /// Builds the external commit from `info` (replacing the conversation's MLS state) and
 /// stores it on the `resyncs` row; for a conversation this install does not know (`relay`
 /// given), creates it. `Ok(Err(why))`: the GroupInfo is unusable.
-fn build(
+pub(super) fn build(
     tx: &mut Tx<'_>,
     conv: &str,
     me: &Me<'_>,
@@ -215,6 +280,15 @@ fn build(
         return Ok(Err("the relay's GroupInfo names another group".into()));
     }
     let old = take_group(tx, conv)?;
+    // A relay can send any GroupInfo it likes: refuse one this install cannot trust before
+    // the old state goes (a refused GroupInfo changes nothing).
+    if let Err(why) = trusted(tx, me, &verifiable, old.as_ref())? {
+        if let Some(old) = old {
+            keep_group(tx, conv, old);
+        }
+        tracing::warn!(conversation = %conv, "refused the relay's GroupInfo: {why}");
+        return Ok(Err(why));
+    }
     let provider = Provider::new(tx.conn());
     if let Some(mut old) = old {
         old.delete(provider.storage()).map_err(StoreError::Sqlite)?;

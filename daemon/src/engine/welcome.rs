@@ -203,6 +203,13 @@ fn join_inner(
     if !members.iter().any(|m| m.public_key == own_key) {
         return skip("the Welcome's group does not contain this device");
     }
+    // A leaf with our address and another key would hide from `check_member_keys`.
+    if members
+        .iter()
+        .any(|m| m.address == own_address && m.public_key != own_key)
+    {
+        return skip("the Welcome's group has a leaf with this account's address and another key");
+    }
     let group_id = staged.group_context().group_id().as_slice().to_vec();
     let epoch = staged.group_context().epoch().as_u64();
     if group_id != env.group_id {
