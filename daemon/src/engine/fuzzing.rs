@@ -1387,7 +1387,7 @@ pub fn write_fixture(fuzz: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 
     /// Alice's group with Bob (epoch 1), as Bob's install holds it.
     fn alice_and_bob(rt: &Runtime) -> (Member, Member, String) {
@@ -1466,6 +1466,46 @@ mod tests {
             };
             super::super::resync::build(tx, &conv, &me, &info, 9, new_on)
         })
+    }
+
+    #[test]
+    fn a_welcome_whose_group_has_a_ghost_of_this_account_is_dropped() {
+        let rt = runtime();
+        let bob = Member::open(&rt, BOB, None);
+        let claim = bob.key_packages(&rt, mls::DEFAULT_CIPHERSUITE, 1).remove(0);
+        // Eve's group: her leaf claims Bob's address (with her key); she adds Bob's real
+        // device, so the Welcome's tree carries Bob's key too.
+        let eve = Member::open(&rt, EVE, None);
+        let welcome = eve.write(&rt, move |tx, who| {
+            let key = who.key();
+            let provider = Provider::new(tx.conn());
+            let cred = mls::credential(&BOB.address(), "ghost", &key.public_key());
+            let mut group = MlsGroup::builder()
+                .with_group_id(GroupId::from_slice(&GROUP))
+                .ciphersuite(mls::DEFAULT_CIPHERSUITE)
+                .use_ratchet_tree_extension(true)
+                .with_capabilities(mls::capabilities())
+                .build(&provider, &key, cred)
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            let kp = KeyPackageIn::tls_deserialize_exact(&claim.key_package)
+                .map_err(|e| StoreError::Decode(e.to_string()))?
+                .validate(provider.crypto(), ProtocolVersion::Mls10)
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            let (_, welcome, _) = group
+                .add_members(&provider, &key, &[kp])
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            welcome
+                .tls_serialize_detached()
+                .map_err(|e| StoreError::Decode(e.to_string()))
+        });
+        let entry = welcome_entry(EVE, &GROUP, 2, &welcome);
+        let before = call(&rt, &bob.store, |db| Ok(snapshot(db.conn())));
+        let joined = bob.write(&rt, move |tx, who| {
+            welcome::join(tx, &who.address(), &who.public_key(), &entry)
+        });
+        assert_eq!(joined, None, "the ghost's group is not joined");
+        let after = call(&rt, &bob.store, |db| Ok(snapshot(db.conn())));
+        assert_eq!(changed(&before, &after, |_| true), Vec::<String>::new());
     }
 
     #[test]
