@@ -225,6 +225,18 @@ pub fn run(what: &str, cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
+/// The control socket's thread holds the daemons too (and never ends): without this they
+/// outlived the test, left running with their temp dirs after the test binary exited.
+impl Drop for World {
+    fn drop(&mut self) {
+        let daemons = match self.daemons.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        drop(daemons);
+    }
+}
+
 /// The control socket's server thread: restarts daemons on request.
 fn serve_control(path: &Path, daemons: Arc<Mutex<BTreeMap<String, Daemon>>>) {
     let listener = UnixListener::bind(path).expect("bind the control socket");
