@@ -626,7 +626,13 @@ async fn discover_once(engine: &Arc<Engine>) -> Result<(), String> {
                             device_id: &device_id,
                             key: &key,
                         };
-                        Ok(build(tx, &id, &me, &info, info_seq, Some(&relay))?.map(|()| true))
+                        // A build refused half-way (after openmls stored the new group)
+                        // leaves nothing behind: no MLS state without a conversation.
+                        let built = tx.savepoint(
+                            |tx| build(tx, &id, &me, &info, info_seq, Some(&relay)),
+                            Result::is_ok,
+                        )?;
+                        Ok(built.map(|()| true))
                     })
                 })
                 .await
