@@ -454,6 +454,32 @@ pub fn contacts(conn: &Connection) -> Result<Vec<Contact>, StoreError> {
     Ok(out)
 }
 
+/// Inserts a conversation this install is creating (`pending` until the relay has the
+/// group): direct when it has a `peer`.
+pub fn insert_pending_conversation(
+    conn: &Connection,
+    id: &str,
+    name: Option<&str>,
+    relay: &str,
+    ciphersuite: u16,
+    peer: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO conversations (id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer, created_at)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, 0, 0, 0, ?6, ?7)",
+        params![
+            id,
+            name,
+            if peer.is_some() { "direct" } else { "group" },
+            relay,
+            ciphersuite,
+            peer,
+            crate::clock::now_rfc3339()
+        ],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::params;

@@ -841,16 +841,7 @@ fn build_group(
     let key = who.key();
     let provider = Provider::new(tx.conn());
     let cred = mls::credential(&who.address(), &who.device(), &key.public_key());
-    MlsGroup::builder()
-        .with_group_id(GroupId::from_slice(&group_id))
-        .ciphersuite(suite)
-        .use_ratchet_tree_extension(true)
-        .max_past_epochs(mls::MAX_PAST_EPOCHS)
-        .with_wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
-        .with_capabilities(mls::capabilities())
-        .with_group_context_extensions(mls::name_extensions(name))
-        .build(&provider, &key, cred)
-        .map_err(|e| StoreError::Decode(format!("creating the group: {e}")))
+    mls::new_group(&provider, &key, cred, &group_id, suite, name).map_err(StoreError::Decode)
 }
 
 /// Creates a group as `conversation.create` does and prepares its first commit.
@@ -866,18 +857,14 @@ fn create_group(
     let group = build_group(tx, who, group_id, suite, name)?;
     let conv = hex::encode(group_id);
     let direct = name.is_none() && claims.len() == 1;
-    tx.conn().execute(
-        "INSERT INTO conversations (id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer, created_at)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, 0, 0, 0, ?6, ?7)",
-        params![
-            conv,
-            name,
-            if direct { "direct" } else { "group" },
-            RELAY,
-            u16::from(suite),
-            direct.then(|| claims[0].address.clone()),
-            crate::clock::now_rfc3339()
-        ],
+    let peer = direct.then(|| claims[0].address.as_str());
+    crate::model::insert_pending_conversation(
+        tx.conn(),
+        &conv,
+        name,
+        RELAY,
+        u16::from(suite),
+        peer,
     )?;
     crate::model::set_members(tx.conn(), &conv, &mls::members(&group))?;
     drop(group);

@@ -152,6 +152,28 @@ pub fn create_config(ciphersuite: Ciphersuite) -> MlsGroupCreateConfig {
         .build()
 }
 
+/// A new group of this daemon's shape (ratchet tree in Welcomes, ciphertext only, our
+/// capabilities, the name in the group context), stored through `provider`.
+pub fn new_group(
+    provider: &Provider<'_>,
+    signer: &impl openmls_traits::signatures::Signer,
+    credential: CredentialWithKey,
+    group_id: &[u8],
+    ciphersuite: Ciphersuite,
+    name: Option<&str>,
+) -> Result<MlsGroup, String> {
+    MlsGroup::builder()
+        .with_group_id(GroupId::from_slice(group_id))
+        .ciphersuite(ciphersuite)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .with_wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .with_capabilities(capabilities())
+        .with_group_context_extensions(name_extensions(name))
+        .build(provider, signer, credential)
+        .map_err(|e| format!("creating the group: {e}"))
+}
+
 /// The config for joining from a Welcome.
 pub fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()

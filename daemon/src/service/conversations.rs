@@ -1,7 +1,6 @@
 //! Conversations: create, list, get, add members — changes are queued in the outbox and
 //! completed by the conversation's actor.
 
-use openmls::prelude::*;
 use rusqlite::params;
 use sotto_protocol::api::{Conversation, EventPayload};
 use sotto_protocol::methods::{
@@ -238,29 +237,10 @@ impl Service {
                 db.write(|tx| {
                     let provider = Provider::new(tx.conn());
                     let cred = mls::credential(&account.address.to_string(), &account.device_id, &key.public_key());
-                    let group = MlsGroup::builder()
-                        .with_group_id(GroupId::from_slice(&group_id))
-                        .ciphersuite(suite)
-                        .use_ratchet_tree_extension(true)
-                        .max_past_epochs(mls::MAX_PAST_EPOCHS)
-                        .with_wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
-                        .with_capabilities(mls::capabilities())
-                        .with_group_context_extensions(mls::name_extensions(name_c.as_deref()))
-                        .build(&provider, key.as_ref(), cred)
-                        .map_err(|e| StoreError::Decode(format!("creating the group: {e}")))?;
-                    tx.conn().execute(
-                        "INSERT INTO conversations (id, name, kind, state, relay, ciphersuite, epoch, cursor, acked, peer, created_at)
-                         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, 0, 0, 0, ?6, ?7)",
-                        params![
-                            id,
-                            name_c,
-                            if direct { "direct" } else { "group" },
-                            home,
-                            u16::from(suite),
-                            direct.then(|| members_c[0].clone()),
-                            crate::clock::now_rfc3339()
-                        ],
-                    )?;
+                    let group = mls::new_group(&provider, key.as_ref(), cred, &group_id, suite, name_c.as_deref())
+                        .map_err(StoreError::Decode)?;
+                    let peer = direct.then(|| members_c[0].as_str());
+                    model::insert_pending_conversation(tx.conn(), &id, name_c.as_deref(), &home, u16::from(suite), peer)?;
                     model::set_members(tx.conn(), &id, &mls::members(&group))?;
                     let payload = serde_json::to_string(&MembersPayload { members: members_c.clone() }).unwrap_or_default();
                     tx.conn().execute(
