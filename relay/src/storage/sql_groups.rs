@@ -211,7 +211,9 @@ pub fn read(
             oldest_seq: g.pruned_through + 1,
         });
     }
-    let end = removed.unwrap_or(i64::MAX as u64);
+    // Each statement may see a newer snapshot than the one before: entries are bounded by
+    // the head read first, so none lies past a removal this read did not see.
+    let end = removed.unwrap_or(i64::MAX as u64).min(g.head);
     let mut st = c.prepare_cached(
         "SELECT seq, epoch, content_type, sender, post_id, message FROM group_log
          WHERE group_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",

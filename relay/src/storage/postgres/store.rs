@@ -598,7 +598,11 @@ impl Store for PgStore {
                     oldest_seq: pruned + 1,
                 });
             }
-            let end = removed.unwrap_or(i64::MAX as u64);
+            // The two statements see different snapshots (READ COMMITTED): entries are
+            // bounded by the head the first one saw, with the membership that goes with it.
+            // Unbounded, a removal committed in between let a removed member read its
+            // removal without `removed_at`, and the entries after it.
+            let end = removed.unwrap_or(u64::MAX).min(head);
             let rows = c
                 .query(
                     "SELECT seq, epoch, content_type, sender, post_id, message FROM group_log
