@@ -124,6 +124,9 @@ struct Entry {
     /// whose times tie (the daemon's times are whole seconds).
     touched: u64,
     last_id: Option<String>,
+    /// The seq of the last event that carried this conversation: a method's reply that was
+    /// asked for before it is older than what the row shows (see `upsert_reply`).
+    event_seq: u64,
 }
 
 struct Bubble {
@@ -857,6 +860,24 @@ impl Ui {
             .set_visible_child_name(if empty { "empty" } else { "list" });
     }
 
+    /// A conversation from a method's reply, asked for when this window had seen events up
+    /// to `asked_at`. Signals and replies are read by different tasks, so an event sent after
+    /// the reply (the group set up after `CreateConversation` answered "pending") can be
+    /// handled first; a row that such an event has already updated is newer than the reply
+    /// and is kept (every later change comes as another event).
+    fn upsert_reply(self: &Rc<Self>, c: Conversation, asked_at: u64) {
+        let newer = self
+            .convs
+            .borrow()
+            .get(&c.id)
+            .is_some_and(|e| e.event_seq > asked_at);
+        if newer {
+            trace(&format!("kept {}: an event is newer than the reply", c.id));
+            return;
+        }
+        self.upsert_conversation(c);
+    }
+
     /// Adds or updates a conversation's row from the daemon's view of it.
     fn upsert_conversation(self: &Rc<Self>, c: Conversation) {
         let me = self.me.borrow().clone();
@@ -904,6 +925,7 @@ impl Ui {
                         n
                     },
                     last_id: None,
+                    event_seq: 0,
                 },
             );
             // Appending sorts, and the sort reads `convs`: not while it is borrowed.
@@ -1153,6 +1175,7 @@ impl Ui {
     }
 
     fn apply(self: &Rc<Self>, ev: Event) {
+        let seq = ev.seq;
         match ev.what {
             EventKind::Message(m, received) => self.add_message(m, received),
             EventKind::State {
@@ -1184,6 +1207,9 @@ impl Ui {
                     self.remove_conversation(&id);
                 } else if let Some(c) = conversation {
                     self.upsert_conversation(*c);
+                    if let Some(e) = self.convs.borrow_mut().get_mut(&id) {
+                        e.event_seq = e.event_seq.max(seq);
+                    }
                     self.w.list.invalidate_sort();
                 } else {
                     self.refetch_conversation(&id);
@@ -1202,9 +1228,10 @@ impl Ui {
         let Some(client) = self.client() else { return };
         let ui = self.clone();
         let id = id.to_owned();
+        let asked_at = self.last_seq.get();
         glib::spawn_future_local(async move {
             if let Ok(c) = client.conversation(&id).await {
-                ui.upsert_conversation(c);
+                ui.upsert_reply(c, asked_at);
                 ui.w.list.invalidate_sort();
             }
         });
@@ -1254,11 +1281,12 @@ impl Ui {
         let Some(client) = self.client() else { return };
         let conv = conv.to_owned();
         let ui = self.clone();
+        let asked_at = self.last_seq.get();
         glib::spawn_future_local(async move {
             // The daemon's count from now on (it also signals `conversation.read`).
             match client.mark_read(&conv).await {
                 Ok(c) if c.id == conv => {
-                    ui.upsert_conversation(c);
+                    ui.upsert_reply(c, asked_at);
                 }
                 Ok(_) => {}
                 Err(e) => trace(&format!("MarkRead {conv}: {e}")),
@@ -1636,12 +1664,13 @@ impl Ui {
                 let name = v[1].trim().to_owned();
                 let Some(client) = ui.client() else { return };
                 let ui = ui.clone();
+                let asked_at = ui.last_seq.get();
                 glib::spawn_future_local(async move {
                     let name = (!name.is_empty()).then_some(name);
                     match client.create(&members, name.as_deref()).await {
                         Ok(c) => {
                             let id = c.id.clone();
-                            ui.upsert_conversation(c);
+                            ui.upsert_reply(c, asked_at);
                             ui.w.list.invalidate_sort();
                             ui.open_conversation(&id);
                             ui.w.compose.grab_focus();
