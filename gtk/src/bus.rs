@@ -364,6 +364,8 @@ pub struct Conversation {
     pub last_message: Option<Message>,
     pub last_activity_at: Option<String>,
     pub pending: usize,
+    /// Why a `broken` conversation cannot be followed (the daemon's readable reason).
+    pub state_reason: Option<String>,
 }
 
 impl Conversation {
@@ -386,6 +388,20 @@ impl Conversation {
             last_message: d.dict("last_message").map(|m| Message::from_dict(&m)),
             last_activity_at: d.str("last_activity_at"),
             pending: d.dicts("pending").len(),
+            state_reason: d.str("state_reason").filter(|r| !r.is_empty()),
+        }
+    }
+
+    /// The header's subtitle: the state when it is not the usual one, else the member count.
+    pub fn subtitle(&self) -> String {
+        match (self.state.as_str(), self.members.len()) {
+            ("pending", _) => "setting up…".to_owned(),
+            ("broken", _) => match &self.state_reason {
+                Some(r) => format!("broken: {r}"),
+                None => "broken".to_owned(),
+            },
+            (_, 1) => "1 member".to_owned(),
+            (_, n) => format!("{n} members"),
         }
     }
 
@@ -707,6 +723,34 @@ mod tests {
         assert_eq!(
             Event::from_event_dict(&Dict(ev)).map(|e| e.what),
             Some(EventKind::Other)
+        );
+    }
+
+    #[test]
+    fn a_broken_conversation_says_why_in_its_subtitle() {
+        let conv = |state: &str, reason: Option<&str>, members: &[&str]| {
+            let mut d = no_options();
+            d.insert("id".into(), "c1".to_variant());
+            d.insert("state".into(), state.to_variant());
+            let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+            d.insert("members".into(), members.to_variant());
+            if let Some(r) = reason {
+                d.insert("state_reason".into(), r.to_variant());
+            }
+            Conversation::from_dict(&Dict(d))
+        };
+        let broken = conv("broken", Some("no GroupInfo at the relay"), &["a", "b"]);
+        assert_eq!(
+            broken.state_reason.as_deref(),
+            Some("no GroupInfo at the relay")
+        );
+        assert_eq!(broken.subtitle(), "broken: no GroupInfo at the relay");
+        assert_eq!(conv("broken", None, &["a"]).subtitle(), "broken");
+        assert_eq!(conv("pending", None, &["a"]).subtitle(), "setting up…");
+        assert_eq!(conv("active", None, &["a"]).subtitle(), "1 member");
+        assert_eq!(
+            conv("active", None, &["a", "b", "c"]).subtitle(),
+            "3 members"
         );
     }
 }

@@ -988,13 +988,7 @@ impl Ui {
         };
         let me = self.me.borrow().clone();
         self.w.conv_title.set_title(&e.conv.title(&me));
-        let n = e.conv.members.len();
-        let sub = match (e.conv.state.as_str(), n) {
-            ("pending", _) => "setting up…".to_owned(),
-            (_, 1) => "1 member".to_owned(),
-            (_, n) => format!("{n} members"),
-        };
-        self.w.conv_title.set_subtitle(&sub);
+        self.w.conv_title.set_subtitle(&e.conv.subtitle());
         set_name(
             &self.w.conv_page,
             &format!("Conversation {}", e.conv.title(&me)),
