@@ -643,3 +643,22 @@ fn ctrl_c_quits_from_anywhere() {
     app.on_key(ctrl('c'));
     assert!(app.quit);
 }
+
+#[test]
+fn a_broken_conversation_says_why_in_its_header() {
+    let mut app = App::new(TimeZone::UTC, None);
+    app.on_resize(100, 12);
+    app.on_net(NetEvent::Connected(Box::new(status())));
+    app.outbox.clear();
+    let mut broken = conv("c1", Some("planning"), "bob@r.example", Some(0), None);
+    broken["state"] = json!("broken");
+    broken["state_reason"] = json!("no GroupInfo at the relay");
+    app.on_net(NetEvent::Reply(Request::Conversations, Ok(json!([broken]))));
+    app.on_key(key(KeyCode::Enter));
+    app.outbox.clear();
+    let screen = draw(&app);
+    assert!(
+        screen.contains("planning  (broken: no GroupInfo at the relay)"),
+        "{screen}"
+    );
+}

@@ -226,7 +226,13 @@ fn render_header(frame: &mut Frame, app: &App, area: Rect) {
                     Style::new().fg(Color::DarkGray),
                 ));
             }
-            let state = state_word(c);
+            let state = match (&c.conv.state, &c.conv.state_reason) {
+                // The daemon's readable reason, as `sotto conversation show` prints it.
+                (sotto_protocol::api::ConversationState::Broken, Some(reason)) => {
+                    format!("(broken: {})", text::one_line(reason))
+                }
+                _ => state_word(c).to_owned(),
+            };
             if !state.is_empty() {
                 spans.push(Span::styled(
                     format!("  {state}"),
