@@ -18,7 +18,8 @@
 ;; socket (NDJSON), no dependencies.  The daemon holds the keys and the
 ;; message store; this package only talks to it.
 ;;
-;;   M-x sotto            the conversation list (*sotto*), RET opens one
+;;   M-x sotto            the conversation list (*sotto*: unread, name, kind,
+;;                        state unless active, id), RET opens one
 ;;   (sotto-open CONV)    *sotto: NAME* with the history, live messages and
 ;;                        an input area at the bottom (RET sends)
 ;;   (sotto-send CONV TEXT)
@@ -353,10 +354,21 @@ message and data)."
 
 (define-derived-mode sotto-list-mode tabulated-list-mode "Sotto"
   "The Sotto conversation list.  RET opens the conversation at point."
-  (setq tabulated-list-format [("Unread" 6 t :right-align t) ("Name" 40 t) ("Kind" 7 t) ("Id" 0 t)])
+  (setq tabulated-list-format [("Unread" 6 t :right-align t) ("Name" 40 t) ("Kind" 7 t)
+                               ("State" 10 t) ("Id" 0 t)])
   (setq tabulated-list-padding 1)
   (add-hook 'tabulated-list-revert-hook #'sotto--fill-list nil t)
   (tabulated-list-init-header))
+
+(defun sotto--state-word (conv)
+  "CONV's state when it is not the usual active one, else the empty string.
+A broken conversation says why: \"broken: \" and the daemon's state_reason."
+  (let ((state (sotto--get 'state conv))
+        (reason (sotto--get 'state_reason conv)))
+    (cond ((or (null state) (equal state "active")) "")
+          ((and (equal state "broken") (stringp reason) (not (string-empty-p reason)))
+           (concat "broken: " reason))
+          (t state))))
 
 (defun sotto--fill-list (&optional convs)
   "Fills `tabulated-list-entries' from CONVS (default: ask the daemon)."
@@ -368,6 +380,7 @@ message and data)."
                           (vector (if (and (integerp unread) (> unread 0)) (number-to-string unread) "")
                                   (sotto--title c)
                                   (or (sotto--get 'kind c) "")
+                                  (sotto--state-word c)
                                   (sotto--get 'id c)))))
                 (or convs (sotto-call "conversation.list")))))
 

@@ -126,6 +126,13 @@
   (sotto-test--wait "alice to receive it" (lambda () (sotto-test--alice-has "sent with sotto-send")))
   (sotto-test--wait "shown once" (lambda () (= 1 (sotto-test--count (sotto-test--buffer) "sent with sotto-send")))))
 
+(ert-deftest sotto-07a-state-word ()
+  (should (equal (sotto--state-word '((state . "active"))) ""))
+  (should (equal (sotto--state-word '((state . "pending"))) "pending"))
+  (should (equal (sotto--state-word '((state . "broken") (state_reason . "no GroupInfo at the relay")))
+                 "broken: no GroupInfo at the relay"))
+  (should (equal (sotto--state-word '((state . "broken"))) "broken")))
+
 (ert-deftest sotto-07-list-and-ret-opens ()
   (let ((buf (sotto)))
     (should (equal (buffer-name buf) "*sotto*"))

@@ -166,12 +166,34 @@ end
 
 -- The conversation list -------------------------------------------------------------------
 
+--- A conversation's state when it is not the usual `active` ("pending", "left", "removed",
+--- "broken: <the daemon's state_reason>"), else "".
+function M._state_word(c)
+  local state = val(c.state)
+  if state == nil or state == "active" then
+    return ""
+  end
+  local reason = val(c.state_reason)
+  if state == "broken" and type(reason) == "string" and reason ~= "" then
+    return "broken: " .. reason
+  end
+  return state
+end
+
 local function render_list(convs)
   local lines, map = {}, {}
   for _, c in ipairs(convs) do
     local unread = val(c.unread)
     local badge = (type(unread) == "number" and unread > 0) and string.format("(%d)", unread) or ""
-    lines[#lines + 1] = string.format("%-5s %-40s %-6s %s", badge, conversation_title(c), val(c.kind) or "", val(c.id))
+    local state = M._state_word(c)
+    lines[#lines + 1] = string.format(
+      "%-5s %-40s %-6s %s%s",
+      badge,
+      conversation_title(c),
+      val(c.kind) or "",
+      val(c.id),
+      state ~= "" and ("  [" .. state .. "]") or ""
+    )
     map[#lines] = val(c.id)
   end
   if #lines == 0 then
