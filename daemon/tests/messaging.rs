@@ -721,3 +721,53 @@ fn kill_9_of_the_receiver_mid_burst_loses_nothing_and_doubles_nothing() {
     let expected: Vec<String> = (0..N).map(|i| format!("r{i:04}")).collect();
     assert_eq!(texts(&got), expected);
 }
+
+/// Issue 12's ordering bug: a pipelined run of posts crossing many `rate_limited`
+/// refusals (a relay at 40 requests/s, burst 20, per connection; the daemon posts runs of
+/// up to 64) must reach every member exactly once and in the sender's order. Each post
+/// names its predecessor (`PostGroupAfter`), so a post refused in the middle of a run
+/// keeps the later ones out until it is posted again.
+#[test]
+fn a_pipeline_through_a_rate_limited_relay_arrives_once_and_in_order_everywhere() {
+    const N: usize = 300;
+    let relay = Relay::start_with(&["--rate", "40", "--burst", "20"]);
+    let mut p = people(&relay, &["alice", "bob", "carol"]);
+    let (bob_a, carol_a) = (p[1].1.clone(), p[2].1.clone());
+    let created =
+        p[0].0
+            .sotto_json(&["conversation", "create", "--name", "trio", &bob_a, &carol_a]);
+    assert_eq!(created["state"], "active", "{created}");
+    let conv = created["id"].as_str().unwrap().to_owned();
+    for (d, _) in &p[1..] {
+        d.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
+    }
+    let mut c = pipeline_sends(&p[0].0, &conv, N, "o");
+    for i in 0..N {
+        let r = c.read();
+        assert_eq!(r["id"], json!(i), "answers in request order: {r}");
+        assert!(r.get("result").is_some(), "message.send failed: {r}");
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("o{i:04}")).collect();
+    let mine = wait_many(&p[0].0, &conv, "alice's messages all sent", |l| {
+        l.len() == N && l.iter().all(|m| m["state"] == "sent")
+    });
+    assert_eq!(texts(&mine), expected, "alice's history in the order sent");
+    let positions: Vec<u64> = mine
+        .iter()
+        .map(|m| m["position"].as_u64().unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "the log holds them in the order sent"
+    );
+    for (d, who) in &p[1..] {
+        let got = wait_many(d, &conv, "every message", |l| l.len() >= N);
+        assert_eq!(texts(&got), expected, "{who}: every message once, in order");
+    }
+    let limited = relay.metric("sotto_relay_rejections_total{reason=\"rate_limited\"}");
+    assert!(
+        limited >= 1.0,
+        "the relay never refused a post: nothing was tested"
+    );
+    p[0].0.stop();
+}

@@ -71,6 +71,9 @@ enum Step {
     Idle,
     /// A transient failure; retry after a backoff.
     Retry(String),
+    /// The relay asked us to wait (`rate_limited`): retry after exactly this long,
+    /// without growing the backoff or re-reading the log.
+    RetryIn(Duration, String),
     /// The conversation is finished (left, removed, broken).
     Done,
 }
@@ -94,6 +97,12 @@ struct State {
     resync: Option<bool>,
     /// Outbox rows (by id) the relay answered `internal` on every attempt so far.
     internal: std::collections::HashMap<i64, InternalStreak>,
+    /// No posts before this instant: the relay answered `rate_limited` with a retry time.
+    post_not_before: Option<Instant>,
+    /// How many queued messages the next run posts at most ([`PIPELINE`] until the relay
+    /// rate-limits a run: then the number it accepted, at least one; doubled by every
+    /// run accepted whole).
+    window: Option<usize>,
 }
 
 impl State {
@@ -130,6 +139,9 @@ pub async fn run(engine: Arc<Engine>, conv: String, inbox: Arc<Inbox>) {
             Ok(s) => s,
             Err(e) => Step::Retry(e.to_string()),
         };
+        // A wait that runs out re-reads the log next time (the safety net), except a
+        // wait the relay asked for: reading would spend a request of the rate limit.
+        let verify_on_timeout = !matches!(step, Step::RetryIn(..));
         let wait = match step {
             Step::Again => {
                 backoff = RETRY_MIN;
@@ -147,6 +159,10 @@ pub async fn run(engine: Arc<Engine>, conv: String, inbox: Arc<Inbox>) {
                 state.verify = true;
                 d
             }
+            Step::RetryIn(d, why) => {
+                tracing::debug!(conversation = %conv, cause = %why, wait = ?d, "will retry");
+                d
+            }
         };
         let now = Instant::now();
         let deadline = [state.ack_due, state.verify_at]
@@ -159,7 +175,7 @@ pub async fn run(engine: Arc<Engine>, conv: String, inbox: Arc<Inbox>) {
             () = inbox.notify.notified() => {}
             () = tokio::time::sleep(deadline.filter(|_| timed).unwrap_or(wait)) => {
                 let now = Instant::now();
-                if !timed || state.verify_at.is_some_and(|t| t <= now) {
+                if (!timed && verify_on_timeout) || state.verify_at.is_some_and(|t| t <= now) {
                     state.verify = true;
                     state.verify_at = None;
                 }
@@ -388,12 +404,27 @@ async fn messages(
     state
         .accepted
         .retain(|p| run.iter().any(|r| r.post_id == Some(*p)));
-    let unposted: Vec<&OutboxRow> = run
+    // The prepared prefix of the run, each row with its predecessor in the outbox (whose
+    // post must be in the log before this one is: `PostGroupAfter`). The outbox head has
+    // none: every row before it was processed as our own entry, so is in the log.
+    let window = state.window.unwrap_or(PIPELINE);
+    let unposted: Vec<(&OutboxRow, Option<[u8; 16]>)> = run
         .iter()
-        .filter(|r| r.mls_message.is_some())
-        .filter(|r| r.post_id.is_some_and(|p| !state.accepted.contains(&p)))
+        .enumerate()
+        .take_while(|(_, r)| r.mls_message.is_some() && r.post_id.is_some())
+        .filter(|(_, r)| r.post_id.is_some_and(|p| !state.accepted.contains(&p)))
+        .map(|(i, r)| (r, i.checked_sub(1).and_then(|j| run[j].post_id)))
+        .take(window)
         .collect();
     if !unposted.is_empty() {
+        if let Some(wait) = state
+            .post_not_before
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+        {
+            return Ok(Step::RetryIn(wait, "rate-limited by the relay".into()));
+        }
+        state.post_not_before = None;
         return post_run(engine, conv, conn, group_id, &unposted, state).await;
     }
     let unprepared: Vec<OutboxRow> = run
@@ -445,28 +476,47 @@ async fn prepare_run(
     Ok(Step::Again)
 }
 
-/// Posts `rows` back to back and then reads their answers in order.
+/// Posts `rows` back to back and then reads their answers in order. Each row names its
+/// predecessor in the outbox (`PostGroupAfter`), so when the relay refuses one in the
+/// middle of the run (`rate_limited`, `internal`, a storage failure) it stores none of
+/// the later ones (`out_of_order`): the run is posted again from its first unaccepted
+/// row, in order, and every member sees our messages in the order they were sent.
 async fn post_run(
     engine: &Arc<Engine>,
     conv: &str,
     conn: &RelayConn,
     group_id: &[u8],
-    rows: &[&OutboxRow],
+    rows: &[(&OutboxRow, Option<[u8; 16]>)],
     state: &mut State,
 ) -> Result<Step, StoreError> {
     state.verify_at = None;
-    let posts = rows.iter().map(|r| {
-        conn.request(Request::PostGroup {
-            post_id: r.post_id.unwrap_or_default(),
-            group_id: group_id.to_vec(),
-            message: r.mls_message.clone().unwrap_or_default(),
-            added: Vec::new(),
-            removed: Vec::new(),
+    let posts = rows.iter().map(|(r, after)| {
+        let (post_id, message) = (
+            r.post_id.unwrap_or_default(),
+            r.mls_message.clone().unwrap_or_default(),
+        );
+        conn.request(match after {
+            Some(after) => Request::PostGroupAfter {
+                post_id,
+                group_id: group_id.to_vec(),
+                message,
+                after: *after,
+            },
+            None => Request::PostGroup {
+                post_id,
+                group_id: group_id.to_vec(),
+                message,
+                added: Vec::new(),
+                removed: Vec::new(),
+            },
         })
     });
     // join_all polls the requests in order on its first poll: they are written in order.
     let answers = futures_util::future::join_all(posts).await;
     let mut step = Step::Again;
+    let mut refused = false;
+    let mut accepted = 0usize;
+    let rows: Vec<&OutboxRow> = rows.iter().map(|(r, _)| *r).collect();
     for (i, (row, answer)) in rows.iter().zip(answers).enumerate() {
         match answer {
             Ok(_) => {
@@ -474,6 +524,30 @@ async fn post_run(
                 if let Some(p) = row.post_id {
                     state.accepted.insert(p);
                 }
+                accepted += 1;
+            }
+            // An earlier post of this run was refused (or is not stored for another
+            // reason): this one waits for it. If nothing earlier in this run was refused,
+            // the predecessor's fate is unknown here: read the log (Retry verifies).
+            Err(RelayCallError::Refused(e)) if matches!(e.kind, RelayErrorKind::OutOfOrder) => {
+                if !refused {
+                    step = Step::Retry(e.to_string());
+                }
+                refused = true;
+            }
+            Err(RelayCallError::Refused(e))
+                if matches!(e.kind, RelayErrorKind::RateLimited { .. }) =>
+            {
+                if let RelayErrorKind::RateLimited { retry_after_ms } = e.kind
+                    && !refused
+                {
+                    let wait = Duration::from_millis(retry_after_ms.clamp(1, 30_000));
+                    state.post_not_before = Some(Instant::now() + wait);
+                    // Post no more next time than the relay took this time.
+                    state.window = Some(accepted.max(1));
+                    step = Step::RetryIn(wait, e.to_string());
+                }
+                refused = true;
             }
             Err(RelayCallError::Refused(e))
                 if matches!(e.kind, RelayErrorKind::Conflict { .. }) =>
@@ -500,9 +574,11 @@ async fn post_run(
                 // Retried later with the same bytes and post ids (idempotent), unless the
                 // relay has failed internally on it for too long.
                 match internal_verdict(state, row.id, &e) {
-                    None => step = Step::Retry(e.to_string()),
+                    None if !refused => step = Step::Retry(e.to_string()),
+                    None => {}
                     Some(why) => fail_change(engine, conv, row, &why).await?,
                 }
+                refused = true;
             }
             Err(RelayCallError::Refused(e)) => {
                 fail_change(
@@ -512,9 +588,21 @@ async fn post_run(
                     &format!("the relay refused the post: {e}"),
                 )
                 .await?;
+                // The later posts of the run named this one and were refused
+                // `out_of_order`: they go again at once, after its predecessor.
+                refused = true;
             }
-            Err(e) => step = Step::Retry(e.to_string()),
+            Err(e) => {
+                step = Step::Retry(e.to_string());
+                refused = true;
+            }
         }
+    }
+    if !refused && accepted == rows.len() {
+        state.window = state
+            .window
+            .map(|w| (w * 2).min(PIPELINE))
+            .filter(|&w| w < PIPELINE);
     }
     Ok(step)
 }

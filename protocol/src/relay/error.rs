@@ -110,6 +110,9 @@ pub enum RelayErrorKind {
     /// authentication, a mailbox subscription or acknowledgement, or as a `Fatal` before
     /// the relay closes the revoked install's open connections.
     SessionRevoked,
+    /// A [`super::Request::PostGroupAfter`] whose predecessor (`after`) is not in the
+    /// group's log: nothing was stored. Post the predecessor first, then this one again.
+    OutOfOrder,
 }
 
 impl RelayErrorKind {
@@ -142,6 +145,7 @@ impl RelayErrorKind {
             RelayErrorKind::InviteRequired => "invite_required",
             RelayErrorKind::InviteInvalid => "invite_invalid",
             RelayErrorKind::SessionRevoked => "session_revoked",
+            RelayErrorKind::OutOfOrder => "out_of_order",
         }
     }
 

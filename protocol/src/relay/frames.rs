@@ -278,6 +278,23 @@ pub enum Request {
         /// The MLS group id.
         group_id: Vec<u8>,
     },
+    /// [`Request::PostGroup`] of an application message or proposal (no access-list
+    /// delta) with an order precondition: stored only if the sender's post `after` to
+    /// this group is already in its log. Otherwise refused `out_of_order`, nothing stored
+    /// (a retry of a post stored earlier still answers its original result). A client that
+    /// pipelines posts names each one's predecessor, so a refusal in the middle of a run
+    /// (`rate_limited`, `internal`, a storage failure) cannot let a later post of the run
+    /// into the log ahead of it. Answer: [`Response::Accepted`].
+    PostGroupAfter {
+        /// Idempotency key.
+        post_id: PostId,
+        /// The MLS group id; must match the message's framing.
+        group_id: Vec<u8>,
+        /// A TLS-serialized `MlsMessage` (PublicMessage or PrivateMessage).
+        message: Vec<u8>,
+        /// The post id of the sender's post that must already be in the group's log.
+        after: PostId,
+    },
 }
 
 /// Successful answers.

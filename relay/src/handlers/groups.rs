@@ -73,6 +73,7 @@ impl<S: Store> Ctx<S> {
         added: Vec<Principal>,
         removed: Vec<Principal>,
         group_info: Option<Vec<u8>>,
+        after: Option<PostId>,
     ) -> Result<impl Future<Output = Result<Response, RelayError>> + Send + 'static, RelayError>
     {
         check_group_id(&group_id)?;
@@ -135,6 +136,7 @@ impl<S: Store> Ctx<S> {
             added,
             removed,
             group_info,
+            after,
             now: unix_now(),
         });
         let shared = Arc::clone(&self.shared);
@@ -304,5 +306,9 @@ fn accepted(
             Err(err(RelayErrorKind::Forbidden, "not a member of this group"))
         }
         AppendOutcome::UnknownGroup => Err(err(RelayErrorKind::UnknownGroup, "no such group")),
+        AppendOutcome::OutOfOrder => Err(err(
+            RelayErrorKind::OutOfOrder,
+            "the post this one must follow is not in the group's log; post it first",
+        )),
     }
 }

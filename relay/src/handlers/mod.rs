@@ -206,7 +206,26 @@ impl<S: Store> Ctx<S> {
                 message,
                 added,
                 removed,
-            } => match self.post_group(&me, post_id, group_id, message, added, removed, None) {
+            } => match self.post_group(&me, post_id, group_id, message, added, removed, None, None)
+            {
+                Ok(reply) => Box::pin(reply),
+                Err(e) => ready(Err(e)),
+            },
+            Request::PostGroupAfter {
+                post_id,
+                group_id,
+                message,
+                after,
+            } => match self.post_group(
+                &me,
+                post_id,
+                group_id,
+                message,
+                Vec::new(),
+                Vec::new(),
+                None,
+                Some(after),
+            ) {
                 Ok(reply) => Box::pin(reply),
                 Err(e) => ready(Err(e)),
             },
@@ -225,6 +244,7 @@ impl<S: Store> Ctx<S> {
                 added,
                 removed,
                 Some(group_info),
+                None,
             ) {
                 Ok(reply) => Box::pin(reply),
                 Err(e) => ready(Err(e)),

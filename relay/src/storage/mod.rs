@@ -204,6 +204,10 @@ pub struct NewGroupEntry {
     /// The new epoch's GroupInfo (commits only): when the entry is stored, it replaces the
     /// group's stored GroupInfo in the same transaction.
     pub group_info: Option<Vec<u8>>,
+    /// The order precondition (`PostGroupAfter`): stored only if the sender's post with
+    /// this id is already in the group's log (checked after the idempotency lookup, so a
+    /// retry of a stored post answers its original result, and before the epoch rule).
+    pub after: Option<PostId>,
     /// Now, Unix seconds.
     pub now: u64,
 }
@@ -249,6 +253,9 @@ pub enum AppendOutcome {
     NotMember,
     /// No such group.
     UnknownGroup,
+    /// The entry's order precondition ([`NewGroupEntry::after`]) does not hold: the
+    /// sender's post it names is not in the group's log. Nothing was stored.
+    OutOfOrder,
 }
 
 /// The outcome of creating a group.

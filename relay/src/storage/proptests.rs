@@ -91,6 +91,7 @@ proptest! {
                         added: vec![],
                         removed: vec![],
                         group_info: None,
+                        after: None,
                         now: 1000,
                     })
                     .await

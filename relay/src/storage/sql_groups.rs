@@ -104,6 +104,24 @@ pub fn append(
     if !matches!(membership(c, &e.group_id, &e.sender)?, Some((_, None))) {
         return Ok(AppendOutcome::NotMember);
     }
+    // The order precondition: the sender's previous post of a pipelined run is stored
+    // (earlier in this batch's transaction, or committed), else nothing is.
+    if let Some(after) = &e.after {
+        let found = c
+            .prepare_cached(
+                "SELECT 1 FROM posts WHERE principal = ?1 AND kind = ?2 AND scope = ?3
+                 AND post_id = ?4",
+            )?
+            .query_row(
+                params![e.sender, POST_KIND_GROUP, e.group_id, after],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !found {
+            return Ok(AppendOutcome::OutOfOrder);
+        }
+    }
     let conflict = AppendOutcome::Conflict {
         current_epoch: g.epoch,
         head_seq: g.head,

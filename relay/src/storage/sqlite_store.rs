@@ -263,6 +263,7 @@ mod tests {
             added: vec![],
             removed: vec![],
             group_info: None,
+            after: None,
             now: 1000,
         }
     }

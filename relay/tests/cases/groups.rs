@@ -2,7 +2,7 @@
 
 use openmls::prelude::{MlsGroup, OpenMlsProvider as _};
 use sotto_protocol::relay::{
-    GroupEntry, MailboxPayload, Push, RelayErrorKind, Request, Response, WIRE_VERSION,
+    GroupEntry, MailboxPayload, PostId, Push, RelayErrorKind, Request, Response, WIRE_VERSION,
     WelcomeEnvelope, content_type,
 };
 
@@ -520,4 +520,162 @@ async fn pipelined_posts_are_stored_and_answered_in_order() {
     let stored: Vec<_> = entries.iter().map(|e| e.post_id).collect();
     let expected: Vec<_> = sent.iter().map(|(_, p)| *p).collect();
     assert_eq!(stored, expected);
+}
+
+/// `PostGroupAfter`: a post whose predecessor is not in the log is refused `out_of_order`
+/// and stores nothing; once the predecessor is posted, it is accepted after it. A retry
+/// of an accepted post answers its original result whatever it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_after_one_not_in_the_log_is_refused_and_stores_nothing() {
+    let relay = Relay::start();
+    let alice = Device::new(&relay.address("alice"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let mut g = mls::new_group(&alice);
+    create(&mut a, &g).await;
+    let (first, second) = (post_id(), post_id());
+    let m1 = mls::app_message(&mut g, &alice, b"first");
+    let m2 = mls::app_message(&mut g, &alice, b"second");
+    let after_first = |message: Vec<u8>| Request::PostGroupAfter {
+        post_id: second,
+        group_id: gid(&g),
+        message,
+        after: first,
+    };
+    assert_eq!(
+        kind(a.request(after_first(m2.clone())).await),
+        RelayErrorKind::OutOfOrder
+    );
+    assert!(
+        read_all(&mut a, &gid(&g), 0).await.0.is_empty(),
+        "nothing stored"
+    );
+    let r = a
+        .request(Request::PostGroup {
+            post_id: first,
+            group_id: gid(&g),
+            message: m1,
+            added: vec![],
+            removed: vec![],
+        })
+        .await;
+    assert_eq!(accepted(r).await, (1, 0));
+    assert_eq!(
+        accepted(a.request(after_first(m2.clone())).await).await,
+        (2, 0)
+    );
+    // A retry of the accepted post, naming anything, answers the original result.
+    let retry = Request::PostGroupAfter {
+        post_id: second,
+        group_id: gid(&g),
+        message: m2,
+        after: post_id(),
+    };
+    assert_eq!(accepted(a.request(retry).await).await, (2, 0));
+    let (entries, _) = read_all(&mut a, &gid(&g), 0).await;
+    let stored: Vec<_> = entries.iter().map(|e| e.post_id).collect();
+    assert_eq!(stored, vec![first, second]);
+    assert!(relay.metric("sotto_relay_rejections_total{reason=\"out_of_order\"}") >= 1);
+}
+
+/// The ordering bug of issue 12: a connection pipelines a run of posts, each naming its
+/// predecessor, through a relay at a small request rate. Once one post of the run is
+/// refused `rate_limited`, no later post of the run is stored, even one that arrives
+/// when the bucket has a token again (refused `out_of_order`); the client posts the run
+/// again from its first unaccepted post after the retry time, and the log ends up with
+/// every post exactly once, in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_post_keeps_the_later_posts_of_its_run_out_until_it_is_retried() {
+    const N: usize = 80;
+    let relay = Relay::start_with(&["--rate", "20", "--burst", "10"]);
+    let alice = Device::new(&relay.address("alice"));
+    let mut a = Client::registered(relay.addr, &alice).await;
+    let mut g = mls::new_group(&alice);
+    create(&mut a, &g).await;
+    let run: Vec<(PostId, Vec<u8>)> = (0..N)
+        .map(|i| {
+            (
+                post_id(),
+                mls::app_message(&mut g, &alice, format!("m{i}").as_bytes()),
+            )
+        })
+        .collect();
+    let request = |i: usize| {
+        let (post_id, message) = run[i].clone();
+        match i {
+            0 => Request::PostGroup {
+                post_id,
+                group_id: gid(&g),
+                message,
+                added: vec![],
+                removed: vec![],
+            },
+            _ => Request::PostGroupAfter {
+                post_id,
+                group_id: gid(&g),
+                message,
+                after: run[i - 1].0,
+            },
+        }
+    };
+    let (mut next, mut rounds, mut out_of_order) = (0usize, 0usize, 0usize);
+    while next < N {
+        rounds += 1;
+        assert!(rounds < 10_000, "no progress");
+        // The rest of the run, back to back.
+        let mut ids = Vec::new();
+        for i in next..N {
+            ids.push((i, a.send(request(i)).await));
+        }
+        let mut refused_at: Option<(usize, u64)> = None;
+        for (i, id) in ids {
+            match a.response(id).await {
+                Ok(Response::Accepted { seq, .. }) => {
+                    assert!(refused_at.is_none(), "post {i} stored after a refused one");
+                    assert_eq!(seq, i as u64 + 1, "stored in the order sent");
+                    next = i + 1;
+                }
+                Err(e) => match (e.kind, refused_at) {
+                    (RelayErrorKind::RateLimited { retry_after_ms }, None) => {
+                        refused_at = Some((i, retry_after_ms));
+                    }
+                    (RelayErrorKind::RateLimited { .. }, Some(_)) => {}
+                    (RelayErrorKind::OutOfOrder, Some(_)) => out_of_order += 1,
+                    (other, _) => panic!("post {i}: unexpected {other:?}: {}", e.message),
+                },
+                Ok(other) => panic!("post {i}: {other:?}"),
+            }
+        }
+        let Some((first_refused, retry_after_ms)) = refused_at else {
+            continue;
+        };
+        assert_eq!(first_refused, next);
+        assert!(retry_after_ms > 0);
+        // Nothing is sent while waiting, so after 100 ms the bucket holds at least two
+        // tokens (20/s; a rate limiter's clock, not a synchronisation: waiting longer only
+        // adds tokens). The next post of the run, sent alone now, gets a token and is
+        // still refused: its predecessor is not in the log.
+        let refill = std::time::Duration::from_millis(100);
+        tokio::time::sleep(refill).await;
+        if next + 1 < N {
+            let r = a.request(request(next + 1)).await;
+            assert_eq!(kind(r), RelayErrorKind::OutOfOrder);
+            out_of_order += 1;
+            tokio::time::sleep(refill).await;
+        }
+    }
+    assert!(rounds > 1, "the run was never rate-limited");
+    assert!(out_of_order > 0);
+    // Read on another connection (its own bucket).
+    let mut reader = Client::registered(relay.addr, &alice).await;
+    let mut stored = Vec::new();
+    while stored.len() < N {
+        let (entries, _) = read_all(&mut reader, &gid(&g), stored.len() as u64).await;
+        assert!(!entries.is_empty(), "the log ends early");
+        stored.extend(entries.iter().map(|e| e.post_id));
+    }
+    let expected: Vec<PostId> = run.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        stored, expected,
+        "every post exactly once, in the order sent"
+    );
 }

@@ -14,10 +14,10 @@ use crate::storage::StoreError;
 const MIGRATION_LOCK: i64 = 0x736f_7474_6f01;
 
 /// `(version, SQL)`, in order. Never edit a migration that has shipped; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// The newest schema version this binary knows.
-pub const LATEST: i32 = 5;
+pub const LATEST: i32 = 6;
 
 const V1: &str = r#"
 CREATE TABLE devices (
@@ -257,6 +257,43 @@ CREATE TABLE group_infos (
     data bytea NOT NULL
 );
 ";
+
+/// The group append with an order precondition (`PostGroupAfter`): outcome 5 when the
+/// sender's post `p_after` is not in the group's log, checked where SQLite checks it
+/// (after the unknown-group, idempotency and membership checks, before the epoch rule);
+/// otherwise exactly `sotto_append_group`. The group row is locked first, as there.
+const V6: &str = r#"
+CREATE FUNCTION sotto_append_group_after(
+    p_group bytea, p_sender bytea, p_post bytea, p_epoch bigint, p_ct smallint,
+    p_msg bytea, p_added bytea[], p_removed bytea[], p_now bigint, p_is_commit boolean,
+    p_after bytea)
+RETURNS TABLE (outcome smallint, r_seq bigint, r_epoch bigint)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF p_after IS NOT NULL THEN
+        PERFORM 1 FROM groups g WHERE g.id = p_group FOR UPDATE;
+        IF FOUND THEN
+            PERFORM 1 FROM posts p WHERE p.principal = p_sender AND p.kind = 1
+                AND p.scope = p_group AND p.post_id = p_post;
+            IF NOT FOUND THEN
+                PERFORM 1 FROM group_members m WHERE m.group_id = p_group
+                    AND m.principal = p_sender AND m.removed_seq IS NULL;
+                IF FOUND THEN
+                    PERFORM 1 FROM posts p WHERE p.principal = p_sender AND p.kind = 1
+                        AND p.scope = p_group AND p.post_id = p_after;
+                    IF NOT FOUND THEN
+                        RETURN QUERY SELECT 5::smallint, 0::bigint, 0::bigint;
+                        RETURN;
+                    END IF;
+                END IF;
+            END IF;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT * FROM sotto_append_group(p_group, p_sender, p_post, p_epoch, p_ct,
+        p_msg, p_added, p_removed, p_now, p_is_commit);
+END
+$fn$;
+"#;
 
 /// Applies every missing migration; refuses a schema newer than [`LATEST`].
 /// Returns the version in force afterwards.

@@ -24,7 +24,9 @@ const MAX_BATCH: usize = 512;
 /// Attempts of a batch that lost a deadlock or serialization race.
 const ATTEMPTS: usize = 4;
 
-const APPEND: &str = "SELECT outcome, r_seq, r_epoch FROM sotto_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// `sotto_append_group` behind the order precondition of `PostGroupAfter` (schema V6;
+/// a NULL `after` is the plain append).
+const APPEND: &str = "SELECT outcome, r_seq, r_epoch FROM sotto_append_group_after($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const MAILBOX: &str =
     "SELECT unknown, seqs, keys FROM sotto_post_mailbox($1, $2, $3, $4, $5, $6, $7)";
 
@@ -192,6 +194,7 @@ enum Params<'a> {
         removed: Vec<&'a [u8]>,
         now: i64,
         is_commit: bool,
+        after: Option<&'a [u8]>,
     },
     Mailbox {
         sender: &'a [u8],
@@ -218,6 +221,7 @@ impl<'a> Params<'a> {
                 removed: e.removed.iter().map(|p| &p[..]).collect(),
                 now: i64_of(e.now),
                 is_commit: e.content_type == content_type::COMMIT,
+                after: e.after.as_ref().map(|a| &a[..]),
             },
             Job::Mailbox(p, _) => Params::Mailbox {
                 sender: &p.sender,
@@ -244,8 +248,9 @@ impl<'a> Params<'a> {
                 removed,
                 now,
                 is_commit,
+                after,
             } => vec![
-                group, sender, post, epoch, ct, msg, added, removed, now, is_commit,
+                group, sender, post, epoch, ct, msg, added, removed, now, is_commit, after,
             ],
             Params::Mailbox {
                 sender,
@@ -411,6 +416,7 @@ fn decode(job: &Job, row: &Row) -> Result<(Outcome, Vec<Change>), tokio_postgres
                     Vec::new(),
                 ),
                 2 => (Outcome::Append(AppendOutcome::NotMember), Vec::new()),
+                5 => (Outcome::Append(AppendOutcome::OutOfOrder), Vec::new()),
                 _ => (Outcome::Append(AppendOutcome::UnknownGroup), Vec::new()),
             }
         }
