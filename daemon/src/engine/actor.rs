@@ -25,7 +25,7 @@ const READ_BATCH: u32 = 256;
 /// The idle wait between checks when nothing wakes the actor.
 const IDLE: Duration = Duration::from_secs(30);
 /// The most consecutive queued messages prepared in one transaction and in flight at once.
-const PIPELINE: usize = 64;
+const PIPELINE: usize = 256;
 /// How long an acknowledgement to the relay may wait to be folded with later ones.
 const ACK_DELAY: Duration = Duration::from_secs(1);
 /// Acknowledge at once when this many processed entries are unacknowledged.
