@@ -46,6 +46,8 @@ enum Scenario {
     AtRest,
     /// 12. One client with 256 message.send in flight, against the raw relay path.
     Pipelined,
+    /// 13. Daemon RSS with 1,000 conversations under the pipelined load.
+    Memory,
 }
 
 /// Sotto's benchmark harness (release builds give the real figures).
@@ -120,6 +122,7 @@ fn main() -> anyhow::Result<()> {
                 Scenario::RelayPg => scenarios::relay_pg::run(&ctx).await,
                 Scenario::AtRest => scenarios::at_rest::run(&ctx).await,
                 Scenario::Pipelined => scenarios::pipelined::run(&ctx).await,
+                Scenario::Memory => scenarios::memory::run(&ctx).await,
             }
         });
         match result {

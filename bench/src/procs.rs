@@ -13,6 +13,28 @@ use tempfile::TempDir;
 
 use crate::rpc::RpcClient;
 
+/// Profiling: `SOTTO_BENCH_LOG=<filter>` runs every child with `SOTTO_LOG=<filter>` (else
+/// `warn`) and copies each child's log to `$SOTTO_BENCH_LOG_DIR` (default
+/// `/tmp/sotto-bench-logs`) when it is stopped, before its temp directory goes.
+pub const LOG_ENV: &str = "SOTTO_BENCH_LOG";
+
+/// The `SOTTO_LOG` filter for children.
+fn child_log_filter() -> String {
+    std::env::var(LOG_ENV).unwrap_or_else(|_| "warn".into())
+}
+
+/// Keeps a copy of a child's log when [`LOG_ENV`] is set.
+fn keep_log(log: &Path, name: &str, pid: u32) {
+    if std::env::var_os(LOG_ENV).is_none() {
+        return;
+    }
+    let dir = std::env::var_os("SOTTO_BENCH_LOG_DIR")
+        .map_or_else(|| PathBuf::from("/tmp/sotto-bench-logs"), PathBuf::from);
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::copy(log, dir.join(format!("{name}-{pid}.log")));
+    }
+}
+
 /// How long any single setup step may take before the scenario gives up.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -127,7 +149,7 @@ pub fn first_line(child: &mut Child, timeout: Duration) -> anyhow::Result<String
 /// A `sotto-relay` on 127.0.0.1 with its own data directory.
 #[derive(Debug)]
 pub struct Relay {
-    _dir: TempDir,
+    dir: TempDir,
     child: Child,
     pub addr: SocketAddr,
     /// The relay's public URL (from its listening line).
@@ -178,7 +200,7 @@ impl Relay {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(flags)
-            .env("SOTTO_LOG", "warn")
+            .env("SOTTO_LOG", child_log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -199,7 +221,7 @@ impl Relay {
             .with_context(|| format!("unexpected relay line {line:?}"))?;
         let url = parts.next().unwrap_or_default().to_owned();
         Ok(Relay {
-            _dir: dir,
+            dir,
             child,
             addr,
             url,
@@ -224,6 +246,7 @@ impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        keep_log(&self.dir.path().join("relay.log"), "relay", self.child.id());
     }
 }
 
@@ -312,6 +335,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        keep_log(
+            &self.root.path().join("sottod.log"),
+            "sottod",
+            self.child.id(),
+        );
     }
 }
 
@@ -336,7 +364,7 @@ fn spawn_daemon(p: &Path) -> anyhow::Result<(Child, Duration)> {
         .env("XDG_DATA_HOME", p.join("data"))
         .env("XDG_CONFIG_HOME", p.join("config"))
         .env("SOTTO_KEY_STORE", "file")
-        .env("SOTTO_LOG", "warn")
+        .env("SOTTO_LOG", child_log_filter())
         .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

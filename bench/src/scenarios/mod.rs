@@ -6,6 +6,7 @@ pub mod client;
 pub mod footprint;
 pub mod groups;
 pub mod latency;
+pub mod memory;
 pub mod mls_step;
 pub mod paced;
 pub mod pipelined;

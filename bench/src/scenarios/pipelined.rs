@@ -3,11 +3,13 @@
 //!     seconds; daemon B counts `message.received` and checks every message arrived
 //!     exactly once and in the order it was sent. This is what a bot or a bridge does, and
 //!     what the daemon's read-ahead (rpc/conn.rs) and group commit (store) are for.
+//!     Meanwhile another connection on A times `daemon.status` every 5 ms, and the bench
+//!     samples A's RSS (`VmRSS`, /proc) every 100 ms.
 //!     Baseline: the raw relay path for the same time with the same window (one raw
 //!     client posting 1 KiB MLS application messages, a second connection receiving).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,11 +18,11 @@ use tokio::sync::Semaphore;
 
 use super::sustained::raw_path;
 use super::{Ctx, Pair, padded, received_text};
-use crate::procs::{CpuMeter, Relay, unlimited_flags};
+use crate::procs::{CpuMeter, Relay, rss_bytes, unlimited_flags};
 use crate::progress;
 use crate::report::{Row, ratio};
 use crate::rpc::CALL_TIMEOUT;
-use crate::stats::{Samples, fmt_rate, fmt_us};
+use crate::stats::{Samples, fmt_bytes, fmt_rate, fmt_us};
 
 const TEXT_BYTES: usize = 1024;
 /// `message.send` calls in flight on the one connection (issue 12's target case).
@@ -29,21 +31,105 @@ const WINDOW: usize = 256;
 const BACKLOG: usize = 2_000;
 /// How long the receiver may lag behind the last send before we call it lost.
 const DRAIN: Duration = Duration::from_secs(120);
+/// How often A's RSS is read during the load.
+const RSS_EVERY: Duration = Duration::from_millis(100);
+
+/// What one pipelined run measured.
+#[derive(Debug)]
+pub struct Load {
+    /// Messages received per second on B.
+    pub rate: f64,
+    pub sent: usize,
+    pub lost: usize,
+    pub dupes: usize,
+    pub out_of_order: usize,
+    pub answered: usize,
+    pub failed: usize,
+    /// `daemon.status` round trips on another connection of A meanwhile.
+    pub status: Samples,
+    /// CPU of A, the relay and B.
+    pub cpu: String,
+    /// A's RSS (bytes): the largest and the median sample.
+    pub rss_peak: f64,
+    pub rss_median: f64,
+}
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let secs = ctx.pick(5, 20);
     let relay = Relay::start(&unlimited_flags()?)?;
     let pair = Pair::start(&relay).await?;
+    progress!("one connection on A with {WINDOW} message.send in flight for {secs} s");
+    let load = pipeline(&pair, &relay, secs).await?;
+    progress!("baseline: raw relay path for {secs} s, {WINDOW} in flight");
+    let base = raw_path(&relay, secs, WINDOW).await?;
+    let Load {
+        rate,
+        sent,
+        lost,
+        dupes,
+        out_of_order,
+        ..
+    } = load;
+    Ok(vec![
+        Row::new(
+            format!(
+                "12 pipelined, one client, {WINDOW} message.send in flight: A→B received/s over {secs} s (sent {sent}, lost {lost}, dup {dupes}, out of order {out_of_order})"
+            ),
+            fmt_rate(rate, "msg"),
+        )
+        .baseline(
+            format!("{} raw relay path, {WINDOW} in flight", fmt_rate(base, "msg")),
+            ratio(rate, base),
+        )
+        .target(
+            "≥ 3k msg/s, ≥ 0.6× raw, exactly once, in order",
+            lost == 0 && dupes == 0 && out_of_order == 0 && rate >= 3000.0 && rate >= 0.6 * base,
+        ),
+        Row::new(
+            "12 (detail) calls answered / failed",
+            format!("{} / {}", load.answered, load.failed),
+        ),
+        Row::new(
+            "12 daemon.status on another connection of A during the run, p50 / p99",
+            format!("{} / {}", fmt_us(load.status.p50()), fmt_us(load.status.p99())),
+        )
+        .target("p99 < 5 ms", load.status.p99() < 5000.0),
+        Row::new(
+            "12 daemon A RSS during the run, peak / median",
+            format!("{} / {}", fmt_bytes(load.rss_peak), fmt_bytes(load.rss_median)),
+        )
+        .target("< 64 MiB", load.rss_peak < 64.0 * 1024.0 * 1024.0),
+        Row::new("12 (detail) CPU during the run (2 cores in all)", load.cpu),
+    ])
+}
+
+/// A's RSS every [`RSS_EVERY`] until `stop`; the samples in bytes.
+fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<f64>> {
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(b) = rss_bytes(pid) {
+                out.push(b as f64);
+            }
+            tokio::time::sleep(RSS_EVERY).await;
+        }
+        out
+    })
+}
+
+/// The pipelined load of this scenario in `pair`'s conversation for `secs` seconds.
+pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<Load> {
     let mut b = pair.b.client().await?;
     b.subscribe().await?;
     // Another connection on A answers daemon.status while the pipeline runs.
     let mut status = pair.a.client().await?;
-    progress!("one connection on A with {WINDOW} message.send in flight for {secs} s");
     let cpu = CpuMeter::start(&[
         ("A", pair.a.pid()),
         ("relay", relay.pid()),
         ("B", pair.b.pid()),
     ]);
+    let stop_rss = Arc::new(AtomicBool::new(false));
+    let rss = sample_rss(pair.a.pid(), stop_rss.clone());
     let (mut reader, mut writer) = pair.a.client().await?.into_split();
     let permits = Arc::new(Semaphore::new(WINDOW));
     let received = Arc::new(AtomicUsize::new(0));
@@ -154,37 +240,22 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     }
     let (answered, failed) = answers.await??;
     let status = status_task.await??;
+    stop_rss.store(true, Ordering::SeqCst);
+    let mut rss = rss.await?;
+    rss.sort_by(f64::total_cmp);
     let cpu = cpu.report();
     let sent = total_sent.unwrap_or(0);
-    let lost = sent.saturating_sub(got);
-    let rx_rate = got as f64 / (last_rx - start).as_secs_f64().max(1e-9);
-
-    progress!("baseline: raw relay path for {secs} s, {WINDOW} in flight");
-    let base = raw_path(&relay, secs, WINDOW).await?;
-    Ok(vec![
-        Row::new(
-            format!(
-                "12 pipelined, one client, {WINDOW} message.send in flight: A→B received/s over {secs} s (sent {sent}, lost {lost}, dup {dupes}, out of order {out_of_order})"
-            ),
-            fmt_rate(rx_rate, "msg"),
-        )
-        .baseline(
-            format!("{} raw relay path, {WINDOW} in flight", fmt_rate(base, "msg")),
-            ratio(rx_rate, base),
-        )
-        .target(
-            "≥ 3k msg/s, ≥ 0.6× raw, exactly once, in order",
-            lost == 0 && dupes == 0 && out_of_order == 0 && rx_rate >= 3000.0 && rx_rate >= 0.6 * base,
-        ),
-        Row::new(
-            "12 (detail) calls answered / failed",
-            format!("{answered} / {failed}"),
-        ),
-        Row::new(
-            "12 daemon.status on another connection of A during the run, p50 / p99",
-            format!("{} / {}", fmt_us(status.p50()), fmt_us(status.p99())),
-        )
-        .target("p99 < 5 ms", status.p99() < 5000.0),
-        Row::new("12 (detail) CPU during the run (2 cores in all)", cpu),
-    ])
+    Ok(Load {
+        rate: got as f64 / (last_rx - start).as_secs_f64().max(1e-9),
+        sent,
+        lost: sent.saturating_sub(got),
+        dupes,
+        out_of_order,
+        answered,
+        failed,
+        status,
+        cpu,
+        rss_peak: rss.last().copied().unwrap_or(0.0),
+        rss_median: rss.get(rss.len() / 2).copied().unwrap_or(0.0),
+    })
 }
