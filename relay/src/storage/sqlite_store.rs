@@ -230,6 +230,10 @@ impl Store for SqliteStore {
     fn durability(&self) -> &str {
         self.durability
     }
+
+    fn healthy(&self) -> bool {
+        self.working()
+    }
 }
 
 #[cfg(test)]
@@ -559,5 +563,217 @@ mod tests {
         assert_eq!(good.await.expect("good"), RegisterOutcome::Registered);
         assert!(bad.await.is_err());
         assert_eq!(runs.load(Ordering::Relaxed), 3);
+    }
+
+    /// Holds the syncer before its `fdatasync` while `held`, and counts the syncs it let
+    /// through or is holding.
+    #[derive(Default)]
+    struct SyncHold {
+        state: std::sync::Mutex<(bool, usize, bool)>,
+        changed: std::sync::Condvar,
+    }
+
+    impl SyncHold {
+        /// `(held, syncs entered, fail)`.
+        fn lock(&self) -> std::sync::MutexGuard<'_, (bool, usize, bool)> {
+            self.state.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        fn hook(self: &std::sync::Arc<Self>) -> super::super::sqlite::SyncHook {
+            let me = std::sync::Arc::clone(self);
+            std::sync::Arc::new(move || {
+                let mut s = me.lock();
+                s.1 += 1;
+                me.changed.notify_all();
+                while s.0 {
+                    s = me.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                if s.2 {
+                    return Err(std::io::Error::other("injected fdatasync failure"));
+                }
+                Ok(())
+            })
+        }
+
+        fn set(&self, f: impl FnOnce(&mut (bool, usize, bool))) {
+            f(&mut self.lock());
+            self.changed.notify_all();
+        }
+
+        /// Waits (generously) until the syncer has entered `n` syncs in all.
+        fn wait_entered(&self, n: usize) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut s = self.lock();
+            while s.1 < n {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                assert!(!left.is_zero(), "the syncer never reached sync {n}");
+                s = self
+                    .changed
+                    .wait_timeout(s, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+    }
+
+    fn held_store() -> (tempfile::TempDir, SqliteStore, std::sync::Arc<SyncHold>) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let hold = std::sync::Arc::new(SyncHold::default());
+        let store = SqliteStore::open_with_sync_hook(&dir.path().join("t.sqlite3"), hold.hook())
+            .expect("open");
+        (dir, store, hold)
+    }
+
+    /// Waits (generously) for a condition that another thread makes true.
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_reader_sees_a_committed_batch_before_its_sync() {
+        let (dir, s, hold) = held_store();
+        let s = std::sync::Arc::new(s);
+        let bob = [2u8; 32];
+        s.register("bob".into(), "d".into(), bob, 1)
+            .await
+            .expect("register");
+        let mut changes = s.changes();
+        hold.set(|h| h.0 = true);
+        let entered = hold.lock().1;
+        let post = NewMailboxPost {
+            sender: [1; 32],
+            sender_address: "alice@x".into(),
+            post_id: [7; 16],
+            recipients: vec![("bob".into(), "d".into())],
+            payload: b"not yet durable".to_vec(),
+            now: 5,
+        };
+        let posting = tokio::spawn(s.post_mailbox(post));
+        // The batch is committed and its sync is being held.
+        tokio::task::spawn_blocking({
+            let hold = hold.clone();
+            move || hold.wait_entered(entered + 1)
+        })
+        .await
+        .expect("wait");
+        // It is in the database (a connection outside the store sees the commit) ...
+        let raw = rusqlite::Connection::open(dir.path().join("t.sqlite3")).expect("raw");
+        let rows: i64 = raw
+            .query_row("SELECT COUNT(*) FROM mailbox", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 1, "the batch was committed before its sync");
+        // ... but no reader of the store sees it, nobody was answered or woken.
+        let reader = {
+            let s = s.clone();
+            tokio::spawn(async move { s.read_mailbox(bob, 0, 10).await })
+        };
+        until("the read waits at the gate (or ends)", || {
+            s.readers_waiting() == 1 || reader.is_finished()
+        })
+        .await;
+        assert!(!reader.is_finished(), "a read saw an unsynced batch");
+        assert!(
+            !posting.is_finished(),
+            "a write was answered before its sync"
+        );
+        assert!(
+            changes.try_recv().is_err(),
+            "a wake-up went out before the sync"
+        );
+        hold.set(|h| h.0 = false);
+        assert!(matches!(
+            posting.await.expect("join").expect("post"),
+            MailboxOutcome::Posted(_)
+        ));
+        let got = reader.await.expect("join").expect("read");
+        assert_eq!(got.len(), 1, "after the sync the reader sees the row");
+        assert_eq!(got[0].payload, b"not yet durable");
+        assert_eq!(
+            changes.recv().await.ok(),
+            Some(Change::Mailbox { device: bob })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_runs_the_next_batch_against_the_unsynced_one_while_it_syncs() {
+        let (_d, s, hold) = held_store();
+        let g = b"g".to_vec();
+        s.create_group(g.clone(), [1; 32], 0).await.expect("create");
+        hold.set(|h| h.0 = true);
+        let entered = hold.lock().1;
+        // Batch n: a commit moves the epoch to 1; its sync is held.
+        let commit = tokio::spawn(s.append_group(entry(&g, 1, 0, content_type::COMMIT, 1)));
+        tokio::task::spawn_blocking({
+            let hold = hold.clone();
+            move || hold.wait_entered(entered + 1)
+        })
+        .await
+        .expect("wait");
+        // Batch n + 1 runs while batch n syncs: a retry of the same post, a rival commit
+        // for epoch 0, and a probe that says when it ran.
+        let retry = tokio::spawn(s.append_group(entry(&g, 1, 0, content_type::COMMIT, 1)));
+        let rival = tokio::spawn(s.append_group(entry(&g, 1, 0, content_type::COMMIT, 2)));
+        let (ran, probe_ran) = std::sync::mpsc::channel();
+        let probe = tokio::spawn(s.write("probe", move |c, _| {
+            let _ = ran.send(());
+            c.query_row("SELECT epoch FROM groups", [], |r| r.get::<_, u64>(0))
+        }));
+        tokio::task::spawn_blocking(move || {
+            probe_ran
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the next batch runs during the held sync")
+        })
+        .await
+        .expect("wait");
+        assert_eq!(hold.lock().1, entered + 1, "still the first sync");
+        for (what, task) in [
+            ("commit", commit.is_finished()),
+            ("retry", retry.is_finished()),
+        ] {
+            assert!(!task, "{what} answered before its batch was synced");
+        }
+        assert!(!probe.is_finished() && !rival.is_finished());
+        hold.set(|h| h.0 = false);
+        let accepted = AppendOutcome::Accepted { seq: 1, epoch: 1 };
+        assert_eq!(commit.await.expect("join").expect("commit"), accepted);
+        assert_eq!(retry.await.expect("join").expect("retry"), accepted);
+        assert_eq!(
+            rival.await.expect("join").expect("rival"),
+            AppendOutcome::Conflict {
+                current_epoch: 1,
+                head_seq: 1
+            }
+        );
+        assert_eq!(probe.await.expect("join").expect("probe"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_stops_the_store_and_nothing_is_acknowledged() {
+        let (_d, s, hold) = held_store();
+        s.register("bob".into(), "d".into(), [2; 32], 1)
+            .await
+            .expect("register");
+        assert!(s.healthy());
+        hold.set(|h| h.2 = true);
+        let r = s.register("carol".into(), "d".into(), [3; 32], 1).await;
+        assert!(
+            matches!(r, Err(StoreError::Unavailable { .. })),
+            "a write whose sync failed is retryable, not acknowledged: {r:?}"
+        );
+        assert!(!s.healthy());
+        hold.set(|h| h.2 = false);
+        // Fail-stop: nothing is written or read any more, even once syncs would work.
+        let r = s.register("dave".into(), "d".into(), [4; 32], 1).await;
+        assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
+        let r = s.device_key("bob".into(), "d".into()).await;
+        assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
     }
 }

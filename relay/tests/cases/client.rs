@@ -263,6 +263,16 @@ impl Client {
         id
     }
 
+    /// Sends a request without waiting; its id, or `None` when the connection is gone
+    /// (the relay was killed).
+    pub async fn try_send(&mut self, request: Request) -> Option<u64> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let frame = encode(&ClientFrame { id, request });
+        self.ws.send(Message::binary(frame)).await.ok()?;
+        Some(id)
+    }
+
     /// Waits for the response to `id`, queueing pushes.
     pub async fn response(&mut self, id: u64) -> Result<Response, RelayError> {
         loop {
