@@ -9,9 +9,10 @@ use super::inbound;
 use super::outbound::{self, Claimed, MembersPayload, OutboxRow, PrepareError};
 use super::resync;
 use super::{Engine, Inbox};
+use crate::keys::DeviceKey;
 use crate::model;
 use crate::relay::{RelayCallError, RelayConn};
-use crate::store::StoreError;
+use crate::store::{StoreError, Tx};
 use sha2::{Digest as _, Sha256};
 use sotto_protocol::api::{EventPayload, MessageState};
 use sotto_protocol::relay::{
@@ -99,6 +100,9 @@ struct State {
     internal: std::collections::HashMap<i64, InternalStreak>,
     /// No posts before this instant: the relay answered `rate_limited` with a retry time.
     post_not_before: Option<Instant>,
+    /// Do not prepare messages inside the next catch-up's transaction (the last one that
+    /// did failed).
+    no_fold: bool,
     /// How many queued messages the next run posts at most ([`PIPELINE`] until the relay
     /// rate-limits a run: then the number it accepted, at least one; doubled by every
     /// run accepted whole).
@@ -191,12 +195,20 @@ async fn step(
     state: &mut State,
     inbox: &Inbox,
 ) -> Result<Step, StoreError> {
+    // The conversation row and the outbox head in one trip to the store's thread.
     let id = conv.to_owned();
-    let Some(row) = engine
+    let (row, head) = engine
         .store
-        .call(move |db| model::conversation(db.conn(), &id))
-        .await?
-    else {
+        .call(move |db| {
+            let row = model::conversation(db.conn(), &id)?;
+            let head = match &row {
+                Some(_) => outbound::head(db.conn(), &id)?,
+                None => None,
+            };
+            Ok((row, head))
+        })
+        .await?;
+    let Some(row) = row else {
         return Ok(Step::Done);
     };
     if !matches!(row.state.as_str(), "pending" | "active") {
@@ -210,11 +222,6 @@ async fn step(
     if let Some(step) = resync_hook(engine, conv, &conn, &group_id, state).await? {
         return Ok(step);
     }
-    let id = conv.to_owned();
-    let head = engine
-        .store
-        .call(move |db| outbound::head(db.conn(), &id))
-        .await?;
     // A new group is created at the relay before anything else happens to it.
     if row.state == "pending"
         && let Some(h) = &head
@@ -302,7 +309,17 @@ async fn step(
         // 1. Catch up with the log: from the pushes while the subscription is live, else
         // (and as a periodic safety net) by reading it.
         let trusted = state.subscribed.is_some() && !std::mem::take(&mut state.verify);
-        match catch_up(engine, conv, &conn, &group_id, row.cursor, inbox, trusted).await? {
+        // Preparing the next messages rides in the processing transaction, unless that
+        // failed last time (then the standalone prepare_run sorts out which row fails).
+        let fold = row.state == "active" && !std::mem::take(&mut state.no_fold);
+        let caught = catch_up(
+            engine, conv, &conn, &group_id, row.cursor, inbox, trusted, fold,
+        )
+        .await;
+        if caught.is_err() && fold {
+            state.no_fold = true;
+        }
+        match caught? {
             CatchUp::Finished => return Ok(Step::Done),
             CatchUp::Progress => {
                 state.verify_at = None;
@@ -445,6 +462,25 @@ async fn messages(
     Ok(Step::Retry(
         "waiting for our own entries without a subscription".into(),
     ))
+}
+
+/// Inside a transaction that processed entries: prepares the unprepared queued messages
+/// of the conversation's pipelined run (an active conversation whose outbox head is a
+/// message run). Stops before a message that cannot be encrypted (left for
+/// [`prepare_run`], which fails it on its own); a store error fails the transaction.
+fn prepare_ahead(tx: &mut Tx<'_>, conv: &str, key: &DeviceKey) -> Result<(), StoreError> {
+    if model::conversation(tx.conn(), conv)?.is_none_or(|c| c.state != "active") {
+        return Ok(());
+    }
+    let run = outbound::message_run(tx.conn(), conv, PIPELINE)?;
+    for row in run.iter().filter(|r| r.mls_message.is_none()) {
+        match outbound::prepare_message(tx, conv, row, key) {
+            Ok(()) => {}
+            Err(PrepareError::Store(e)) => return Err(e),
+            Err(PrepareError::Invalid(_)) => break,
+        }
+    }
+    Ok(())
 }
 
 /// Prepares `rows` (queued messages, in outbox order) in one transaction. A message that
@@ -689,6 +725,7 @@ async fn schedule_resync(engine: &Arc<Engine>, conv: &str, why: &str) -> Result<
         .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn catch_up(
     engine: &Arc<Engine>,
     conv: &str,
@@ -697,6 +734,7 @@ async fn catch_up(
     cursor: u64,
     inbox: &Inbox,
     trusted: bool,
+    fold: bool,
 ) -> Result<CatchUp, StoreError> {
     let (mut pushed, reread) = inbox.take();
     pushed.retain(|e| e.seq > cursor);
@@ -735,6 +773,12 @@ async fn catch_up(
                     if last.removed || last.broken || last.resync {
                         break;
                     }
+                }
+                // Our own entries just freed room in the pipeline: prepare the messages
+                // now in its window in this same transaction (one commit instead of two
+                // per cycle). Their bytes are posted only after it committed.
+                if fold && !(last.removed || last.broken || last.resync || last.stale_group) {
+                    prepare_ahead(tx, &id, &key)?;
                 }
                 Ok(last)
             })
