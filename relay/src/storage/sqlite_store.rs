@@ -703,6 +703,69 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_begun_before_a_commit_keeps_its_durable_snapshot() {
+        let (_d, s, hold) = held_store();
+        let s = std::sync::Arc::new(s);
+        s.register("bob".into(), "d".into(), [2; 32], 1)
+            .await
+            .expect("register");
+        // A read takes its snapshot, then waits inside its transaction.
+        let (inside, read_began) = std::sync::mpsc::channel();
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let wait_go = std::sync::Mutex::new(wait_go);
+        let reading = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.read("probe", move |c| {
+                    let _ = inside.send(());
+                    let _ = wait_go
+                        .lock()
+                        .map(|rx| rx.recv_timeout(std::time::Duration::from_secs(60)));
+                    c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0))
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || {
+            read_began
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the read began")
+        })
+        .await
+        .expect("wait");
+        // A write commits meanwhile; its sync is held.
+        hold.set(|h| h.0 = true);
+        let entered = hold.lock().1;
+        let writing = {
+            let s = s.clone();
+            tokio::spawn(async move { s.register("carol".into(), "d".into(), [3; 32], 1).await })
+        };
+        tokio::task::spawn_blocking({
+            let hold = hold.clone();
+            move || hold.wait_entered(entered + 1)
+        })
+        .await
+        .expect("wait");
+        let _ = go.send(());
+        assert_eq!(
+            reading.await.expect("join").expect("read"),
+            1,
+            "the read kept the snapshot it began with (bob only)"
+        );
+        hold.set(|h| h.0 = false);
+        assert_eq!(
+            writing.await.expect("join").expect("register"),
+            RegisterOutcome::Registered
+        );
+        assert_eq!(
+            s.device_key("carol".into(), "d".into())
+                .await
+                .expect("read"),
+            Some([3; 32])
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_runs_the_next_batch_against_the_unsynced_one_while_it_syncs() {
         let (_d, s, hold) = held_store();
         let g = b"g".to_vec();
