@@ -34,13 +34,18 @@ pub const SUPPORTED_CIPHERSUITES: &[Ciphersuite] = &[
 /// The private-use GroupContext extension that carries the conversation name.
 pub const GROUP_NAME_EXTENSION: u16 = 0xff01;
 
-/// How many past epochs' secrets a member keeps to decrypt late application messages.
+/// How many past epochs' secrets a member keeps to decrypt late application messages:
+/// none.
 ///
 /// The relay accepts application messages only at the group's current epoch and every
 /// member processes the log in order, so a message is always decrypted in the epoch it
-/// was sent in; one past epoch is kept as a margin. Fewer kept epochs means better
-/// forward secrecy.
-pub const MAX_PAST_EPOCHS: usize = 1;
+/// was sent in. Fewer kept epochs means better forward secrecy, and a kept epoch is not
+/// free: openmls stores each past epoch with its member list (every leaf's credential and
+/// keys) inside the message-secrets record it rewrites on EVERY message sent or received,
+/// so with one past epoch a message in a 1,000-member group serialized ~1,000 members
+/// twice (issue 12: the message step cost 26× raw openmls in CPU). Groups created before
+/// this change keep the setting stored with them.
+pub const MAX_PAST_EPOCHS: usize = 0;
 
 /// Single-use key packages published per ciphersuite, and the level that triggers a refill.
 pub const KEY_PACKAGE_BATCH: usize = 20;
