@@ -92,13 +92,20 @@ def test_idle_timeout(bob) -> None:
 
 
 def test_events_expired(world) -> None:
-    # carol's daemon keeps only 2 events (config event_retention = 2).
-    for _ in range(5):
-        with sotto_client.Client(world.socket("carol")) as carol:
-            if carol.daemon_status()["last_event_seq"] > 3:
-                break
-        world.daemon("restart", "carol")  # relay.connected and the like: more events
+    # carol's daemon keeps only 2 events (config event_retention = 2), pruned as each new
+    # one is stored. Each conversation she creates with alice brings at least one event
+    # (`conversation.changed` once the relay accepts it): wait for each, no race with a
+    # restart (a daemon restarted before it reached the relay added no event).
     with sotto_client.Client(world.socket("carol")) as carol:
+        for n in range(4):
+            seq = carol.daemon_status()["last_event_seq"]
+            if seq > 3:
+                break
+            carol.conversation_create(members=[world.address("alice")], name="expiry %d" % n)
+            wait_until(
+                "an event for carol's conversation",
+                lambda: carol.daemon_status()["last_event_seq"] > seq,
+            )
         assert carol.daemon_status()["last_event_seq"] > 3
         with pytest.raises(SottoError) as e:
             next(iter(carol.events(0)))
