@@ -298,3 +298,41 @@ impl Receiver {
 pub fn post_id() -> [u8; 16] {
     rand::random()
 }
+
+/// Registers `n` raw members on `relay` (named `{prefix}<random tag>-{i}`, 32 at a time),
+/// each publishing one key package of sottod's default suite; returns each device with its
+/// connection, in order.
+pub async fn members_with_key_packages(
+    relay: &crate::procs::Relay,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<Vec<(Device, Client)>> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let tag: u32 = rand::random();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let dev = Device::new(&relay.address(&format!("{prefix}{tag:x}-{i}")));
+        let (gate, addr) = (gate.clone(), relay.addr);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await?;
+            let mut c = Client::authed(addr, &dev, true).await?;
+            let r = c
+                .request(Request::PublishKeyPackages {
+                    ciphersuite: u16::from(sottod::mls::DEFAULT_CIPHERSUITE),
+                    key_packages: vec![dev.key_package()?],
+                    last_resort: None,
+                })
+                .await?;
+            anyhow::ensure!(
+                matches!(r, Response::Ok | Response::KeyPackageCount(_)),
+                "publish: {r:?}"
+            );
+            Ok::<_, anyhow::Error>((dev, c))
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}

@@ -6,7 +6,6 @@
 //!    member's mailbox push of the Welcome, → `conversation.changed` with nothing pending
 //!    (claims, commit, Welcomes all done), and that member's join from the Welcome.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -14,13 +13,12 @@ use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use serde_json::json;
 use sotto_protocol::relay::{MailboxPayload, Push, Request, Response};
-use tokio::sync::Semaphore;
 
 use super::Ctx;
 use super::mls_step::{self, STEPS, Sync};
 use crate::procs::{Daemon, Relay, unlimited_flags};
 use crate::progress;
-use crate::relay_client::{Client, Device};
+use crate::relay_client::members_with_key_packages;
 use crate::report::{Row, ratio};
 use crate::stats::fmt_us;
 
@@ -180,33 +178,10 @@ async fn real_daemons(relay: &Relay, owner: &Daemon, n: usize) -> anyhow::Result
 
 async fn end_to_end(relay: &Relay, owner: &Daemon, n: usize) -> anyhow::Result<Vec<Row>> {
     progress!("e2e group of {n}: registering {n} raw members with key packages");
-    let gate = Arc::new(Semaphore::new(32));
-    let tag: u32 = rand::random();
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let dev = Device::new(&relay.address(&format!("g{tag:x}-{i}")));
-        let (gate, addr) = (gate.clone(), relay.addr);
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await?;
-            let mut c = Client::authed(addr, &dev, true).await?;
-            let r = c
-                .request(Request::PublishKeyPackages {
-                    ciphersuite: u16::from(sottod::mls::DEFAULT_CIPHERSUITE),
-                    key_packages: vec![dev.key_package()?],
-                    last_resort: None,
-                })
-                .await?;
-            anyhow::ensure!(
-                matches!(r, Response::Ok | Response::KeyPackageCount(_)),
-                "publish: {r:?}"
-            );
-            Ok::<_, anyhow::Error>((dev, c))
-        }));
-    }
+    let members = members_with_key_packages(relay, "g", n).await?;
     let mut devices = Vec::with_capacity(n);
     let mut first = None;
-    for (i, t) in tasks.into_iter().enumerate() {
-        let (dev, c) = t.await??;
+    for (i, (dev, c)) in members.into_iter().enumerate() {
         if i == 0 {
             first = Some((dev.device_ref(), c));
         }

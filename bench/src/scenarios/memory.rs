@@ -7,19 +7,16 @@
 //!     Target (issue 12): A's RSS under 64 MiB throughout, `daemon.status` p99 < 5 ms.
 //!     Baseline: A's RSS right after its account was made (one conversation, idle).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::json;
-use sotto_protocol::relay::{Request, Response};
-use tokio::sync::Semaphore;
 
 use super::pipelined;
 use super::{Ctx, Pair};
 use crate::procs::{Relay, rss_bytes, unlimited_flags};
 use crate::progress;
-use crate::relay_client::{Client, Device};
+use crate::relay_client::members_with_key_packages;
 use crate::report::{Row, ratio};
 use crate::stats::{fmt_bytes, fmt_us};
 
@@ -86,32 +83,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
 /// Registers `n` raw members (each publishing one key package) and creates a direct
 /// conversation with each on A; returns once A reports every one active.
 async fn create_conversations(relay: &Relay, pair: &Pair, n: usize) -> anyhow::Result<()> {
-    let gate = Arc::new(Semaphore::new(32));
-    let tag: u32 = rand::random();
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let dev = Device::new(&relay.address(&format!("m{tag:x}-{i}")));
-        let (gate, addr) = (gate.clone(), relay.addr);
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await?;
-            let mut c = Client::authed(addr, &dev, true).await?;
-            let r = c
-                .request(Request::PublishKeyPackages {
-                    ciphersuite: u16::from(sottod::mls::DEFAULT_CIPHERSUITE),
-                    key_packages: vec![dev.key_package()?],
-                    last_resort: None,
-                })
-                .await?;
-            anyhow::ensure!(
-                matches!(r, Response::Ok | Response::KeyPackageCount(_)),
-                "publish: {r:?}"
-            );
-            Ok::<_, anyhow::Error>(dev.address)
-        }));
-    }
+    // Their connections are not needed once the key packages are published.
+    let addresses: Vec<String> = members_with_key_packages(relay, "m", n)
+        .await?
+        .into_iter()
+        .map(|(dev, _)| dev.address)
+        .collect();
     let mut a = pair.a.client().await?;
-    for t in tasks {
-        let address = t.await??;
+    for address in addresses {
         a.ok("conversation.create", json!({"members": [address]}))
             .await?;
     }

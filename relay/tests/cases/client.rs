@@ -10,8 +10,9 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand::RngCore;
 use sotto_protocol::relay::{
-    ClientFrame, DeviceRef, Hello, InstallId, PostId, Principal, Push, RelayError, RelayErrorKind,
-    Request, Response, ServerFrame, WIRE_VERSION, auth_message, credential_identity,
+    ClientFrame, DeviceRef, GroupEntry, Hello, InstallId, PostId, Principal, Push, RelayError,
+    RelayErrorKind, Request, Response, ServerFrame, WIRE_VERSION, auth_message,
+    credential_identity,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -292,6 +293,27 @@ impl Client {
     pub async fn request(&mut self, request: Request) -> Result<Response, RelayError> {
         let id = self.send(request).await;
         self.response(id).await
+    }
+
+    /// The group's whole stored log, read page by page from the start.
+    pub async fn read_whole_group(&mut self, group_id: &[u8]) -> Vec<GroupEntry> {
+        let mut stored = Vec::new();
+        loop {
+            let r = self
+                .request(Request::ReadGroup {
+                    group_id: group_id.to_vec(),
+                    after: stored.len() as u64,
+                    limit: 256,
+                })
+                .await;
+            let Ok(Response::GroupEntries { entries, .. }) = r else {
+                panic!("read: {r:?}")
+            };
+            if entries.is_empty() {
+                return stored;
+            }
+            stored.extend(entries);
+        }
     }
 
     /// Subscribes to `dev`'s mailbox from `after`; the relay must accept.

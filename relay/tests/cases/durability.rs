@@ -176,23 +176,7 @@ async fn acked_group_entries_survive_kill_9_in_order() {
     }
     relay.restart();
     let mut a = Client::authenticated(relay.addr, &alice).await;
-    let mut stored = Vec::new();
-    loop {
-        let r = a
-            .request(Request::ReadGroup {
-                group_id: group_id.clone(),
-                after: stored.len() as u64,
-                limit: 256,
-            })
-            .await;
-        let Ok(Response::GroupEntries { entries, .. }) = r else {
-            panic!("read: {r:?}")
-        };
-        if entries.is_empty() {
-            break;
-        }
-        stored.extend(entries);
-    }
+    let stored = a.read_whole_group(&group_id).await;
     for (i, e) in stored.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "seqs have no holes");
     }
@@ -378,23 +362,7 @@ async fn a_post_flood_killed_9_keeps_every_acknowledged_and_every_pushed_post() 
     let mut acked_mail = std::collections::HashSet::new();
     for (dev, group_id, s) in &seen {
         let mut c = Client::authenticated(relay.addr, dev).await;
-        let mut stored = Vec::new();
-        loop {
-            let r = c
-                .request(Request::ReadGroup {
-                    group_id: group_id.clone(),
-                    after: stored.len() as u64,
-                    limit: 256,
-                })
-                .await;
-            let Ok(Response::GroupEntries { entries, .. }) = r else {
-                panic!("read: {r:?}")
-            };
-            if entries.is_empty() {
-                break;
-            }
-            stored.extend(entries);
-        }
+        let stored = c.read_whole_group(group_id).await;
         for (i, e) in stored.iter().enumerate() {
             assert_eq!(e.seq, i as u64 + 1, "seqs have no holes");
         }
