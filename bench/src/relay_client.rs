@@ -294,9 +294,10 @@ impl Receiver {
     }
 }
 
-/// A random post id.
+/// A post id as sottod makes them: time-ordered (`sottod::clock::ordered_id`, a UUIDv7),
+/// so the relay's idempotency index grows at one edge as it does for real senders.
 pub fn post_id() -> [u8; 16] {
-    rand::random()
+    sottod::clock::ordered_id()
 }
 
 /// Registers `n` raw members on `relay` (named `{prefix}<random tag>-{i}`, 32 at a time),

@@ -300,7 +300,7 @@ pub fn prepare_message(
     let bytes = out
         .tls_serialize_detached()
         .map_err(|e| PrepareError::Invalid(e.to_string()))?;
-    let post_id: [u8; 16] = rand::random();
+    let post_id = crate::clock::ordered_id();
     tx.conn()
         .prepare_cached("UPDATE outbox SET post_id = ?2, mls_message = ?3 WHERE id = ?1")?
         .execute(params![row.id, &post_id[..], bytes])?;
@@ -381,7 +381,7 @@ pub fn prepare_add(
     let welcome = welcome
         .tls_serialize_detached()
         .map_err(|e| PrepareError::Invalid(e.to_string()))?;
-    let post_id: [u8; 16] = rand::random();
+    let post_id = crate::clock::ordered_id();
     tx.conn().execute(
         "UPDATE outbox SET post_id = ?2, mls_message = ?3, added = ?4, welcome = ?5, welcome_to = ?6, group_info = ?7 WHERE id = ?1",
         params![
@@ -489,7 +489,7 @@ pub fn prepare_change(
     let bytes = message.tls_serialize_detached().map_err(|e| invalid(&e))?;
     let info = group_info_bytes(info)?;
     let removed: Vec<String> = removed.iter().map(hex::encode).collect();
-    let post_id: [u8; 16] = rand::random();
+    let post_id = crate::clock::ordered_id();
     tx.conn().execute(
         "UPDATE outbox SET post_id = ?2, mls_message = ?3, removed = ?4, done_epoch = NULL, group_info = ?5 WHERE id = ?1",
         params![row.id, &post_id[..], bytes, serde_json::to_string(&removed).unwrap_or_default(), info],

@@ -361,7 +361,7 @@ pub(super) fn build(
             params![conv, JOIN, crate::clock::now_rfc3339()],
         )?;
     }
-    let post_id: [u8; 16] = rand::random();
+    let post_id = crate::clock::ordered_id();
     tx.conn().execute(
         "UPDATE resyncs SET post_id = ?2, message = ?3, group_info = ?4 WHERE conversation = ?1",
         params![conv, &post_id[..], commit, own_info],

@@ -111,7 +111,7 @@ impl Service {
                                 .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "the original message is gone")));
                         }
                     }
-                    let id_bytes: [u8; 16] = rand::random();
+                    let id_bytes = crate::clock::ordered_id();
                     let id = hex::encode(id_bytes);
                     let now = crate::clock::now_unix();
                     tx.conn().prepare_cached(
