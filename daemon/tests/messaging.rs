@@ -722,6 +722,38 @@ fn kill_9_of_the_receiver_mid_burst_loses_nothing_and_doubles_nothing() {
     assert_eq!(texts(&got), expected);
 }
 
+/// A run of posts longer than tokio's cooperative budget (128 operations per poll) must
+/// reach the relay in order. The daemon used to poll one `request` future per post with
+/// `join_all`: past the budget the sends yielded and were re-polled out of order, so the
+/// relay refused the second half of every run of 256 as `out_of_order` (the posts were
+/// re-sent after a log read; nothing was lost, but every cycle cost a refusal, a read
+/// and a retry). Limits lifted so that no refusal has another cause.
+#[test]
+fn a_long_pipeline_reaches_the_relay_in_order_with_no_refusal() {
+    const N: usize = 600;
+    let relay = Relay::start_with(&["--rate", "1000000", "--burst", "1000000"]);
+    let mut p = people(&relay, &["alice", "bob"]);
+    let bob = p[1].1.clone();
+    let conv = p[0].0.conversation_with(&p[1].0, &bob);
+    let mut c = pipeline_sends(&p[0].0, &bob, N, "l");
+    for i in 0..N {
+        let r = c.read();
+        assert_eq!(r["id"], json!(i), "answers in request order: {r}");
+        assert!(r.get("result").is_some(), "message.send failed: {r}");
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("l{i:04}")).collect();
+    let got = wait_many(&p[1].0, &conv, "bob received them all", |l| l.len() >= N);
+    assert_eq!(texts(&got), expected, "bob: every message once, in order");
+    let posts = relay.counter("sotto_relay_group_entries_stored_total");
+    assert!(posts >= N as f64, "the relay stored {posts} group entries");
+    let refused = relay.counter("sotto_relay_rejections_total{reason=\"out_of_order\"}");
+    assert_eq!(
+        refused, 0.0,
+        "posts of one run arrived at the relay out of order"
+    );
+    p[0].0.stop();
+}
+
 /// Issue 12's ordering bug: a pipelined run of posts crossing many `rate_limited`
 /// refusals (a relay at 40 requests/s, burst 20, per connection; the daemon posts runs of
 /// up to 64) must reach every member exactly once and in the sender's order. Each post

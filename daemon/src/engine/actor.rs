@@ -526,29 +526,32 @@ async fn post_run(
     state: &mut State,
 ) -> Result<Step, StoreError> {
     state.verify_at = None;
-    let posts = rows.iter().map(|(r, after)| {
-        let (post_id, message) = (
-            r.post_id.unwrap_or_default(),
-            r.mls_message.clone().unwrap_or_default(),
-        );
-        conn.request(match after {
-            Some(after) => Request::PostGroupAfter {
-                post_id,
-                group_id: group_id.to_vec(),
-                message,
-                after: *after,
-            },
-            None => Request::PostGroup {
-                post_id,
-                group_id: group_id.to_vec(),
-                message,
-                added: Vec::new(),
-                removed: Vec::new(),
-            },
+    let posts = rows
+        .iter()
+        .map(|(r, after)| {
+            let (post_id, message) = (
+                r.post_id.unwrap_or_default(),
+                r.mls_message.clone().unwrap_or_default(),
+            );
+            match after {
+                Some(after) => Request::PostGroupAfter {
+                    post_id,
+                    group_id: group_id.to_vec(),
+                    message,
+                    after: *after,
+                },
+                None => Request::PostGroup {
+                    post_id,
+                    group_id: group_id.to_vec(),
+                    message,
+                    added: Vec::new(),
+                    removed: Vec::new(),
+                },
+            }
         })
-    });
-    // join_all polls the requests in order on its first poll: they are written in order.
-    let answers = futures_util::future::join_all(posts).await;
+        .collect();
+    // Written in this order (`request_all`): each post names the one before it.
+    let answers = conn.request_all(posts).await;
     let mut step = Step::Again;
     let mut refused = false;
     let mut accepted = 0usize;

@@ -918,6 +918,18 @@ impl Relay {
 impl Relay {
     /// The value of metric `name` on the relay's `/metrics` (a `name value` line).
     pub fn metric(&self, name: &str) -> f64 {
+        self.metric_if_any(name)
+            .unwrap_or_else(|out| panic!("no {name} in:\n{out}"))
+    }
+
+    /// The value of counter `name`, 0 while the relay has not reported it (a labelled
+    /// counter such as a rejection reason appears on its first count).
+    pub fn counter(&self, name: &str) -> f64 {
+        self.metric_if_any(name).unwrap_or(0.0)
+    }
+
+    /// The value of metric `name`, or the whole exposition when it has no such line.
+    fn metric_if_any(&self, name: &str) -> Result<f64, String> {
         let mut s = std::net::TcpStream::connect(&self.host).expect("connect for /metrics");
         s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
         write!(
@@ -930,7 +942,7 @@ impl Relay {
         out.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+            .ok_or(out)
     }
 }
 
