@@ -4,7 +4,9 @@
 //!     exactly once and in the order it was sent. This is what a bot or a bridge does, and
 //!     what the daemon's read-ahead (rpc/conn.rs) and group commit (store) are for.
 //!     Meanwhile another connection on A times `daemon.status` every 5 ms, and the bench
-//!     samples A's RSS (`VmRSS`, /proc) every 100 ms.
+//!     samples A's RSS (`VmRSS`, /proc) every 100 ms. The sender also times what held it
+//!     back: A's answers (WINDOW in flight) or B (BACKLOG sent and not received yet); the
+//!     larger share names the side that bounds the rate.
 //!     Baseline: the raw relay path for the same time with the same window (one raw
 //!     client posting 1 KiB MLS application messages, a second connection receiving).
 
@@ -52,6 +54,11 @@ pub struct Load {
     /// A's RSS (bytes): the largest and the median sample.
     pub rss_peak: f64,
     pub rss_median: f64,
+    /// What held the sender back, as shares of its run: waiting for A to answer (all
+    /// WINDOW calls in flight) and waiting for B to catch up (BACKLOG sent, not received).
+    /// A high share of the second says the receiving side bounds the rate.
+    pub waited_on_a: f64,
+    pub waited_on_b: f64,
 }
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
@@ -100,6 +107,16 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         )
         .target("< 64 MiB", load.rss_peak < 64.0 * 1024.0 * 1024.0),
         Row::new("12 (detail) CPU during the run (2 cores in all)", load.cpu),
+        Row::new(
+            format!(
+                "12 (detail) the sender waited for A's answers ({WINDOW} in flight) / for B to catch up ({BACKLOG} ahead)"
+            ),
+            format!(
+                "{:.0} % / {:.0} % of the run",
+                load.waited_on_a * 100.0,
+                load.waited_on_b * 100.0
+            ),
+        ),
     ])
 }
 
@@ -139,12 +156,17 @@ pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<L
     let (p, r) = (permits.clone(), received.clone());
     let sender = tokio::spawn(async move {
         let mut sent = 0usize;
+        let (mut on_a, mut on_b) = (Duration::ZERO, Duration::ZERO);
         while Instant::now() < deadline {
             if sent >= r.load(Ordering::SeqCst) + BACKLOG {
+                let t = Instant::now();
                 tokio::time::sleep(Duration::from_millis(1)).await;
+                on_b += t.elapsed();
                 continue;
             }
+            let t = Instant::now();
             p.acquire().await?.forget();
+            on_a += t.elapsed();
             let text = padded(&format!("pipe-{sent}"), TEXT_BYTES);
             let mut line = json!({"jsonrpc": "2.0", "id": sent, "method": "message.send",
                 "params": {"conversation": bob, "text": text}})
@@ -153,7 +175,9 @@ pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<L
             writer.write_all(line.as_bytes()).await?;
             sent += 1;
         }
-        Ok::<_, anyhow::Error>((sent, writer))
+        let run = start.elapsed().as_secs_f64().max(1e-9);
+        let waited = (on_a.as_secs_f64() / run, on_b.as_secs_f64() / run);
+        Ok::<_, anyhow::Error>((sent, writer, waited))
     });
     let p = permits.clone();
     let answers = tokio::spawn(async move {
@@ -195,11 +219,13 @@ pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<L
     let mut sender = Some(sender);
     let mut total_sent = None;
     let mut writer_half = None;
+    let mut waited = (0.0, 0.0);
     loop {
         if let Some(s) = sender.take_if(|s| s.is_finished()) {
-            let (n, w) = s.await??;
+            let (n, w, shares) = s.await??;
             total_sent = Some(n);
             writer_half = Some(w);
+            waited = shares;
         }
         if let Some(n) = total_sent
             && (got >= n || Instant::now() > deadline + DRAIN)
@@ -257,5 +283,7 @@ pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<L
         cpu,
         rss_peak: rss.last().copied().unwrap_or(0.0),
         rss_median: rss.get(rss.len() / 2).copied().unwrap_or(0.0),
+        waited_on_a: waited.0,
+        waited_on_b: waited.1,
     })
 }
