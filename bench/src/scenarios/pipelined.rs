@@ -5,8 +5,8 @@
 //!     what the daemon's read-ahead (rpc/conn.rs) and group commit (store) are for.
 //!     Meanwhile another connection on A times `daemon.status` every 5 ms, and the bench
 //!     samples A's RSS (`VmRSS`, /proc) every 100 ms. The sender also times what held it
-//!     back: A's answers (WINDOW in flight) or B (BACKLOG sent and not received yet); the
-//!     larger share names the side that bounds the rate.
+//!     back: A's answers (WINDOW in flight) or delivery (BACKLOG sent and not received
+//!     by B yet, wherever they are: A's outbox, the relay, B).
 //!     Baseline: the raw relay path for the same time with the same window (one raw
 //!     client posting 1 KiB MLS application messages, a second connection receiving).
 
@@ -55,10 +55,11 @@ pub struct Load {
     pub rss_peak: f64,
     pub rss_median: f64,
     /// What held the sender back, as shares of its run: waiting for A to answer (all
-    /// WINDOW calls in flight) and waiting for B to catch up (BACKLOG sent, not received).
-    /// A high share of the second says the receiving side bounds the rate.
-    pub waited_on_a: f64,
-    pub waited_on_b: f64,
+    /// WINDOW calls in flight), and waiting for delivery (BACKLOG answered but not yet
+    /// received by B: queued in A's outbox, at the relay or in B). A high share of the
+    /// second says A accepts calls faster than the path behind it delivers them.
+    pub waited_on_answers: f64,
+    pub waited_on_delivery: f64,
 }
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
@@ -109,12 +110,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         Row::new("12 (detail) CPU during the run (2 cores in all)", load.cpu),
         Row::new(
             format!(
-                "12 (detail) the sender waited for A's answers ({WINDOW} in flight) / for B to catch up ({BACKLOG} ahead)"
+                "12 (detail) the sender waited for A's answers ({WINDOW} in flight) / for delivery ({BACKLOG} sent, not yet received)"
             ),
             format!(
                 "{:.0} % / {:.0} % of the run",
-                load.waited_on_a * 100.0,
-                load.waited_on_b * 100.0
+                load.waited_on_answers * 100.0,
+                load.waited_on_delivery * 100.0
             ),
         ),
     ])
@@ -156,17 +157,17 @@ pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<L
     let (p, r) = (permits.clone(), received.clone());
     let sender = tokio::spawn(async move {
         let mut sent = 0usize;
-        let (mut on_a, mut on_b) = (Duration::ZERO, Duration::ZERO);
+        let (mut on_answers, mut on_delivery) = (Duration::ZERO, Duration::ZERO);
         while Instant::now() < deadline {
             if sent >= r.load(Ordering::SeqCst) + BACKLOG {
                 let t = Instant::now();
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                on_b += t.elapsed();
+                on_delivery += t.elapsed();
                 continue;
             }
             let t = Instant::now();
             p.acquire().await?.forget();
-            on_a += t.elapsed();
+            on_answers += t.elapsed();
             let text = padded(&format!("pipe-{sent}"), TEXT_BYTES);
             let mut line = json!({"jsonrpc": "2.0", "id": sent, "method": "message.send",
                 "params": {"conversation": bob, "text": text}})
@@ -176,7 +177,10 @@ pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<L
             sent += 1;
         }
         let run = start.elapsed().as_secs_f64().max(1e-9);
-        let waited = (on_a.as_secs_f64() / run, on_b.as_secs_f64() / run);
+        let waited = (
+            on_answers.as_secs_f64() / run,
+            on_delivery.as_secs_f64() / run,
+        );
         Ok::<_, anyhow::Error>((sent, writer, waited))
     });
     let p = permits.clone();
@@ -283,7 +287,7 @@ pub async fn pipeline(pair: &Pair, relay: &Relay, secs: u64) -> anyhow::Result<L
         cpu,
         rss_peak: rss.last().copied().unwrap_or(0.0),
         rss_median: rss.get(rss.len() / 2).copied().unwrap_or(0.0),
-        waited_on_a: waited.0,
-        waited_on_b: waited.1,
+        waited_on_answers: waited.0,
+        waited_on_delivery: waited.1,
     })
 }
