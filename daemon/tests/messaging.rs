@@ -657,6 +657,15 @@ fn pipeline_sends(d: &Daemon, to: &str, n: usize, tag: &str) -> crate::support::
     c
 }
 
+/// Reads the answers to `n` pipelined `message.send` calls: in request order, each a success.
+fn read_sent_answers(c: &mut crate::support::RawClient, n: usize) {
+    for i in 0..n {
+        let r = c.read();
+        assert_eq!(r["id"], json!(i), "answers in request order: {r}");
+        assert!(r.get("result").is_some(), "message.send failed: {r}");
+    }
+}
+
 #[test]
 fn kill_9_of_the_sender_mid_pipeline_loses_no_acknowledged_message_and_doubles_none() {
     const N: usize = 1000;
@@ -736,11 +745,7 @@ fn a_long_pipeline_reaches_the_relay_in_order_with_no_refusal() {
     let bob = p[1].1.clone();
     let conv = p[0].0.conversation_with(&p[1].0, &bob);
     let mut c = pipeline_sends(&p[0].0, &bob, N, "l");
-    for i in 0..N {
-        let r = c.read();
-        assert_eq!(r["id"], json!(i), "answers in request order: {r}");
-        assert!(r.get("result").is_some(), "message.send failed: {r}");
-    }
+    read_sent_answers(&mut c, N);
     let expected: Vec<String> = (0..N).map(|i| format!("l{i:04}")).collect();
     let got = wait_many(&p[1].0, &conv, "bob received them all", |l| l.len() >= N);
     assert_eq!(texts(&got), expected, "bob: every message once, in order");
@@ -774,11 +779,7 @@ fn a_pipeline_through_a_rate_limited_relay_arrives_once_and_in_order_everywhere(
         d.wait_conversation("the Welcome", |c| c["id"] == conv.as_str());
     }
     let mut c = pipeline_sends(&p[0].0, &conv, N, "o");
-    for i in 0..N {
-        let r = c.read();
-        assert_eq!(r["id"], json!(i), "answers in request order: {r}");
-        assert!(r.get("result").is_some(), "message.send failed: {r}");
-    }
+    read_sent_answers(&mut c, N);
     let expected: Vec<String> = (0..N).map(|i| format!("o{i:04}")).collect();
     let mine = wait_many(&p[0].0, &conv, "alice's messages all sent", |l| {
         l.len() == N && l.iter().all(|m| m["state"] == "sent")

@@ -420,10 +420,8 @@ impl RelayConn {
 
     /// Sends a request and waits for its answer.
     pub async fn request(&self, request: Request) -> Result<Response, RelayCallError> {
-        match self.send_request(request).await {
-            Ok(rx) => self.answer(rx).await,
-            Err(e) => Err(e),
-        }
+        let sent = self.send_request(request).await?;
+        self.answer(sent).await
     }
 
     /// Sends `requests` in this order and waits for their answers (in the same order).
